@@ -1,0 +1,207 @@
+//! A real host: a TCP listener on loopback (or any address), one outgoing connection per peer host,
+//! and per-port mailboxes fed by a reader task per incoming connection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridbed_runtime::{Addr, BoxFuture, Host, HostId, Mailbox, Message, NetError};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::frame::{Header, HEADER_LEN};
+
+type Ports = Arc<Mutex<BTreeMap<u16, mpsc::UnboundedSender<Message>>>>;
+
+pub struct RealHost {
+    pub id: HostId,
+    pub addrs: Arc<Vec<SocketAddr>>,
+    pub epoch: Instant,
+    pub rt: tokio::runtime::Handle,
+    ports: Ports,
+    /// Messages for ports not bound yet: kept until a bind (a peer may start first).
+    parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
+    conns: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Owned handle for futures started from `&self` trait methods.
+    me: std::sync::Weak<RealHost>,
+}
+
+impl RealHost {
+    /// Starts accepting peers on `listener`.
+    pub fn start(id: HostId, listener: TcpListener, addrs: Arc<Vec<SocketAddr>>, epoch: Instant, rt: tokio::runtime::Handle) -> Arc<RealHost> {
+        let host = Arc::new_cyclic(|me| RealHost {
+            me: me.clone(),
+            id,
+            addrs,
+            epoch,
+            rt: rt.clone(),
+            ports: Arc::default(),
+            parked: Arc::default(),
+            conns: Mutex::default(),
+            tasks: Mutex::default(),
+        });
+        let (ports, parked) = (host.ports.clone(), host.parked.clone());
+        let accept = rt.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(read_frames(stream, ports.clone(), parked.clone()));
+            }
+        });
+        host.tasks.lock().push(accept.abort_handle());
+        host
+    }
+
+    /// Stops every task of this host (crash in real mode).
+    pub fn stop(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.ports.lock().clear();
+        self.conns.lock().clear();
+    }
+
+    async fn connection(&self, to: HostId) -> Result<Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>, NetError> {
+        if let Some(c) = self.conns.lock().get(&to.0) {
+            return Ok(c.clone());
+        }
+        let sa = *self.addrs.get(to.0 as usize).ok_or(NetError::Unreachable(Addr::new(to, 0)))?;
+        let stream = TcpStream::connect(sa).await.map_err(|e| NetError::Io(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (_, w) = stream.into_split();
+        let c = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(64 * 1024, w)));
+        // Two racing first sends may both connect; keep the first so order per pair is preserved.
+        Ok(self.conns.lock().entry(to.0).or_insert(c).clone())
+    }
+}
+
+/// Reads frames from one peer connection until it closes or sends garbage.
+async fn read_frames(mut stream: TcpStream, ports: Ports, parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>) {
+    let mut hdr = [0u8; HEADER_LEN];
+    loop {
+        if stream.read_exact(&mut hdr).await.is_err() {
+            return;
+        }
+        let h = match Header::decode(&hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("closing connection: {e}");
+                return;
+            }
+        };
+        let mut payload = vec![0u8; h.len as usize];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        let msg = Message { from: Addr::new(HostId(h.from_host), h.from_port), payload };
+        let tx = ports.lock().get(&h.to_port).cloned();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => parked.lock().entry(h.to_port).or_default().push(msg),
+        }
+    }
+}
+
+struct RealMailbox {
+    addr: Addr,
+    rx: mpsc::UnboundedReceiver<Message>,
+    ports: Ports,
+}
+
+impl Mailbox for RealMailbox {
+    fn addr(&self) -> Addr {
+        self.addr
+    }
+    fn recv(&mut self) -> BoxFuture<'_, Result<Message, NetError>> {
+        Box::pin(async move { self.rx.recv().await.ok_or(NetError::Closed) })
+    }
+    fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for RealMailbox {
+    fn drop(&mut self) {
+        self.ports.lock().remove(&self.addr.port);
+    }
+}
+
+impl Host for RealHost {
+    fn id(&self) -> HostId {
+        self.id
+    }
+    fn name(&self) -> String {
+        format!("h{}@{}", self.id.0, self.addrs[self.id.0 as usize])
+    }
+    fn hosts(&self) -> Vec<HostId> {
+        (0..self.addrs.len() as u32).map(HostId).collect()
+    }
+    fn can_reach(&self, other: HostId) -> bool {
+        (other.0 as usize) < self.addrs.len()
+    }
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+    fn rng_u64(&self) -> u64 {
+        rand::random()
+    }
+    fn compute(&self, _cycles: u64) -> BoxFuture<'static, ()> {
+        // Real work has already been done by the caller; yield so other tasks run.
+        Box::pin(tokio::task::yield_now())
+    }
+    fn cpu_hz(&self) -> f64 {
+        // Nominal: real-mode timing comes from the wall clock, not from this figure.
+        1e9
+    }
+    fn spawn(&self, _name: &str, task: BoxFuture<'static, ()>) {
+        let h = self.rt.spawn(task);
+        self.tasks.lock().push(h.abort_handle());
+    }
+    fn bind(&self, port: u16) -> Result<Box<dyn Mailbox>, NetError> {
+        let mut ports = self.ports.lock();
+        if ports.contains_key(&port) {
+            return Err(NetError::PortInUse(port));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for m in self.parked.lock().remove(&port).unwrap_or_default() {
+            let _ = tx.send(m);
+        }
+        ports.insert(port, tx);
+        Ok(Box::new(RealMailbox { addr: Addr::new(self.id, port), rx, ports: self.ports.clone() }))
+    }
+    fn send(&self, from_port: u16, to: Addr, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>> {
+        let this = SendCtx { host: self.me.upgrade().expect("host is alive while borrowed"), from_port };
+        Box::pin(async move {
+            if payload.len() > crate::frame::MAX_PAYLOAD {
+                return Err(NetError::TooLarge { size: payload.len(), limit: crate::frame::MAX_PAYLOAD });
+            }
+            let conn = this.host.connection(to.host).await?;
+            let hdr = Header { from_port: this.from_port, to_port: to.port, from_host: this.host.id.0, len: payload.len() as u32 };
+            let mut w = conn.lock().await;
+            let io = async {
+                w.write_all(&hdr.encode()).await?;
+                w.write_all(&payload).await?;
+                w.flush().await
+            };
+            io.await.map_err(|e| NetError::Io(e.to_string()))
+        })
+    }
+    fn event(&self, what: &str) {
+        tracing::debug!(host = self.id.0, "{what}");
+    }
+}
+
+struct SendCtx {
+    host: Arc<RealHost>,
+    from_port: u16,
+}
+
