@@ -1,0 +1,29 @@
+//! Determinism: every registered experiment, run twice with one seed, gives one trace digest; the
+//! simulator is exercised over many seeds.
+
+use gridbed_experiments::registry;
+use gridbed_runtime::outcome::Mode;
+
+#[test]
+fn each_experiment_same_seed_same_digest() {
+    for exp in registry::all() {
+        if !exp.modes.contains(&Mode::Sim) {
+            continue;
+        }
+        let a = (exp.run)(Mode::Sim, 42).unwrap().trace.expect("sim runs have a trace");
+        let b = (exp.run)(Mode::Sim, 42).unwrap().trace.expect("sim runs have a trace");
+        assert_eq!(a.digest, b.digest, "{} is not deterministic", exp.name);
+        assert_eq!(a.events, b.events);
+    }
+}
+
+#[test]
+fn figure_3_holds_for_many_seeds() {
+    for seed in 0..16 {
+        let out = gridbed_migration::bandwidth::simulate(seed).unwrap();
+        for (k, paper) in &out.paper {
+            let ratio = out.metrics[k] / paper;
+            assert!((ratio - 1.0).abs() <= out.tolerance[k], "seed {seed}: {k} ratio {ratio}");
+        }
+    }
+}
