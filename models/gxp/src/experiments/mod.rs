@@ -1,0 +1,55 @@
+//! The experiments the runner calls: `gxp-scale` ([`scale`]) and `gxp-farm` ([`farm`]).
+
+mod farm_exp;
+mod scale_exp;
+
+use std::sync::Arc;
+
+use gridbed_sim::Platform;
+
+use crate::sim::cost::LoginCost;
+use crate::sim::world::World;
+use crate::sim::{layout, rules_for};
+
+pub use farm_exp::{farm, farm_with};
+pub use scale_exp::{scale, scale_with, ScalePoint};
+
+/// LAN transport of the experiments: 100 Mbit/s switched Ethernet, the common LAN of GXP's
+/// 2004–2006 clusters (simulator preset `ethernet-100`).
+pub const LAN_TRANSPORT: &str = "ethernet-100";
+
+/// A platform of `lans` LANs of `per_lan` hosts; LAN 0 (the login host's) is public, every other
+/// LAN sits behind NAT with its first host as gateway. Returns the platform, the shared world and
+/// the login rules that describe it.
+pub fn nat_platform(
+    lans: usize,
+    per_lan: usize,
+    cost: LoginCost,
+) -> anyhow::Result<(Platform, Arc<World>, crate::rules::RuleSet)> {
+    let private: Vec<usize> = (1..lans).collect();
+    let platform = Platform::lans(lans, per_lan, LAN_TRANSPORT)
+        .map_err(|e| anyhow::anyhow!("platform: {e}"))?
+        .with_private_lans(&private);
+    let (names, gw) = layout(lans, per_lan, &private);
+    let world = Arc::new(World::new(names, gw, cost));
+    Ok((platform, world, rules_for(lans, &private)))
+}
+
+/// splitmix64: the experiments' own deterministic stream (task sizes, crash times), a function of
+/// the seed only.
+pub(crate) struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

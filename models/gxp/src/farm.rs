@@ -1,0 +1,310 @@
+//! Task farming: a list of tasks dispatched to free hosts, one at a time per host; outputs and exit
+//! codes collected; a task whose host dies is retried on another host; a journal of finished tasks
+//! makes an interrupted run resumable (finished tasks are not run again).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::controller::{ControlError, Controller};
+use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream};
+
+/// One finished task, as kept in the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub idx: usize,
+    pub cmd: String,
+    pub host: String,
+    /// Exit code, or None when the task never ended on a live host after all attempts.
+    pub code: Option<i32>,
+    pub status: String,
+    pub stdout: String,
+    pub attempts: u32,
+}
+
+/// Finished tasks by index. Real mode appends each record as a JSON line to a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FarmJournal {
+    pub done: BTreeMap<usize, TaskRecord>,
+}
+
+impl FarmJournal {
+    /// Parses JSON lines; a malformed line is an error naming its line number.
+    pub fn from_lines(text: &str) -> anyhow::Result<Self> {
+        let mut j = FarmJournal::default();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r: TaskRecord = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("journal line {}: {e}", n + 1))?;
+            j.done.insert(r.idx, r);
+        }
+        Ok(j)
+    }
+
+    pub fn line(r: &TaskRecord) -> String {
+        serde_json::to_string(r).unwrap_or_default()
+    }
+}
+
+/// Reads a task file: one command per line; blank lines and `#` comments skipped.
+pub fn parse_tasks(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+pub struct FarmOptions<'a> {
+    /// Attempts per task before it is given up (host losses only; a non-zero exit is a result).
+    pub max_attempts: u32,
+    /// Stop dispatching after this many completions in this run (models an interruption).
+    pub stop_after: Option<usize>,
+    /// Called with each finished task (real mode appends it to the journal file).
+    pub on_done: Option<&'a mut (dyn FnMut(&TaskRecord) + Send)>,
+}
+
+impl Default for FarmOptions<'_> {
+    fn default() -> Self {
+        FarmOptions {
+            max_attempts: 3,
+            stop_after: None,
+            on_done: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FarmReport {
+    /// Tasks finished in this run.
+    pub finished: usize,
+    /// Tasks skipped because the journal had them.
+    pub skipped: usize,
+    /// Re-dispatches after a host loss.
+    pub retried: usize,
+    /// Tasks given up after `max_attempts` host losses.
+    pub abandoned: usize,
+    pub dispatched: usize,
+    pub interrupted: bool,
+}
+
+struct Running {
+    task: usize,
+    host: u32,
+    stdout: Vec<u8>,
+}
+
+impl Controller {
+    /// Farms `tasks` out to the selected hosts. Tasks already in `journal` (same index and command)
+    /// are skipped; finished tasks are added to it.
+    pub async fn farm(
+        &mut self,
+        tasks: &[String],
+        journal: &mut FarmJournal,
+        mut opts: FarmOptions<'_>,
+    ) -> Result<FarmReport, ControlError> {
+        let hosts = self.selected();
+        if hosts.is_empty() {
+            return Err(ControlError::NothingSelected);
+        }
+        let mut rep = FarmReport::default();
+        let mut pending: VecDeque<usize> = VecDeque::new();
+        for (i, t) in tasks.iter().enumerate() {
+            if journal.done.get(&i).is_some_and(|r| &r.cmd == t) {
+                rep.skipped += 1;
+            } else {
+                pending.push_back(i);
+            }
+        }
+        let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut free: VecDeque<u32> = hosts.into_iter().collect();
+        let mut running: BTreeMap<u64, Running> = BTreeMap::new();
+        let n = tasks.len() as u32;
+        loop {
+            let stop = opts.stop_after.is_some_and(|s| rep.finished >= s);
+            if stop && !pending.is_empty() {
+                rep.interrupted = true;
+                return Ok(rep); // running tasks are abandoned, as when the controller is killed
+            }
+            while !pending.is_empty() && !free.is_empty() {
+                let host = free.pop_front().unwrap_or(0);
+                let Some(path) = self
+                    .table
+                    .get(host)
+                    .filter(|e| e.state == crate::hosts::HostState::Alive)
+                    .map(|e| e.path.clone())
+                else {
+                    continue;
+                };
+                let task = pending.pop_front().unwrap_or(0);
+                *attempts.entry(task).or_default() += 1;
+                let exec = self.new_exec_id();
+                let spec = ExecSpec {
+                    exec,
+                    cmd: tasks[task].clone(),
+                    cwd: None,
+                    selection: Selection::All,
+                    num_execs: n,
+                    exec_idx: Some(task as u32),
+                    env: vec![],
+                    stdin_open: false,
+                };
+                self.send(Down::To {
+                    path,
+                    order: Order::Exec(spec),
+                })?;
+                running.insert(
+                    exec,
+                    Running {
+                        task,
+                        host,
+                        stdout: Vec::new(),
+                    },
+                );
+                rep.dispatched += 1;
+            }
+            if running.is_empty() {
+                if pending.is_empty() {
+                    return Ok(rep);
+                }
+                // Tasks left but no live host: give them up.
+                for t in pending.drain(..) {
+                    let rec = record(
+                        t,
+                        &tasks[t],
+                        "-",
+                        Status::Lost,
+                        Vec::new(),
+                        attempts.get(&t).copied().unwrap_or(0),
+                    );
+                    finish(journal, &mut opts, rec);
+                    rep.abandoned += 1;
+                }
+                return Ok(rep);
+            }
+            let (up, lost) = self.next_event().await?;
+            for h in lost {
+                let execs: Vec<u64> = running
+                    .iter()
+                    .filter(|(_, r)| r.host == h)
+                    .map(|(e, _)| *e)
+                    .collect();
+                for e in execs {
+                    let r = running.remove(&e).expect("present");
+                    if attempts.get(&r.task).copied().unwrap_or(0) >= opts.max_attempts {
+                        let name = self
+                            .table
+                            .get(h)
+                            .map(|e| e.name.clone())
+                            .unwrap_or_default();
+                        let rec = record(
+                            r.task,
+                            &tasks[r.task],
+                            &name,
+                            Status::Lost,
+                            r.stdout,
+                            opts.max_attempts,
+                        );
+                        finish(journal, &mut opts, rec);
+                        rep.abandoned += 1;
+                    } else {
+                        pending.push_front(r.task);
+                        rep.retried += 1;
+                    }
+                }
+                free.retain(|f| *f != h);
+            }
+            let Some(host) = self.table.by_path(&up.route) else {
+                continue;
+            };
+            match up.event {
+                Event::Output {
+                    exec,
+                    stream: Stream::Stdout,
+                    data,
+                } => {
+                    if let Some(r) = running.get_mut(&exec).filter(|r| r.host == host) {
+                        r.stdout.extend(data);
+                    }
+                }
+                Event::Exited { exec, status }
+                    if running.get(&exec).is_some_and(|r| r.host == host) =>
+                {
+                    let r = running.remove(&exec).expect("present");
+                    let name = self
+                        .table
+                        .get(host)
+                        .map(|e| e.name.clone())
+                        .unwrap_or_default();
+                    let rec = record(
+                        r.task,
+                        &tasks[r.task],
+                        &name,
+                        status,
+                        r.stdout,
+                        attempts.get(&r.task).copied().unwrap_or(1),
+                    );
+                    finish(journal, &mut opts, rec);
+                    rep.finished += 1;
+                    free.push_back(host);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn record(
+    idx: usize,
+    cmd: &str,
+    host: &str,
+    status: Status,
+    stdout: Vec<u8>,
+    attempts: u32,
+) -> TaskRecord {
+    let code = match status {
+        Status::Code(c) => Some(c),
+        _ => None,
+    };
+    TaskRecord {
+        idx,
+        cmd: cmd.to_string(),
+        host: host.to_string(),
+        code,
+        status: status.to_string(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        attempts,
+    }
+}
+
+fn finish(journal: &mut FarmJournal, opts: &mut FarmOptions<'_>, rec: TaskRecord) {
+    if let Some(f) = opts.on_done.as_mut() {
+        f(&rec);
+    }
+    journal.done.insert(rec.idx, rec);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_file_and_journal_roundtrip() {
+        assert_eq!(parse_tasks("a\n\n# c\n b \n"), vec!["a", "b"]);
+        let r = TaskRecord {
+            idx: 2,
+            cmd: "x".into(),
+            host: "h".into(),
+            code: Some(0),
+            status: "exit 0".into(),
+            stdout: "o\n".into(),
+            attempts: 1,
+        };
+        let j = FarmJournal::from_lines(&format!("{}\n", FarmJournal::line(&r))).unwrap();
+        assert_eq!(j.done[&2], r);
+        let e = FarmJournal::from_lines("{bad").unwrap_err().to_string();
+        assert!(e.starts_with("journal line 1"), "{e}");
+    }
+}

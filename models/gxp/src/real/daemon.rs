@@ -1,0 +1,331 @@
+//! The real daemon: the shared [`Node`] logic over processes and pipes (tokio). A child daemon's
+//! parent link is its own stdin/stdout; its child links are the stdin/stdout of the login commands
+//! it started.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::exec::{self, ExecEvent, ExecHandle};
+use super::login::{self, ChildProcess, Program};
+use crate::node::{Action, Node};
+use crate::proto::{encode_framed, Body, Down, FrameReader, Status, Stream, Up};
+
+pub(crate) enum Input {
+    FromParent(Down),
+    FromChild(u32, Up),
+    LoginDone {
+        child: u32,
+        index: u32,
+        target: String,
+        outcome: Result<(String, UnboundedSender<Body>), String>,
+    },
+    ChildLost(u32),
+    Output {
+        exec: u64,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Exited {
+        exec: u64,
+        status: Status,
+    },
+    ParentGone,
+}
+
+pub(crate) enum Parent {
+    Controller(futures::channel::mpsc::UnboundedSender<Up>),
+    Stdout(UnboundedSender<Body>),
+}
+
+struct Daemon {
+    name: String,
+    node: Node,
+    program: Arc<Program>,
+    parent: Parent,
+    links: BTreeMap<u32, UnboundedSender<Body>>,
+    execs: BTreeMap<u64, ExecHandle>,
+    tx: UnboundedSender<Input>,
+}
+
+/// This machine's name: `GXP_NAME` (set by the local launcher or an ssh `SetEnv`) or the kernel's.
+pub fn host_name() -> String {
+    if let Ok(n) = std::env::var("GXP_NAME") {
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Starts the root daemon in this process (on the current tokio runtime); returns the controller.
+pub fn start_root(program: Program) -> crate::controller::Controller {
+    let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
+    let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
+    let (tx, rx) = unbounded_channel();
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(d) = orx.next().await {
+            if fwd.send(Input::FromParent(d)).is_err() {
+                break;
+            }
+        }
+        let _ = fwd.send(Input::ParentGone);
+    });
+    let name = host_name();
+    let d = Daemon {
+        name: name.clone(),
+        node: Node::new(0),
+        program: Arc::new(program),
+        parent: Parent::Controller(etx),
+        links: BTreeMap::new(),
+        execs: BTreeMap::new(),
+        tx,
+    };
+    tokio::spawn(d.run(rx));
+    crate::controller::Controller::new(otx, erx, &name, &name)
+}
+
+/// `gxp daemon --index N`: a child daemon speaking frames on stdin/stdout.
+pub async fn daemon_main(index: u32) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let program = Program::load(&exe)?;
+    let name = host_name();
+    let (out_tx, mut out_rx) = unbounded_channel::<Body>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(b) = out_rx.recv().await {
+            if stdout.write_all(&encode_framed(&b)).await.is_err() || stdout.flush().await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    out_tx.send(Body::Hello {
+        name: name.clone(),
+        version: crate::VERSION.to_string(),
+    })?;
+    let (tx, rx) = unbounded_channel();
+    let (t2, pong) = (tx.clone(), out_tx.clone());
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut r = FrameReader::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            r.push(&buf[..n]);
+            loop {
+                match r.next_body() {
+                    Ok(Some(Body::Down(d))) => {
+                        let _ = t2.send(Input::FromParent(d));
+                    }
+                    Ok(Some(Body::Ping)) => {
+                        let _ = pong.send(Body::Pong);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("gxp daemon {index}: bad frame from parent: {e}");
+                        let _ = t2.send(Input::ParentGone);
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = t2.send(Input::ParentGone);
+    });
+    let d = Daemon {
+        name,
+        node: Node::new(index),
+        program: Arc::new(program),
+        parent: Parent::Stdout(out_tx),
+        links: BTreeMap::new(),
+        execs: BTreeMap::new(),
+        tx,
+    };
+    d.run(rx).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    Ok(())
+}
+
+impl Daemon {
+    async fn run(mut self, mut rx: UnboundedReceiver<Input>) {
+        while let Some(input) = rx.recv().await {
+            let acts = match input {
+                Input::FromParent(d) => self.node.from_parent(d),
+                Input::FromChild(c, up) => self.node.from_child(c, up),
+                Input::LoginDone {
+                    child,
+                    index,
+                    target,
+                    outcome,
+                } => {
+                    let outcome = outcome.map(|(name, link)| {
+                        self.links.insert(child, link);
+                        name
+                    });
+                    self.node.login_done(child, index, target, outcome)
+                }
+                Input::ChildLost(c) => {
+                    self.links.remove(&c);
+                    self.node.child_lost(c)
+                }
+                Input::Output { exec, stream, data } => self.node.local_output(exec, stream, data),
+                Input::Exited { exec, status } => {
+                    self.execs.remove(&exec);
+                    self.node.local_exited(exec, status)
+                }
+                Input::ParentGone => vec![Action::Quit],
+            };
+            for a in acts {
+                if !self.act(a) {
+                    self.shutdown().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Kills running commands; dropping the child links closes their stdin, which stops them.
+    async fn shutdown(&mut self) {
+        for e in self.execs.values() {
+            let _ = e.kill.send(());
+        }
+        self.links.clear();
+        if !self.execs.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    fn act(&mut self, a: Action) -> bool {
+        match a {
+            Action::ToParent(up) => match &self.parent {
+                Parent::Controller(tx) => {
+                    let _ = tx.unbounded_send(up);
+                }
+                Parent::Stdout(tx) => {
+                    let _ = tx.send(Body::Up(up));
+                }
+            },
+            Action::ToChild(c, down) => {
+                if let Some(l) = self.links.get(&c) {
+                    let _ = l.send(Body::Down(down));
+                }
+            }
+            Action::Login {
+                child,
+                index,
+                target,
+                method,
+            } => {
+                let (program, tx) = (self.program.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let outcome = match login::login(&method, &target, index, &program).await {
+                        Ok(cp) => Ok(attach(child, cp, tx.clone())),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(Input::LoginDone {
+                        child,
+                        index,
+                        target,
+                        outcome,
+                    });
+                });
+            }
+            Action::Run { spec, exec_idx } => {
+                let tx = self.tx.clone();
+                let id = spec.exec;
+                let h = exec::start(&spec, &self.name, exec_idx, move |ev| {
+                    let _ = tx.send(match ev {
+                        ExecEvent::Output(stream, data) => Input::Output {
+                            exec: id,
+                            stream,
+                            data,
+                        },
+                        ExecEvent::Exited(status) => Input::Exited { exec: id, status },
+                    });
+                });
+                self.execs.insert(id, h);
+            }
+            Action::Stdin { exec, data } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    let _ = e.stdin.send(Some(data));
+                }
+            }
+            Action::StdinEof { exec } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    let _ = e.stdin.send(None);
+                }
+            }
+            Action::Kill { exec } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    let _ = e.kill.send(());
+                }
+            }
+            Action::Quit => return false,
+        }
+        true
+    }
+}
+
+/// Starts the pumps of a new child link; returns (its name, the sender of frames to it).
+fn attach(
+    child: u32,
+    cp: ChildProcess,
+    tx: UnboundedSender<Input>,
+) -> (String, UnboundedSender<Body>) {
+    let ChildProcess {
+        child: mut proc_,
+        mut stdin,
+        mut stdout,
+        mut reader,
+        name,
+        installed,
+    } = cp;
+    if installed {
+        tracing::debug!("installed GXP on {name}");
+    }
+    let (wtx, mut wrx) = unbounded_channel::<Body>();
+    tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if stdin.write_all(&encode_framed(&b)).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+        // Link dropped (Quit or shutdown): closing stdin tells the child daemon to stop.
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        'outer: loop {
+            loop {
+                match reader.next_body() {
+                    Ok(Some(Body::Up(up))) => {
+                        let _ = tx.send(Input::FromChild(child, up));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("gxp: bad frame from child {child}: {e}");
+                        break 'outer;
+                    }
+                }
+            }
+            match stdout.read(&mut buf).await {
+                Ok(n) if n > 0 => reader.push(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = proc_.start_kill();
+        let _ = proc_.wait().await;
+        let _ = tx.send(Input::ChildLost(child));
+    });
+    (name, wtx)
+}

@@ -1,0 +1,176 @@
+//! The command language of the `gxp` prompt and of one-shot use (`gxp -c ...`):
+//!
+//! ```text
+//! use METHOD FROM_RE TO_RE     login rule (methods: ssh, rsh, local, or one defined by `method`)
+//! method NAME ARGV...          define a login method; `{host}` is the target, the bootstrap is appended
+//! explore HOST...              reach hosts (ranges: node[000-127])
+//! e CMD                        run on the selected hosts (live, host-prefixed output)
+//! eg CMD                       same, output grouped (identical outputs once, with their hosts)
+//! cmd1 {{ cmd2 }} cmd3         network pipe
+//! farm TASKFILE [JOURNAL]      task farm; JOURNAL makes it resumable
+//! sel all|ok|failed|re RE|save NAME|use NAME|list
+//! stat                         the tree
+//! ```
+
+use std::io::Write;
+
+use crate::controller::{Controller, ExecOptions};
+use crate::farm::{parse_tasks, FarmJournal, FarmOptions};
+use crate::output::{grouped, LinePrefixer};
+use crate::pipe::{self, LocalRunner};
+use crate::proto::LoginMethod;
+
+pub struct Shell {
+    pub ctl: Controller,
+    pub local: Box<dyn LocalRunner>,
+    /// Whether the last command failed somewhere (exit status of one-shot use).
+    pub last_failed: bool,
+}
+
+/// What a command line did: text to show, and whether the shell should stop.
+pub struct Reply {
+    pub quit: bool,
+}
+
+impl Shell {
+    pub fn new(ctl: Controller, local: Box<dyn LocalRunner>) -> Self {
+        Shell {
+            ctl,
+            local,
+            last_failed: false,
+        }
+    }
+
+    /// `[succeeded/selected/total] gxp> `
+    pub fn prompt(&self) -> String {
+        let (ok, sel, total) = self.ctl.prompt_counts();
+        format!("[{ok}/{sel}/{total}] gxp> ")
+    }
+
+    /// Runs one line, writing its output to `out`. Errors are bad input or a lost root.
+    pub async fn line(
+        &mut self,
+        line: &str,
+        out: &mut (dyn Write + Send),
+    ) -> anyhow::Result<Reply> {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return Ok(Reply { quit: false });
+        }
+        if pipe::is_pipeline(line) || line.contains("{{") {
+            let p = pipe::parse(line)?;
+            let r = self.ctl.pipe(&p, self.local.as_ref()).await?;
+            out.write_all(&r.output)?;
+            writeln!(out, "{}", r.remote.summary())?;
+            self.last_failed = r.remote.succeeded() != r.remote.results.len()
+                || r.left_status.as_ref().is_some_and(|s| !s.success())
+                || r.right_status.as_ref().is_some_and(|s| !s.success());
+            return Ok(Reply { quit: false });
+        }
+        let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match cmd {
+            "quit" | "exit" => {
+                self.ctl.quit();
+                return Ok(Reply { quit: true });
+            }
+            "use" => self.ctl.rules.add_line(line)?,
+            "method" => {
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() < 2 {
+                    anyhow::bail!("usage: method NAME ARGV... ({{host}} is the target)");
+                }
+                self.ctl.rules.set_method(LoginMethod { name: w[0].into(), argv: w[1..].iter().map(|s| s.to_string()).collect(), env: vec![] });
+            }
+            "explore" => {
+                let targets = crate::hostrange::expand_all(rest)?;
+                if targets.is_empty() {
+                    anyhow::bail!("usage: explore HOST... (ranges like node[000-127] allowed)");
+                }
+                let r = self.ctl.explore(&targets).await?;
+                for (t, why) in &r.failed {
+                    writeln!(out, "explore: {t}: {why}")?;
+                }
+                writeln!(out, "explore: reached {} of {} targets in {} rounds; {} hosts alive", r.reached.len(), targets.len(), r.rounds, self.ctl.table.alive_count())?;
+                self.last_failed = !r.failed.is_empty();
+            }
+            "e" | "eg" => {
+                if rest.is_empty() {
+                    anyhow::bail!("usage: {cmd} COMMAND");
+                }
+                let live = cmd == "e";
+                let mut pre = LinePrefixer::default();
+                let rep = {
+                    // Live: each complete line is written as it arrives, prefixed by its host.
+                    let o: &mut (dyn Write + Send) = &mut *out;
+                    let mut sink = |h: &str, s: crate::proto::Stream, d: &[u8]| {
+                        if live {
+                            for l in pre.push(h, s, d) {
+                                let _ = writeln!(o, "{l}");
+                            }
+                            let _ = o.flush();
+                        }
+                    };
+                    self.ctl.exec(rest, ExecOptions { sink: Some(&mut sink), ..Default::default() }).await?
+                };
+                for l in pre.flush() {
+                    writeln!(out, "{l}")?;
+                }
+                if !live {
+                    write!(out, "{}", grouped(&rep))?;
+                }
+                writeln!(out, "{}", rep.summary())?;
+                self.last_failed = rep.succeeded() != rep.results.len();
+            }
+            "farm" => {
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                let (Some(file), journal_path) = (w.first(), w.get(1)) else {
+                    anyhow::bail!("usage: farm TASKFILE [JOURNAL]");
+                };
+                let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read task file {file}: {e}"))?;
+                let tasks = parse_tasks(&text);
+                let mut journal = match journal_path {
+                    Some(j) if std::path::Path::new(j).exists() => FarmJournal::from_lines(&std::fs::read_to_string(j)?)?,
+                    _ => FarmJournal::default(),
+                };
+                let mut jfile = match journal_path {
+                    Some(j) => Some(std::fs::OpenOptions::new().create(true).append(true).open(j).map_err(|e| anyhow::anyhow!("cannot open journal {j}: {e}"))?),
+                    None => None,
+                };
+                let mut append = |r: &crate::farm::TaskRecord| {
+                    if let Some(f) = jfile.as_mut() {
+                        let _ = writeln!(f, "{}", FarmJournal::line(r));
+                        let _ = f.flush();
+                    }
+                };
+                let rep = self.ctl.farm(&tasks, &mut journal, FarmOptions { on_done: Some(&mut append), ..Default::default() }).await?;
+                for r in journal.done.values() {
+                    write!(out, "task {} [{}] on {}: {}\n{}", r.idx, r.cmd, r.host, r.status, r.stdout)?;
+                }
+                writeln!(
+                    out,
+                    "farm: {} tasks, {} run now, {} from journal, {} retried after host loss, {} abandoned",
+                    tasks.len(),
+                    rep.finished,
+                    rep.skipped,
+                    rep.retried,
+                    rep.abandoned
+                )?;
+                self.last_failed = journal.done.values().any(|r| r.code != Some(0));
+            }
+            "sel" => {
+                let args: Vec<&str> = rest.split_whitespace().collect();
+                let msg = self.ctl.selection.command(&self.ctl.table, &args)?;
+                writeln!(out, "{msg}")?;
+            }
+            "stat" => {
+                for (i, name, depth) in self.ctl.alive_hosts() {
+                    writeln!(out, "{:indent$}{name} (#{i})", "", indent = depth * 2)?;
+                }
+                writeln!(out, "{} hosts, depth {}, max {} children per parent", self.ctl.table.alive_count(), self.ctl.table.depth(), self.ctl.table.max_children())?;
+            }
+            other => anyhow::bail!("unknown command {other:?} (use, method, explore, e, eg, farm, sel, stat, quit; or a {{{{ }}}} pipe)"),
+        }
+        Ok(Reply { quit: false })
+    }
+}

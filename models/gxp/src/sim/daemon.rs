@@ -1,0 +1,480 @@
+//! The simulated GXP daemon: the shared [`Node`] logic driven by runtime messages. One task runs
+//! the node (charging `msg_cycles` per message, the cost of a Python daemon); helper tasks pump each
+//! link, perform logins and run commands, and feed the node through one channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use futures::StreamExt;
+use gridbed_runtime::{Addr, HostId, HostRef, Mailbox};
+
+use super::builtins::{self, Out};
+use super::sshd::{client_handshake, recv_from, send, LinkMsg, Purpose};
+use super::world::World;
+use crate::node::{Action, Node};
+use crate::proto::{self, Body, Down, ExecSpec, LoginMethod, Status, Stream, Up, OUTPUT_CHUNK};
+
+pub(crate) enum Input {
+    FromParent(Down),
+    FromChild(u32, Up),
+    LoginDone {
+        child: u32,
+        index: u32,
+        target: String,
+        outcome: Result<(String, ChildLink), String>,
+    },
+    ChildLost(u32),
+    Output {
+        exec: u64,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Exited {
+        exec: u64,
+        status: Status,
+    },
+}
+
+/// Our end of a child link: the local port and the child's session address.
+pub(crate) struct ChildLink {
+    port: u16,
+    addr: Addr,
+}
+
+/// Where this daemon's events go.
+pub(crate) enum Parent {
+    /// The root: the controller, in-process.
+    Controller(UnboundedSender<Up>),
+    /// A child: the session the parent logged in through.
+    Session { port: u16, addr: Addr },
+}
+
+struct Exec {
+    stdin: UnboundedSender<Option<Vec<u8>>>,
+    killed: Arc<AtomicBool>,
+}
+
+struct Daemon {
+    host: HostRef,
+    world: Arc<World>,
+    node: Node,
+    parent: Parent,
+    links: BTreeMap<u32, ChildLink>,
+    execs: BTreeMap<u64, Exec>,
+    tx: UnboundedSender<Input>,
+}
+
+/// Runs the root daemon on the login host: orders from `orders`, events to `events`.
+pub(crate) fn spawn_root(
+    host: HostRef,
+    world: Arc<World>,
+    orders: UnboundedReceiver<Down>,
+    events: UnboundedSender<Up>,
+) {
+    let (tx, rx) = unbounded();
+    let fwd = tx.clone();
+    host.spawn(
+        "gxp-root-orders",
+        Box::pin(async move {
+            let mut orders = orders;
+            while let Some(d) = orders.next().await {
+                if fwd.unbounded_send(Input::FromParent(d)).is_err() {
+                    break;
+                }
+            }
+        }),
+    );
+    let d = Daemon {
+        host: host.clone(),
+        world,
+        node: Node::new(0),
+        parent: Parent::Controller(events),
+        links: BTreeMap::new(),
+        execs: BTreeMap::new(),
+        tx,
+    };
+    host.spawn("gxp-root", Box::pin(d.run(rx)));
+}
+
+/// Runs a child daemon on its login session (`port`, bound as `mb`) whose peer is `parent`.
+pub(crate) async fn run_child(
+    host: HostRef,
+    world: Arc<World>,
+    index: u32,
+    port: u16,
+    mb: Box<dyn Mailbox>,
+    parent: Addr,
+) {
+    let hello = Body::Hello {
+        name: world.name(host.id()),
+        version: crate::VERSION.to_string(),
+    };
+    if send(&host, port, parent, &LinkMsg::Frame(proto::encode(&hello)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (tx, rx) = unbounded();
+    let (h, t) = (host.clone(), tx.clone());
+    host.spawn("gxp-uplink", Box::pin(pump_parent(h, port, mb, parent, t)));
+    let d = Daemon {
+        host,
+        world,
+        node: Node::new(index),
+        parent: Parent::Session { port, addr: parent },
+        links: BTreeMap::new(),
+        execs: BTreeMap::new(),
+        tx,
+    };
+    d.run(rx).await;
+}
+
+/// Orders from the parent; answers keepalive pings at once (as sshd would keep the TCP link alive).
+async fn pump_parent(
+    host: HostRef,
+    port: u16,
+    mut mb: Box<dyn Mailbox>,
+    parent: Addr,
+    tx: UnboundedSender<Input>,
+) {
+    while let Ok(m) = mb.recv().await {
+        if m.from != parent {
+            continue; // only the login channel's peer may talk to this daemon
+        }
+        let Some(LinkMsg::Frame(bytes)) = super::sshd::decode(&m.payload) else {
+            continue;
+        };
+        match proto::decode(&bytes) {
+            Ok(Body::Down(d)) => {
+                let sent = tx.unbounded_send(Input::FromParent(d));
+                if sent.is_err() {
+                    return; // the daemon stopped
+                }
+            }
+            Ok(Body::Ping) => {
+                let _ = send(
+                    &host,
+                    port,
+                    parent,
+                    &LinkMsg::Frame(proto::encode(&Body::Pong)),
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Events from a child; pings it when silent and declares it lost when pings go unanswered.
+async fn pump_child(
+    host: HostRef,
+    world: Arc<World>,
+    child: u32,
+    port: u16,
+    mut mb: Box<dyn Mailbox>,
+    addr: Addr,
+    tx: UnboundedSender<Input>,
+) {
+    let mut silent = 0;
+    loop {
+        match recv_from(&host, &mut mb, |a| a == addr, world.cost.keepalive_interval).await {
+            Ok((_, LinkMsg::Frame(bytes))) => {
+                silent = 0;
+                if let Ok(Body::Up(up)) = proto::decode(&bytes) {
+                    if tx.unbounded_send(Input::FromChild(child, up)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => silent = 0,
+            Err(_) => {
+                silent += 1;
+                if silent > world.cost.keepalive_count {
+                    let _ = tx.unbounded_send(Input::ChildLost(child));
+                    return;
+                }
+                let _ = send(
+                    &host,
+                    port,
+                    addr,
+                    &LinkMsg::Frame(proto::encode(&Body::Ping)),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    async fn run(mut self, mut rx: UnboundedReceiver<Input>) {
+        while let Some(input) = rx.next().await {
+            self.host.compute(self.world.cost.msg_cycles).await;
+            let acts = match input {
+                Input::FromParent(d) => self.node.from_parent(d),
+                Input::FromChild(c, up) => self.node.from_child(c, up),
+                Input::LoginDone {
+                    child,
+                    index,
+                    target,
+                    outcome,
+                } => {
+                    let outcome = outcome.map(|(name, link)| {
+                        self.links.insert(child, link);
+                        name
+                    });
+                    self.node.login_done(child, index, target, outcome)
+                }
+                Input::ChildLost(c) => {
+                    self.links.remove(&c);
+                    self.node.child_lost(c)
+                }
+                Input::Output { exec, stream, data } => self.node.local_output(exec, stream, data),
+                Input::Exited { exec, status } => {
+                    self.execs.remove(&exec);
+                    self.node.local_exited(exec, status)
+                }
+            };
+            for a in acts {
+                if !self.act(a).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; false when the daemon must stop.
+    async fn act(&mut self, a: Action) -> bool {
+        match a {
+            Action::ToParent(up) => match &self.parent {
+                Parent::Controller(tx) => {
+                    let _ = tx.unbounded_send(up);
+                }
+                Parent::Session { port, addr } => {
+                    let _ = send(
+                        &self.host,
+                        *port,
+                        *addr,
+                        &LinkMsg::Frame(proto::encode(&Body::Up(up))),
+                    )
+                    .await;
+                }
+            },
+            Action::ToChild(c, down) => {
+                if let Some(l) = self.links.get(&c) {
+                    let _ = send(
+                        &self.host,
+                        l.port,
+                        l.addr,
+                        &LinkMsg::Frame(proto::encode(&Body::Down(down))),
+                    )
+                    .await;
+                }
+            }
+            Action::Login {
+                child,
+                index,
+                target,
+                method,
+            } => self.login(child, index, target, method),
+            Action::Run { spec, exec_idx } => self.start_exec(spec, exec_idx),
+            Action::Stdin { exec, data } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    let _ = e.stdin.unbounded_send(Some(data));
+                }
+            }
+            Action::StdinEof { exec } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    let _ = e.stdin.unbounded_send(None);
+                }
+            }
+            Action::Kill { exec } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    e.killed.store(true, Ordering::SeqCst);
+                }
+            }
+            Action::Quit => return false,
+        }
+        true
+    }
+
+    fn login(&self, child: u32, index: u32, target: String, _method: LoginMethod) {
+        let (host, world, tx) = (self.host.clone(), self.world.clone(), self.tx.clone());
+        self.host.spawn(
+            "gxp-login",
+            Box::pin(async move {
+                let Some(tid) = world.resolve(&target) else {
+                    let _ = tx.unbounded_send(Input::LoginDone {
+                        child,
+                        index,
+                        target: target.clone(),
+                        outcome: Err(format!("unknown host {target}")),
+                    });
+                    return;
+                };
+                let port = world.fresh_port(host.id());
+                let mut mb = match host.bind(port) {
+                    Ok(mb) => mb,
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Input::LoginDone {
+                            child,
+                            index,
+                            target,
+                            outcome: Err(e.to_string()),
+                        });
+                        return;
+                    }
+                };
+                match login_gxp(&host, &world, port, &mut mb, tid, index).await {
+                    Ok((name, addr)) => {
+                        let link = ChildLink { port, addr };
+                        let _ = tx.unbounded_send(Input::LoginDone {
+                            child,
+                            index,
+                            target,
+                            outcome: Ok((name, link)),
+                        });
+                        pump_child(host, world, child, port, mb, addr, tx).await;
+                    }
+                    Err(e) => {
+                        host.event(&format!("login {} failed: {e}", world.name(tid)));
+                        let _ = tx.unbounded_send(Input::LoginDone {
+                            child,
+                            index,
+                            target,
+                            outcome: Err(e),
+                        });
+                    }
+                }
+            }),
+        );
+    }
+
+    fn start_exec(&mut self, spec: ExecSpec, exec_idx: u32) {
+        let (stdin_tx, stdin_rx) = unbounded();
+        if !spec.stdin_open {
+            let _ = stdin_tx.unbounded_send(None);
+        }
+        let killed = Arc::new(AtomicBool::new(false));
+        self.execs.insert(
+            spec.exec,
+            Exec {
+                stdin: stdin_tx,
+                killed: killed.clone(),
+            },
+        );
+        let (host, world, tx) = (self.host.clone(), self.world.clone(), self.tx.clone());
+        let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+        env.insert("GXP_HOSTNAME".into(), world.name(host.id()));
+        env.insert("GXP_EXEC_IDX".into(), exec_idx.to_string());
+        env.insert("GXP_NUM_EXECS".into(), spec.num_execs.to_string());
+        self.host.spawn(
+            "gxp-exec",
+            Box::pin(async move {
+                host.compute(world.cost.spawn_cycles).await;
+                let mut out = ToNode {
+                    exec: spec.exec,
+                    tx: tx.clone(),
+                };
+                let mut status =
+                    builtins::run(&host, &world, &spec.cmd, &env, stdin_rx, &mut out).await;
+                if killed.load(Ordering::SeqCst) {
+                    status = Status::Signal(9);
+                }
+                let _ = tx.unbounded_send(Input::Exited {
+                    exec: spec.exec,
+                    status,
+                });
+            }),
+        );
+    }
+}
+
+struct ToNode {
+    exec: u64,
+    tx: UnboundedSender<Input>,
+}
+
+impl ToNode {
+    fn emit(&mut self, stream: Stream, data: Vec<u8>) {
+        for c in data.chunks(OUTPUT_CHUNK) {
+            let _ = self.tx.unbounded_send(Input::Output {
+                exec: self.exec,
+                stream,
+                data: c.to_vec(),
+            });
+        }
+    }
+}
+
+impl Out for ToNode {
+    fn stdout(&mut self, data: Vec<u8>) {
+        self.emit(Stream::Stdout, data)
+    }
+    fn stderr(&mut self, data: Vec<u8>) {
+        self.emit(Stream::Stderr, data)
+    }
+}
+
+/// Logs into `target` and brings up a daemon there; returns its reported name and session address.
+async fn login_gxp(
+    host: &HostRef,
+    world: &World,
+    port: u16,
+    mb: &mut Box<dyn Mailbox>,
+    target: HostId,
+    index: u32,
+) -> Result<(String, Addr), String> {
+    let session = client_handshake(host, world, port, mb, target, Purpose::Gxp { index }).await?;
+    let name = world.name(target);
+    let timeout = world.cost.login_timeout;
+    loop {
+        let (_, msg) = recv_from(host, mb, |a| a == session, timeout)
+            .await
+            .map_err(|e| format!("{name}: bootstrap {e}"))?;
+        match msg {
+            LinkMsg::Have => {}
+            LinkMsg::Need => {
+                let (bytes, _) = world.binary();
+                send(host, port, session, &LinkMsg::Binary(bytes.to_vec())).await?;
+            }
+            LinkMsg::InstallFailed(e) => return Err(format!("{name}: install failed: {e}")),
+            LinkMsg::Frame(b) => {
+                return match proto::decode(&b) {
+                    Ok(Body::Hello { name, version }) if version == crate::VERSION => {
+                        Ok((name, session))
+                    }
+                    Ok(Body::Hello { version, .. }) => Err(format!(
+                        "{name}: daemon version {version} != {}",
+                        crate::VERSION
+                    )),
+                    Ok(_) => Err(format!("{name}: expected hello")),
+                    Err(e) => Err(format!("{name}: {e}")),
+                };
+            }
+            other => return Err(format!("{name}: protocol error ({other:?})")),
+        }
+    }
+}
+
+/// Runs one command as a plain ssh session would (flat baseline): spawn cost + built-in.
+pub(crate) async fn run_once(host: &HostRef, world: &Arc<World>, cmd: &str) -> (Vec<u8>, i32) {
+    struct Collect(Vec<u8>);
+    impl Out for Collect {
+        fn stdout(&mut self, d: Vec<u8>) {
+            self.0.extend(d)
+        }
+        fn stderr(&mut self, _: Vec<u8>) {}
+    }
+    host.compute(world.cost.spawn_cycles).await;
+    let (tx, rx) = unbounded();
+    let _ = tx.unbounded_send(None);
+    let mut c = Collect(Vec::new());
+    let code = match builtins::run(host, world, cmd, &BTreeMap::new(), rx, &mut c).await {
+        Status::Code(c) => c,
+        _ => 255,
+    };
+    (c.0, code)
+}

@@ -1,0 +1,13 @@
+//! The experiments, as functions the `experiment` runner calls.
+//!
+//! - [`raytrace()`]: `phoenix-raytrace`, the slides' evaluation (machines removed and added during a
+//!   parallel ray tracing run; throughput against the ideal).
+//! - [`scale()`]: `phoenix-scale`, many simulated machines, a large ID space, churn.
+
+pub mod raytrace;
+pub mod scale;
+mod series;
+
+pub use gridbed_runtime::outcome::Mode;
+pub use raytrace::{raytrace, raytrace_with, RaytraceParams};
+pub use scale::{scale, scale_with, ScaleParams};

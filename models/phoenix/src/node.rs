@@ -1,0 +1,491 @@
+//! The Phoenix protocol core: a pure, synchronous state machine per machine.
+//!
+//! The node never touches the network or a clock: it consumes frames ([`Node::handle`]) and API
+//! calls, and queues outgoing frames ([`Node::take_outgoing`]). `runtime.rs` drives it over a
+//! `Host`/`Mailbox`; the tests drive many of them over an in-memory network.
+//!
+//! Routing (no central manager). A message to ID `v` goes to the owner named by the sender's table
+//! entry `(v, e0)`. It carries `believed`: the epoch of the fact used for the current hop. The
+//! receiver delivers if it owns `v`; otherwise it looks `v` up in its own table:
+//! - entry older than `believed`, or naming itself: the hand-off that makes it the owner is still in
+//!   flight (facts are true, so it will arrive) — the message is *parked* until it does;
+//! - otherwise the entry is strictly newer than `believed` (an equal epoch would name the same owner):
+//!   it forwards with `believed` = that epoch and sends the origin a correction.
+//!
+//! Hop bound: each forward strictly raises `believed`, which never exceeds `v`'s epoch at delivery
+//! `e_d`, so a message takes at most `1 + (e_d - e0)` machine-to-machine hops — one plus the number
+//! of times `v` changed hands since the fact the sender used. NAT relaying multiplies each hop by at
+//! most 3 (private host → its gateway → the destination's gateway → destination).
+//!
+//! Exactly once, FIFO per (sender, ID): a message exists in exactly one place at a time (a queue, a
+//! link, a park, an owner's inbox, or a hand-off in flight — nothing is ever copied or retransmitted),
+//! and owners deliver by per-(id, sender) sequence numbers whose counters move with the IDs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use gridbed_runtime::HostId;
+
+use crate::data::IdData;
+use crate::ids::{Id, IdRange, Ownership, Piece};
+use crate::membership::Coordinator;
+use crate::table::{Entry, RoutingTable};
+use crate::wire::{self, Body, Delivery, Frame, Routed, RoutedKind, WireError};
+
+/// Static configuration shared by all machines of a run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Size of the virtual ID space: IDs are `0..space`.
+    pub space: Id,
+    /// How many random owners a join request tries before falling back to the largest known range.
+    pub donate_tries: u32,
+}
+
+impl Config {
+    pub fn new(space: Id) -> Self {
+        // 8 tries: a random ID lands on an owner of >= 2 IDs with overwhelming probability long before.
+        Config {
+            space,
+            donate_tries: 8,
+        }
+    }
+}
+
+/// How a machine enters the computation.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// One of the initial machines; `table` is the initial layout, known to all of them. The lowest
+    /// machine of the layout coordinates membership changes.
+    Initial { table: RoutingTable },
+    /// A new machine: asks `contact` (any member) to let it join.
+    Join { contact: HostId },
+}
+
+/// Where a machine is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for its first hand-off.
+    Joining,
+    Active,
+    /// Asked the coordinator to leave; still owns and serves its IDs.
+    LeaveRequested,
+    /// Has handed everything off; forwards stragglers until every member said farewell.
+    Draining,
+    /// Gone: nothing will be sent to it any more.
+    Departed,
+}
+
+/// Errors of the API calls.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PhoenixError {
+    #[error("ID {id} is outside the ID space [0, {space})")]
+    OutOfSpace { id: Id, space: Id },
+    #[error("range {0} is empty or outside the ID space")]
+    BadRange(IdRange),
+    #[error("this machine has not joined yet")]
+    NotJoined,
+    #[error("this machine is leaving or has left")]
+    Leaving,
+    #[error("the coordinator cannot leave")]
+    CoordinatorCannotLeave,
+    #[error("no other machine to hand IDs to")]
+    NoHeir,
+    #[error("{0} is not a live member")]
+    NotMember(HostId),
+}
+
+/// Counters for experiments and property checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Application messages that reached their owner's inbox.
+    pub delivered: u64,
+    pub hops_sum: u64,
+    pub hops_max: u32,
+    /// Deliveries whose hop count exceeded the documented bound (must stay 0).
+    pub bound_violations: u64,
+    /// Deliveries with a sequence number already delivered (must stay 0).
+    pub duplicates: u64,
+    pub forwarded: u64,
+    pub parked: u64,
+    /// Frames sent, by kind.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Frames rejected as malformed or semantically invalid.
+    pub rejected: u64,
+    /// Hand-offs that overlapped IDs already owned (must stay 0).
+    pub overlaps: u64,
+    /// Frames that reached this machine after it departed (must stay 0).
+    pub after_departure: u64,
+}
+
+/// One Phoenix machine.
+pub struct Node<D: IdData> {
+    pub(crate) me: HostId,
+    pub(crate) cfg: Config,
+    pub(crate) data: D,
+    pub(crate) phase: Phase,
+    pub(crate) owned: Ownership,
+    pub(crate) table: RoutingTable,
+    pub(crate) coordinator: HostId,
+    /// Present on the coordinator only.
+    pub(crate) coord: Option<Coordinator>,
+    /// Machines known to have left: never a hand-off target.
+    pub(crate) departed: BTreeSet<HostId>,
+    /// Departed machines whose last frame (`Gone`) has arrived: nothing more will come from them.
+    pub(crate) gone: BTreeSet<HostId>,
+    /// Every ID this machine ever owned: a leaver's facts that others may hold lie only here.
+    pub(crate) held: crate::ids::RangeSet,
+    pub(crate) seq_out: BTreeMap<Id, u64>,
+    pub(crate) next_seq: BTreeMap<(Id, HostId), u64>,
+    pub(crate) early: BTreeMap<(Id, HostId, u64), Delivery>,
+    pub(crate) inbox: VecDeque<Delivery>,
+    pub(crate) parked: Vec<Routed>,
+    pub(crate) leave: Option<crate::membership::LeaveState>,
+    pub(crate) rng: u64,
+    pub(crate) out: Vec<Frame>,
+    local: VecDeque<Frame>,
+    pub(crate) stats: Stats,
+}
+
+impl<D: IdData> Node<D> {
+    /// Creates a machine. `seed` feeds its private random choices (join targets).
+    pub fn new(me: HostId, cfg: Config, data: D, start: Start, seed: u64) -> Self {
+        let space = cfg.space;
+        let mut node = Node {
+            me,
+            cfg,
+            data,
+            phase: Phase::Joining,
+            owned: Ownership::new(),
+            table: RoutingTable::whole(space, me),
+            coordinator: me,
+            coord: None,
+            departed: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            held: Default::default(),
+            seq_out: BTreeMap::new(),
+            next_seq: BTreeMap::new(),
+            early: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            parked: Vec::new(),
+            leave: None,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            out: Vec::new(),
+            local: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        match start {
+            Start::Initial { table } => {
+                let members: BTreeSet<HostId> = table.entries().iter().map(|e| e.owner).collect();
+                node.coordinator = *members.iter().next().unwrap_or(&me);
+                for e in table.entries().iter().filter(|e| e.owner == me) {
+                    node.owned.insert(Piece {
+                        range: e.range,
+                        epoch: e.epoch,
+                    });
+                    node.held.insert(e.range);
+                }
+                node.table = table;
+                if node.coordinator == me {
+                    node.coord = Some(Coordinator::new(members));
+                }
+                node.phase = Phase::Active;
+            }
+            Start::Join { contact } => node.emit(contact, Body::JoinReq { joiner: me }),
+        }
+        node.settle();
+        node
+    }
+
+    pub fn id(&self) -> HostId {
+        self.me
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn owned(&self) -> Vec<Piece> {
+        self.owned.pieces()
+    }
+    pub fn owns(&self, id: Id) -> bool {
+        self.owned.owns(id)
+    }
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn data(&self) -> &D {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut D {
+        &mut self.data
+    }
+    /// Application messages waiting in the inbox.
+    pub fn pending(&self) -> usize {
+        self.inbox.len()
+    }
+    /// Routed messages parked until a hand-off arrives.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+    /// Membership changes the coordinator has queued or is serving (0 elsewhere).
+    pub fn membership_backlog(&self) -> usize {
+        self.coord.as_ref().map_or(0, Coordinator::backlog)
+    }
+
+    /// ph_send: sends `payload` to whichever machine owns `id`.
+    pub fn send(&mut self, id: Id, payload: Vec<u8>) -> Result<(), PhoenixError> {
+        self.check_id(id)?;
+        match self.phase {
+            Phase::Joining => return Err(PhoenixError::NotJoined),
+            Phase::Draining | Phase::Departed => return Err(PhoenixError::Leaving),
+            Phase::Active | Phase::LeaveRequested => {}
+        }
+        let seq = self.seq_out.entry(id).or_insert(0);
+        let kind = RoutedKind::App { seq: *seq, payload };
+        *seq += 1;
+        self.route(Routed {
+            id,
+            origin: self.me,
+            e0: 0,
+            believed: 0,
+            hops: 0,
+            kind,
+        });
+        self.settle();
+        Ok(())
+    }
+
+    /// ph_recv without waiting: the next message delivered to an ID this machine owns.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.inbox.pop_front()
+    }
+
+    /// Feeds one frame from the network. Malformed frames are rejected (and counted), never panic.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        match wire::decode(bytes) {
+            Ok(frame) => {
+                self.handle(frame);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.rejected += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds one decoded frame addressed to this machine.
+    pub fn handle(&mut self, frame: Frame) {
+        self.dispatch(frame);
+        self.settle();
+    }
+
+    /// Frames to send, in order; each names its final destination in `dst`.
+    pub fn take_outgoing(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub(crate) fn check_id(&self, id: Id) -> Result<(), PhoenixError> {
+        if id < self.cfg.space {
+            Ok(())
+        } else {
+            Err(PhoenixError::OutOfSpace {
+                id,
+                space: self.cfg.space,
+            })
+        }
+    }
+
+    pub(crate) fn check_range(&self, r: IdRange) -> Result<(), PhoenixError> {
+        if r.is_empty() || r.end > self.cfg.space {
+            Err(PhoenixError::BadRange(r))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues a frame; frames to self are handled locally, after the current step.
+    pub(crate) fn emit(&mut self, dst: HostId, body: Body) {
+        *self.stats.sent.entry(kind_name(&body)).or_insert(0) += u64::from(dst != self.me);
+        let frame = Frame {
+            src: self.me,
+            dst,
+            body,
+        };
+        if dst == self.me {
+            self.local.push_back(frame);
+        } else {
+            self.out.push(frame);
+        }
+    }
+
+    pub(crate) fn settle(&mut self) {
+        while let Some(f) = self.local.pop_front() {
+            self.dispatch(f);
+        }
+    }
+
+    fn dispatch(&mut self, frame: Frame) {
+        if self.phase == Phase::Departed {
+            self.stats.after_departure += 1;
+            tracing::warn!(me = %self.me, from = %frame.src, kind = kind_name(&frame.body), "frame after departure dropped");
+            return;
+        }
+        let from = frame.src;
+        match frame.body {
+            Body::Routed(r) => {
+                if self.check_id(r.id).is_err() {
+                    self.reject(from, "routed ID outside the space");
+                } else {
+                    self.route(r);
+                }
+            }
+            Body::Facts(facts) => {
+                if facts.iter().any(|f| self.check_range(f.range).is_err()) {
+                    self.reject(from, "fact outside the space");
+                } else if self.table.merge_all(&facts) {
+                    self.retry_parked();
+                }
+            }
+            Body::Handoff(h) => self.receive_handoff(from, h),
+            Body::JoinReq { joiner } => self.on_join_req(joiner),
+            Body::JoinDone { joiner } => self.on_join_done(joiner),
+            Body::LeaveReq { leaver } => self.on_leave_req(leaver),
+            Body::LeaveGo { members } => self.on_leave_go(members),
+            Body::Departing { round, table } => self.on_departing(from, round, table),
+            Body::Farewell { round } => self.on_farewell(from, round),
+            Body::LeaveComplete { leaver } => self.on_leave_complete(leaver),
+            Body::Gone => {
+                self.gone.insert(from);
+                self.check_departed();
+            }
+        }
+    }
+
+    pub(crate) fn reject(&mut self, from: HostId, why: &str) {
+        self.stats.rejected += 1;
+        tracing::warn!(me = %self.me, %from, why, "invalid frame dropped");
+    }
+
+    /// Delivers, parks or forwards a routed message (see the module doc).
+    pub(crate) fn route(&mut self, mut r: Routed) {
+        if let Some(piece) = self.owned.get(r.id) {
+            self.deliver(r, piece.epoch);
+            return;
+        }
+        let e = self.table.lookup(r.id);
+        if e.owner == self.me || e.epoch < r.believed {
+            self.stats.parked += 1;
+            self.parked.push(r);
+            return;
+        }
+        if r.hops == 0 {
+            r.e0 = e.epoch;
+        } else {
+            self.stats.forwarded += 1;
+            if r.origin != self.me && r.origin != e.owner && !self.departed.contains(&r.origin) {
+                self.emit(r.origin, Body::Facts(vec![e]));
+            }
+        }
+        r.believed = e.epoch;
+        r.hops += 1;
+        self.emit(e.owner, Body::Routed(r));
+    }
+
+    /// Re-routes parked messages after ownership or the table changed.
+    pub(crate) fn retry_parked(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        for r in parked {
+            self.route(r);
+        }
+    }
+
+    fn deliver(&mut self, r: Routed, epoch: u64) {
+        match r.kind {
+            RoutedKind::App { seq, payload } => {
+                if r.hops > 0 && u64::from(r.hops) > 1 + epoch.saturating_sub(r.e0) {
+                    self.stats.bound_violations += 1;
+                    tracing::error!(me = %self.me, id = r.id, hops = r.hops, "hop bound exceeded");
+                }
+                let d = Delivery {
+                    id: r.id,
+                    from: r.origin,
+                    seq,
+                    hops: r.hops,
+                    payload,
+                };
+                self.accept(d);
+            }
+            RoutedKind::Donate { joiner, tries } => self.on_donate(r.id, joiner, tries),
+            RoutedKind::Assume { range, requester } => self.on_assume(r.id, range, requester),
+        }
+    }
+
+    /// Puts a delivery in the inbox in per-(id, sender) order; holds early ones, drops duplicates.
+    pub(crate) fn accept(&mut self, d: Delivery) {
+        let key = (d.id, d.from);
+        let expected = self.next_seq.get(&key).copied().unwrap_or(0);
+        if d.seq < expected {
+            self.stats.duplicates += 1;
+            tracing::error!(me = %self.me, id = d.id, from = %d.from, seq = d.seq, "duplicate dropped");
+            return;
+        }
+        if d.seq > expected {
+            self.early.insert((d.id, d.from, d.seq), d);
+            return;
+        }
+        self.record_delivery(d);
+        let mut next = expected + 1;
+        while let Some(d) = self.early.remove(&(key.0, key.1, next)) {
+            self.record_delivery(d);
+            next += 1;
+        }
+        self.next_seq.insert(key, next);
+    }
+
+    fn record_delivery(&mut self, d: Delivery) {
+        self.stats.delivered += 1;
+        self.stats.hops_sum += u64::from(d.hops);
+        self.stats.hops_max = self.stats.hops_max.max(d.hops);
+        self.inbox.push_back(d);
+    }
+
+    /// A pseudo-random number from this node's private stream (splitmix64).
+    pub(crate) fn next_rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The entry the table holds for `id`.
+    pub fn lookup(&self, id: Id) -> Entry {
+        self.table.lookup(id)
+    }
+}
+
+/// A short name per frame kind, for message counters.
+pub fn kind_name(body: &Body) -> &'static str {
+    match body {
+        Body::Routed(r) => match r.kind {
+            RoutedKind::App { .. } => "app",
+            RoutedKind::Donate { .. } => "donate",
+            RoutedKind::Assume { .. } => "assume",
+        },
+        Body::Facts(_) => "facts",
+        Body::Handoff(h) if h.bootstrap.is_some() => "handoff-join",
+        Body::Handoff(_) => "handoff",
+        Body::JoinReq { .. } => "join-req",
+        Body::JoinDone { .. } => "join-done",
+        Body::LeaveReq { .. } => "leave-req",
+        Body::LeaveGo { .. } => "leave-go",
+        Body::Departing { .. } => "departing",
+        Body::Farewell { .. } => "farewell",
+        Body::LeaveComplete { .. } => "leave-complete",
+        Body::Gone => "gone",
+    }
+}

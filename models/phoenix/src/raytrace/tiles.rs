@@ -1,0 +1,259 @@
+//! Image tiles as virtual IDs, their state as Phoenix application data, and the PNG output.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::scene::Scene;
+use crate::data::IdData;
+use crate::ids::{Id, IdRange};
+
+/// How the image is cut into square tiles; tile `i` (row-major) is virtual ID `i`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TileGrid {
+    pub width: u32,
+    pub height: u32,
+    pub tile: u32,
+}
+
+impl TileGrid {
+    pub fn cols(&self) -> u32 {
+        self.width.div_ceil(self.tile)
+    }
+    pub fn rows(&self) -> u32 {
+        self.height.div_ceil(self.tile)
+    }
+    pub fn count(&self) -> u64 {
+        u64::from(self.cols()) * u64::from(self.rows())
+    }
+    /// (x0, y0, w, h) of tile `id`.
+    pub fn rect(&self, id: Id) -> (u32, u32, u32, u32) {
+        let (c, r) = (
+            (id % u64::from(self.cols())) as u32,
+            (id / u64::from(self.cols())) as u32,
+        );
+        let (x0, y0) = (c * self.tile, r * self.tile);
+        (
+            x0,
+            y0,
+            self.tile.min(self.width - x0),
+            self.tile.min(self.height - y0),
+        )
+    }
+    pub fn pixels(&self, id: Id) -> u64 {
+        let (_, _, w, h) = self.rect(id);
+        u64::from(w) * u64::from(h)
+    }
+}
+
+/// Renders one tile: its RGB bytes (row-major) and the intersection tests each row took.
+pub fn render_tile_rows(scene: &Scene, grid: &TileGrid, id: Id) -> (Vec<u8>, Vec<u64>) {
+    let (x0, y0, w, h) = grid.rect(id);
+    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+    let mut rows = Vec::with_capacity(h as usize);
+    for y in y0..y0 + h {
+        let mut tests = 0;
+        for x in x0..x0 + w {
+            let (p, t) = scene.pixel(x, y);
+            rgb.extend_from_slice(&p);
+            tests += t;
+        }
+        rows.push(tests);
+    }
+    (rgb, rows)
+}
+
+/// Renders one tile: its RGB bytes (row-major) and the intersection tests it took.
+pub fn render_tile(scene: &Scene, grid: &TileGrid, id: Id) -> (Vec<u8>, u64) {
+    let (rgb, rows) = render_tile_rows(scene, grid, id);
+    (rgb, rows.iter().sum())
+}
+
+/// The whole image rendered on one machine, pixel by pixel: the reference.
+pub fn render_sequential(scene: &Scene) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity((scene.width * scene.height * 3) as usize);
+    for y in 0..scene.height {
+        for x in 0..scene.width {
+            rgb.extend_from_slice(&scene.pixel(x, y).0);
+        }
+    }
+    rgb
+}
+
+/// Puts rendered tiles together; `None` if a tile is missing or has the wrong size.
+pub fn assemble(grid: &TileGrid, tiles: &BTreeMap<Id, Vec<u8>>) -> Option<Vec<u8>> {
+    let mut img = vec![0u8; (grid.width * grid.height * 3) as usize];
+    for id in 0..grid.count() {
+        let t = tiles.get(&id)?;
+        let (x0, y0, w, h) = grid.rect(id);
+        if t.len() != (w * h * 3) as usize {
+            return None;
+        }
+        for row in 0..h {
+            let src = &t[(row * w * 3) as usize..((row + 1) * w * 3) as usize];
+            let at = (((y0 + row) * grid.width + x0) * 3) as usize;
+            img[at..at + src.len()].copy_from_slice(src);
+        }
+    }
+    Some(img)
+}
+
+/// Encodes RGB bytes as a PNG file.
+pub fn png(width: u32, height: u32, rgb: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header()?;
+        w.write_image_data(rgb)?;
+    }
+    Ok(out)
+}
+
+/// A tile's state on its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TileState {
+    Todo,
+    Done(Vec<u8>),
+}
+
+/// The tiles a machine owns: Phoenix moves them (rendered or not) with their IDs.
+#[derive(Debug)]
+pub struct Tiles {
+    pub grid: TileGrid,
+    pub tiles: BTreeMap<Id, TileState>,
+    /// The tile being rendered: never given away.
+    pub busy: Option<Id>,
+}
+
+impl Tiles {
+    pub fn new(grid: TileGrid) -> Self {
+        Tiles {
+            grid,
+            tiles: BTreeMap::new(),
+            busy: None,
+        }
+    }
+    /// Marks the owned `range` as not yet rendered (initial assignment).
+    pub fn add_todo(&mut self, range: IdRange) {
+        for id in range.start..range.end {
+            self.tiles.insert(id, TileState::Todo);
+        }
+    }
+    pub fn todo(&self) -> Vec<Id> {
+        self.tiles
+            .iter()
+            .filter(|(_, s)| **s == TileState::Todo)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+    /// The upper half of the unrendered tiles (the busy one excepted), as ranges: what a machine
+    /// gives away.
+    pub fn half_of_todo(&self) -> Vec<IdRange> {
+        let todo: Vec<Id> = self
+            .todo()
+            .into_iter()
+            .filter(|&id| Some(id) != self.busy)
+            .collect();
+        ranges_of(&todo[todo.len() - todo.len() / 2..])
+    }
+}
+
+/// Consecutive IDs merged into ranges.
+pub fn ranges_of(ids: &[Id]) -> Vec<IdRange> {
+    let mut out: Vec<IdRange> = Vec::new();
+    for &id in ids {
+        match out.last_mut() {
+            Some(r) if r.end == id => r.end += 1,
+            _ => out.push(IdRange::new(id, id + 1)),
+        }
+    }
+    out
+}
+
+impl IdData for Tiles {
+    fn pack(&mut self, range: IdRange) -> Vec<u8> {
+        let keys: Vec<Id> = self
+            .tiles
+            .range(range.start..range.end)
+            .map(|(&k, _)| k)
+            .collect();
+        let part: Vec<(Id, TileState)> = keys
+            .into_iter()
+            .filter_map(|k| self.tiles.remove(&k).map(|s| (k, s)))
+            .collect();
+        postcard::to_allocvec(&part).expect("serialising plain data")
+    }
+    fn unpack(&mut self, range: IdRange, bytes: &[u8]) -> Result<(), String> {
+        let part: Vec<(Id, TileState)> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        for (id, s) in &part {
+            if !range.contains(*id) || *id >= self.grid.count() {
+                return Err(format!("tile {id} outside {range}"));
+            }
+            if let TileState::Done(px) = s {
+                if px.len() as u64 != self.grid.pixels(*id) * 3 {
+                    return Err(format!("tile {id} has {} bytes", px.len()));
+                }
+            }
+        }
+        self.tiles.extend(part);
+        Ok(())
+    }
+    /// A joiner gets half of the unrendered tiles: that is what balances the work.
+    fn donate(&self, _owned: &[IdRange]) -> Vec<IdRange> {
+        self.half_of_todo()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_assemble_to_the_sequential_image() {
+        let scene = Scene::standard(37, 21);
+        let grid = TileGrid {
+            width: 37,
+            height: 21,
+            tile: 8,
+        };
+        let tiles: BTreeMap<Id, Vec<u8>> = (0..grid.count())
+            .map(|id| (id, render_tile(&scene, &grid, id).0))
+            .collect();
+        assert_eq!(assemble(&grid, &tiles).unwrap(), render_sequential(&scene));
+        let png = png(37, 21, &render_sequential(&scene)).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn tile_data_travels_and_rejects_bad_input() {
+        let grid = TileGrid {
+            width: 16,
+            height: 16,
+            tile: 4,
+        };
+        let mut a = Tiles::new(grid);
+        a.add_todo(IdRange::new(0, 16));
+        a.tiles.insert(3, TileState::Done(vec![7; 48]));
+        assert_eq!(
+            a.half_of_todo(),
+            vec![IdRange::new(9, 16)],
+            "15 unrendered: the upper 7"
+        );
+        let bytes = a.pack(IdRange::new(2, 6));
+        let mut b = Tiles::new(grid);
+        b.unpack(IdRange::new(2, 6), &bytes).unwrap();
+        assert_eq!(b.tiles.len(), 4);
+        assert_eq!(b.tiles[&3], TileState::Done(vec![7; 48]));
+        assert!(
+            b.unpack(IdRange::new(0, 1), &bytes).is_err(),
+            "IDs outside the range"
+        );
+        assert!(b.unpack(IdRange::new(0, 16), &[0xff, 0xff]).is_err());
+        assert_eq!(
+            ranges_of(&[1, 2, 3, 7, 9, 10]),
+            vec![IdRange::new(1, 4), IdRange::new(7, 8), IdRange::new(9, 11)]
+        );
+    }
+}

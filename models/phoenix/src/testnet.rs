@@ -1,0 +1,427 @@
+//! An in-memory network of pure [`Node`]s for property tests: FIFO links, adversarial (random)
+//! interleaving of deliveries, and random sends, joins, leaves, assumes and releases.
+//! Every frame goes through the wire codec.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use gridbed_runtime::HostId;
+
+use crate::ids::{Id, IdRange};
+use crate::node::{Config, Node, Phase, Start};
+use crate::table::RoutingTable;
+use crate::wire;
+
+pub(crate) use crate::ledger::Ledger as LogData;
+
+pub(crate) struct Net {
+    pub(crate) space: Id,
+    pub(crate) nodes: BTreeMap<HostId, Node<LogData>>,
+    links: BTreeMap<(HostId, HostId), VecDeque<Vec<u8>>>,
+    rng: u64,
+    /// Messages each origin sent per ID.
+    pub(crate) sent: BTreeMap<(u32, Id), u64>,
+    next_host: u32,
+    pub(crate) violations: Vec<String>,
+}
+
+impl Net {
+    /// `initial` machines share the space evenly.
+    pub(crate) fn new(space: Id, initial: u32, seed: u64) -> Self {
+        let mut table = RoutingTable::whole(space, HostId(0));
+        for i in 1..initial {
+            let start = space * u64::from(i) / u64::from(initial);
+            let end = space * u64::from(i + 1) / u64::from(initial);
+            table.merge(crate::table::Entry {
+                range: IdRange::new(start, end),
+                owner: HostId(i),
+                epoch: 1,
+            });
+        }
+        let mut net = Net {
+            space,
+            nodes: BTreeMap::new(),
+            links: BTreeMap::new(),
+            rng: seed,
+            sent: BTreeMap::new(),
+            next_host: initial,
+            violations: Vec::new(),
+        };
+        for i in 0..initial {
+            let seed = net.rand();
+            let node = Node::new(
+                HostId(i),
+                Config::new(space),
+                LogData::default(),
+                Start::Initial {
+                    table: table.clone(),
+                },
+                seed,
+            );
+            net.nodes.insert(HostId(i), node);
+        }
+        net.collect();
+        net
+    }
+
+    pub(crate) fn rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
+        (!v.is_empty()).then(|| v[(self.rand() % v.len() as u64) as usize])
+    }
+
+    fn collect(&mut self) {
+        for (&h, n) in self.nodes.iter_mut() {
+            for f in n.take_outgoing() {
+                self.links
+                    .entry((h, f.dst))
+                    .or_default()
+                    .push_back(wire::encode(&f));
+            }
+        }
+    }
+
+    pub(crate) fn live(&self, phases: &[Phase]) -> Vec<HostId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| phases.contains(&n.phase()))
+            .map(|(&h, _)| h)
+            .collect()
+    }
+
+    /// Delivers one frame from a random non-empty link. Returns false when the network is quiet.
+    pub(crate) fn deliver_one(&mut self) -> bool {
+        let busy: Vec<(HostId, HostId)> = self
+            .links
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        let Some(link) = self.pick(&busy) else {
+            return false;
+        };
+        let bytes = self
+            .links
+            .get_mut(&link)
+            .and_then(VecDeque::pop_front)
+            .expect("non-empty link");
+        if let Some(n) = self.nodes.get_mut(&link.1) {
+            if n.handle_bytes(&bytes).is_err() {
+                self.violations
+                    .push(format!("{link:?}: a well-formed frame was rejected"));
+            }
+        }
+        self.collect();
+        true
+    }
+
+    /// Every machine's application takes what is in its inbox and applies it to its ID's data.
+    pub(crate) fn apps_receive(&mut self) {
+        for (h, n) in self.nodes.iter_mut() {
+            while let Some(d) = n.try_recv() {
+                if !n.owns(d.id) {
+                    self.violations
+                        .push(format!("{h} received for {} which it does not own", d.id));
+                }
+                n.data_mut().apply(&d);
+            }
+        }
+    }
+
+    pub(crate) fn send_random(&mut self) {
+        let senders = self.live(&[Phase::Active, Phase::LeaveRequested]);
+        let Some(s) = self.pick(&senders) else { return };
+        let id = self.rand() % self.space;
+        let payload = self.rand().to_le_bytes().to_vec();
+        if self
+            .nodes
+            .get_mut(&s)
+            .expect("live")
+            .send(id, payload)
+            .is_ok()
+        {
+            *self.sent.entry((s.0, id)).or_insert(0) += 1;
+        }
+        self.collect();
+    }
+
+    pub(crate) fn join(&mut self) {
+        let members = self.live(&[Phase::Active]);
+        let Some(contact) = self.pick(&members) else {
+            return;
+        };
+        let h = HostId(self.next_host);
+        self.next_host += 1;
+        let seed = self.rand();
+        let node = Node::new(
+            h,
+            Config::new(self.space),
+            LogData::default(),
+            Start::Join { contact },
+            seed,
+        );
+        self.nodes.insert(h, node);
+        self.collect();
+    }
+
+    pub(crate) fn leave(&mut self) {
+        let active: Vec<HostId> = self
+            .live(&[Phase::Active])
+            .into_iter()
+            .filter(|h| h.0 != 0)
+            .collect();
+        if let Some(h) = self.pick(&active) {
+            self.nodes
+                .get_mut(&h)
+                .expect("live")
+                .leave()
+                .expect("active non-coordinator may leave");
+            self.collect();
+        }
+    }
+
+    pub(crate) fn rebalance(&mut self) {
+        let active = self.live(&[Phase::Active]);
+        let (Some(a), Some(b)) = (self.pick(&active), self.pick(&active)) else {
+            return;
+        };
+        let start = self.rand() % self.space;
+        let len = 1 + self.rand() % (self.space / 4).max(1);
+        let r = IdRange::new(start, (start + len).min(self.space));
+        let res = match self.rand() % 3 {
+            0 => self.nodes.get_mut(&a).expect("live").assume(r),
+            1 => self.nodes.get_mut(&a).expect("live").release(r),
+            _ if a != b => self.nodes.get_mut(&a).expect("live").release_to(r, b),
+            _ => Ok(()),
+        };
+        if let Err(e) = res {
+            // NoHeir is legitimate when a machine is alone; anything else is a bug.
+            if e != crate::node::PhoenixError::NoHeir {
+                self.violations.push(format!("rebalance on {a}: {e}"));
+            }
+        }
+        self.collect();
+    }
+
+    /// At most one owner per ID at this instant.
+    pub(crate) fn check_single_owner(&mut self) {
+        let mut pieces: Vec<(Id, Id, HostId)> = Vec::new();
+        for (&h, n) in &self.nodes {
+            pieces.extend(n.owned().iter().map(|p| (p.range.start, p.range.end, h)));
+        }
+        pieces.sort();
+        for w in pieces.windows(2) {
+            if w[1].0 < w[0].1 {
+                self.violations
+                    .push(format!("two owners: {:?} and {:?}", w[0], w[1]));
+            }
+        }
+    }
+
+    /// Runs until no frame is in flight.
+    pub(crate) fn quiesce(&mut self) {
+        let mut steps = 0u64;
+        while self.deliver_one() {
+            self.check_single_owner();
+            steps += 1;
+            if steps > 5_000_000 {
+                self.violations.push("did not quiesce".into());
+                return;
+            }
+        }
+        self.apps_receive();
+    }
+
+    /// The end-of-run checks: exactly one owner, exactly-once and FIFO delivery into the data of
+    /// the owner, hop bound, clean departures.
+    pub(crate) fn check_settled(&mut self) {
+        let mut covered = 0u64;
+        let departed: BTreeSet<HostId> = self.live(&[Phase::Departed]).into_iter().collect();
+        for (&h, n) in &self.nodes {
+            covered += n.owned().iter().map(|p| p.range.len()).sum::<u64>();
+            for &id in n.data().log.keys() {
+                if !n.owns(id) {
+                    self.violations
+                        .push(format!("{h} holds data of {id} without owning it"));
+                }
+            }
+            let s = n.stats();
+            if s.duplicates + s.bound_violations + s.overlaps + s.after_departure + s.rejected > 0 {
+                self.violations.push(format!("{h} stats: {s:?}"));
+            }
+            if n.parked() > 0 || n.pending() > 0 {
+                self.violations.push(format!(
+                    "{h} still has {} parked, {} pending",
+                    n.parked(),
+                    n.pending()
+                ));
+            }
+            if !departed.contains(&h) && n.phase() != Phase::Joining {
+                for d in &departed {
+                    if n.table_mentions(*d) {
+                        self.violations
+                            .push(format!("{h}'s table still names departed {d}"));
+                    }
+                }
+            }
+            if matches!(
+                n.phase(),
+                Phase::Joining | Phase::LeaveRequested | Phase::Draining
+            ) {
+                self.violations
+                    .push(format!("{h} stuck in {:?}", n.phase()));
+            }
+        }
+        if covered != self.space {
+            self.violations.push(format!(
+                "owned IDs total {covered}, space is {}",
+                self.space
+            ));
+        }
+        let bad =
+            crate::ledger::check_exactly_once(&self.sent, self.nodes.values().map(|n| n.data()));
+        self.violations.extend(bad);
+    }
+
+    /// A random schedule of `steps` actions, then quiescence and the final checks.
+    pub(crate) fn churn(&mut self, steps: u32) {
+        for _ in 0..steps {
+            match self.rand() % 100 {
+                0..=54 => {
+                    self.deliver_one();
+                }
+                55..=84 => self.send_random(),
+                85..=89 => self.join(),
+                90..=94 => self.leave(),
+                _ => self.rebalance(),
+            }
+            if self.rand().is_multiple_of(4) {
+                self.apps_receive();
+            }
+            self.check_single_owner();
+        }
+        self.quiesce();
+        self.check_settled();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(seed: u64, space: Id, initial: u32, steps: u32) -> Net {
+        let mut net = Net::new(space, initial, seed);
+        net.churn(steps);
+        net
+    }
+
+    #[test]
+    fn churn_over_many_seeds_keeps_every_guarantee() {
+        for seed in std::env::var("PHX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(0..200, |s: u64| s..s + 1)
+        {
+            let net = run(seed, 64, 3, 600);
+            assert!(
+                net.violations.is_empty(),
+                "seed {seed}: {:#?}",
+                &net.violations[..net.violations.len().min(10)]
+            );
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_actually_happen() {
+        let net = run(7, 256, 2, 3000);
+        let departed = net.live(&[Phase::Departed]).len();
+        assert!(
+            net.nodes.len() > 4 && departed > 1,
+            "{} nodes, {departed} departed",
+            net.nodes.len()
+        );
+        let delivered: u64 = net.nodes.values().map(|n| n.stats().delivered).sum();
+        assert_eq!(delivered, net.sent.values().sum::<u64>());
+        let forwarded: u64 = net.nodes.values().map(|n| n.stats().forwarded).sum();
+        assert!(forwarded > 0, "churn should make some senders stale");
+        assert!(net.violations.is_empty(), "{:#?}", net.violations);
+    }
+
+    #[test]
+    fn api_rejects_bad_input_without_panicking() {
+        use crate::node::PhoenixError;
+        let mut net = Net::new(100, 2, 1);
+        let n = net.nodes.get_mut(&HostId(1)).unwrap();
+        assert_eq!(
+            n.send(100, vec![]),
+            Err(PhoenixError::OutOfSpace {
+                id: 100,
+                space: 100
+            })
+        );
+        assert_eq!(
+            n.assume(IdRange::new(5, 5)),
+            Err(PhoenixError::BadRange(IdRange::new(5, 5)))
+        );
+        assert_eq!(
+            n.release_to(IdRange::new(0, 200), HostId(0)),
+            Err(PhoenixError::BadRange(IdRange::new(0, 200)))
+        );
+        assert_eq!(
+            n.release_to(IdRange::new(0, 10), HostId(1)),
+            Err(PhoenixError::NotMember(HostId(1)))
+        );
+        assert!(n.handle_bytes(&[1, 2, 3]).is_err());
+        assert_eq!(n.stats().rejected, 1);
+        let coord = net.nodes.get_mut(&HostId(0)).unwrap();
+        assert_eq!(coord.leave(), Err(PhoenixError::CoordinatorCannotLeave));
+        let joiner = Node::new(
+            HostId(9),
+            Config::new(100),
+            LogData::default(),
+            Start::Join { contact: HostId(0) },
+            0,
+        );
+        let mut joiner = joiner;
+        assert_eq!(joiner.send(1, vec![]), Err(PhoenixError::NotJoined));
+    }
+
+    /// A frame that decodes but lies (IDs outside the space) is rejected, not trusted.
+    #[test]
+    fn semantically_invalid_frames_are_rejected() {
+        use crate::wire::{Body, Frame};
+        let mut net = Net::new(100, 2, 1);
+        let n = net.nodes.get_mut(&HostId(1)).unwrap();
+        let bad = Frame {
+            src: HostId(0),
+            dst: HostId(1),
+            body: Body::Facts(vec![crate::table::Entry {
+                range: IdRange::new(50, 500),
+                owner: HostId(0),
+                epoch: 9,
+            }]),
+        };
+        n.handle_bytes(&wire::encode(&bad)).unwrap();
+        assert_eq!(n.stats().rejected, 1);
+        assert_eq!(
+            n.lookup(60).owner,
+            HostId(1),
+            "the lie did not enter the table"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn churn_property(seed in any::<u64>(), space in 8u64..2000, initial in 1u32..6) {
+            let net = run(seed, space, initial, 800);
+            prop_assert!(net.violations.is_empty(), "{:#?}", &net.violations[..net.violations.len().min(10)]);
+        }
+    }
+}

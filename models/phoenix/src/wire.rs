@@ -1,0 +1,220 @@
+//! The wire format between Phoenix nodes: a 2-byte header (magic, version) and a postcard body.
+//!
+//! Frames come from the network and are untrusted: [`decode`] checks the size limit, the header and
+//! that the body is consumed exactly, and returns an error (never panics) otherwise. Semantic checks
+//! (IDs inside the space, ranges well-formed) are done by the node on receipt.
+
+use gridbed_runtime::HostId;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Epoch, Id, IdRange, Piece};
+use crate::table::Entry;
+
+/// First byte of every frame.
+pub const MAGIC: u8 = 0xF5;
+/// Bumped on any incompatible change of [`Frame`].
+pub const VERSION: u8 = 1;
+/// Largest accepted frame. A hand-off carries application data, so this is generous; 16 MiB is far
+/// above the ray tracer's whole image (~200 KB) and bounds what a hostile peer can make us buffer.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// A frame between two hosts; relayed hop by hop when `dst` is not directly reachable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub src: HostId,
+    pub dst: HostId,
+    pub body: Body,
+}
+
+/// What a frame carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Something addressed to a virtual ID, routed to its owner.
+    Routed(Routed),
+    /// Routing-table corrections.
+    Facts(Vec<Entry>),
+    /// Ownership of some IDs, with their data and undelivered messages.
+    Handoff(Handoff),
+    /// A machine asks the coordinator to join.
+    JoinReq { joiner: HostId },
+    /// The joiner has its IDs: the coordinator may serve the next membership change.
+    JoinDone { joiner: HostId },
+    /// A machine asks the coordinator for permission to leave.
+    LeaveReq { leaver: HostId },
+    /// Permission to leave; `members` is the coordinator's view (who must say farewell).
+    LeaveGo { members: Vec<HostId> },
+    /// A leaving machine's final routing facts (round n); every member merges them and replies.
+    Departing { round: u32, table: Vec<Entry> },
+    /// Sent by a member after merging `Departing` round n: nothing it sends later goes to the leaver.
+    Farewell { round: u32 },
+    /// The leaver is gone: the coordinator may serve the next membership change.
+    LeaveComplete { leaver: HostId },
+    /// The leaver's last frame to each member, behind every message it forwarded while draining.
+    Gone,
+}
+
+/// A message routed by virtual ID.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Routed {
+    pub id: Id,
+    /// The machine that issued it.
+    pub origin: HostId,
+    /// Epoch of the fact the origin used on the first hop (for the hop bound).
+    pub e0: Epoch,
+    /// Epoch of the fact used for the current hop: the receiver was believed to own `id` at it.
+    pub believed: Epoch,
+    /// Machine-to-machine transfers so far (relays through gateways not counted).
+    pub hops: u32,
+    pub kind: RoutedKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RoutedKind {
+    /// An application message; `seq` numbers messages per (origin, id) for FIFO and exactly-once.
+    App { seq: u64, payload: Vec<u8> },
+    /// The coordinator asks the owner of `id` to give part of its IDs to `joiner`.
+    Donate { joiner: HostId, tries: u32 },
+    /// `requester` asks the owners of `range` (starting with the owner of `id`) to hand it over.
+    Assume { range: IdRange, requester: HostId },
+}
+
+/// An application message that reached the owner of its ID.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: Id,
+    pub from: HostId,
+    pub seq: u64,
+    pub hops: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Transfer of IDs with everything attached to them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The IDs, each with its new epoch (previous epoch + 1).
+    pub pieces: Vec<Piece>,
+    /// Application data per piece, as produced by `IdData::pack`.
+    pub data: Vec<Vec<u8>>,
+    /// Messages delivered to the giver but not yet received by its application, in order.
+    pub inbox: Vec<Delivery>,
+    /// Messages that arrived ahead of an earlier one from the same (origin, id).
+    pub early: Vec<Delivery>,
+    /// Next expected sequence number per (id, origin).
+    pub next_seq: Vec<(Id, HostId, u64)>,
+    /// For a joiner: the giver's whole routing table and the coordinator's identity.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub table: Vec<Entry>,
+    pub coordinator: HostId,
+    /// Machines that have left (never hand-off or correction targets).
+    pub departed: Vec<HostId>,
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("frame too short for its header")]
+    Short,
+    #[error("bad magic byte {0:#04x}")]
+    BadMagic(u8),
+    #[error("unsupported wire version {0} (this build speaks {VERSION})")]
+    BadVersion(u8),
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    #[error("{0} trailing bytes after the body")]
+    Trailing(usize),
+}
+
+/// Serialises a frame.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = vec![MAGIC, VERSION];
+    // Serialising plain data into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(frame).expect("postcard serialisation of owned data"));
+    out
+}
+
+/// Parses an untrusted frame.
+pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
+    if bytes.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let [magic, version, body @ ..] = bytes else {
+        return Err(WireError::Short);
+    };
+    if *magic != MAGIC {
+        return Err(WireError::BadMagic(*magic));
+    }
+    if *version != VERSION {
+        return Err(WireError::BadVersion(*version));
+    }
+    let (frame, rest) = postcard::take_from_bytes::<Frame>(body)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Trailing(rest.len()));
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Frame {
+        Frame {
+            src: HostId(1),
+            dst: HostId(2),
+            body: Body::Routed(Routed {
+                id: 7,
+                origin: HostId(1),
+                e0: 0,
+                believed: 3,
+                hops: 1,
+                kind: RoutedKind::App {
+                    seq: 9,
+                    payload: vec![1, 2, 3],
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_header_checks() {
+        let bytes = encode(&sample());
+        assert_eq!(decode(&bytes).unwrap(), sample());
+        assert_eq!(decode(&[]), Err(WireError::Short));
+        assert_eq!(decode(&[0, VERSION, 0]), Err(WireError::BadMagic(0)));
+        assert_eq!(decode(&[MAGIC, 99]), Err(WireError::BadVersion(99)));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(WireError::Trailing(1)));
+        assert!(matches!(
+            decode(&vec![MAGIC; MAX_FRAME + 1]),
+            Err(WireError::TooLarge(_))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn decoder_survives_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        /// Valid frames with arbitrary corruption (flipped byte, truncation) never panic either.
+        #[test]
+        fn decoder_survives_corrupted_frames(pos in 0usize..64, val in any::<u8>(), cut in 0usize..64) {
+            let mut bytes = encode(&sample());
+            let n = bytes.len();
+            bytes[pos % n] = val;
+            bytes.truncate(n - cut % n);
+            let _ = decode(&bytes);
+        }
+    }
+}

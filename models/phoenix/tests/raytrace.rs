@@ -1,0 +1,35 @@
+//! The ray-tracing experiment end to end in the simulator, at a small size.
+
+use gridbed_phoenix::experiments::{raytrace_with, Mode, RaytraceParams};
+
+#[test]
+fn small_run_is_bit_identical_and_rebalances() {
+    let p = RaytraceParams {
+        width: 96,
+        height: 72,
+        tile: 8,
+        initial: 4,
+        leaving: 1,
+        joining: 2,
+        ..RaytraceParams::default()
+    };
+    let out = raytrace_with(Mode::Sim, 1, &p).expect("run");
+    let m = &out.metrics;
+    eprintln!("{m:#?}\n{:#?}", out.notes);
+    assert_eq!(m["image_bit_identical"], 1.0, "{:?}", out.notes);
+    assert_eq!(
+        m["membership_changes"], 3.0,
+        "one leave and two joins: {:?}",
+        out.notes
+    );
+    assert_eq!(m["duplicates"], 0.0);
+    assert!(
+        m["efficiency_vs_ideal"] > 0.5 && m["efficiency_vs_ideal"] <= 1.0 + 1e-9,
+        "{m:?}"
+    );
+    assert!(m["rebalance_s"] > 0.0);
+    assert!(out
+        .artifacts
+        .iter()
+        .any(|(n, b)| n.ends_with(".png") && b.len() > 100));
+}

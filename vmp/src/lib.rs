@@ -1,0 +1,17 @@
+//! The Virtual Multiprocessor, one processor (issue 3): an IA-32 virtual processor whose guest
+//! kernel runs deprivileged while a monitor traps and emulates its sensitive instructions, after
+//! document 2 of the seeds (VMP slides, "trap and emulate" with ptrace).
+pub mod devices;
+pub mod error;
+pub mod experiment;
+pub mod ffi;
+pub mod guest;
+pub mod host;
+pub mod layout;
+pub mod machine;
+pub mod run;
+pub mod time;
+pub mod vcpu;
+
+pub use error::VmpError;
+pub use machine::{Config, Exit, GuestImage, Machine};

@@ -1,0 +1,381 @@
+//! One virtual processor: unicorn plays the paper's VM process, the hooks installed here play its
+//! monitor process.
+//!
+//! Interception design (correct for every trap, not only the first):
+//! - the guest kernel's text is scanned with iced-x86 and every *sensitive* instruction (privileged
+//!   ones, and the unprivileged-but-sensitive `pushf`/`popf`/`iret`/`sgdt`/`mov ss`/`cpuid`/... that
+//!   would not fault) gets a code hook on its single address; the text pages are write-protected and
+//!   a write to them rescans and re-hooks (see `scan`);
+//! - anything else that faults (a privileged instruction outside scanned text, a user-mode #GP, #PF,
+//!   #DE, ...) arrives in the interrupt hook, which first resets QEMU's "exception in flight" state
+//!   (`ffi::ExceptionReset`) so the next fault is again a first fault, never a double fault.
+
+mod deliver;
+mod emulate;
+mod hooks;
+pub mod regs;
+mod scan;
+mod shadow;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use unicorn_engine::{Arch, Mode, Prot, RegisterX86 as X, UcHookId, Unicorn};
+
+use crate::devices::Devices;
+use crate::error::{Result, VmpError};
+use crate::ffi::{self, ExceptionReset, Mmr};
+use crate::layout::*;
+use crate::time::CpuModel;
+use crate::vcpu::{TableReg, TrapStats, VirtualCpu};
+
+/// Which of the two configurations runs the guest.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Config {
+    /// Guest kernel at ring 0; privileged instructions execute directly ("real machine").
+    Native,
+    /// Guest kernel deprivileged to ring 3; every sensitive instruction is trapped and emulated.
+    Vmp,
+}
+
+/// A loadable guest: memory contents, the kernel text range to scan, the entry point.
+#[derive(Clone, Debug, Default)]
+pub struct GuestImage {
+    pub segments: Vec<(u32, Vec<u8>)>,
+    pub kernel_text: (u32, u32),
+    /// User code ranges: scanned for `int n` only, so system calls reach the monitor through a
+    /// hook instead of unicorn's (slower) exception path.
+    pub user_text: Vec<(u32, u32)>,
+    pub entry: u32,
+}
+
+/// Why `run` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest wrote its exit status to the power port.
+    PowerOff(u32),
+    /// The slice's instruction budget ran out (only with `run_slice`).
+    SliceEnd,
+}
+
+/// The monitor's state, kept as unicorn's user data so every hook can reach it.
+pub struct Monitor {
+    pub config: Config,
+    pub cpu: CpuModel,
+    pub vcpu: VirtualCpu,
+    pub dev: Devices,
+    pub stats: TrapStats,
+    /// Guest instructions retired before the current translation block.
+    pub retired: u64,
+    /// Guest cycles spent idle in `hlt`.
+    pub idle_cycles: u64,
+    /// Start and instruction offsets of the block being executed.
+    cur_block: (u32, Rc<[u16]>),
+    block_cache: HashMap<(u32, u32), Rc<[u16]>, BuildHasherDefault<BlockKeyHasher>>,
+    /// Addresses of REP string instructions seen in translated blocks (membership tests only).
+    rep_string_at: HashSet<u32>,
+    /// Address of the last instruction started (end of the last block, or the last trap).
+    last_insn: u32,
+    /// Index in the current block of the last I/O instruction whose hook ran.
+    io_cursor: Option<usize>,
+    /// The monitor asks emulation to stop once `retired` reaches this.
+    stop_at: u64,
+    /// Hard instruction budget: exceeding it is a runaway guest.
+    pub budget: u64,
+    pending: Option<VmpError>,
+    halted_native: bool,
+    reset: Option<ExceptionReset>,
+    sensitive_hooks: BTreeMap<u32, UcHookId>,
+    kernel_text: (u32, u32),
+    user_text: Vec<(u32, u32)>,
+    text_protected: bool,
+    unmapped_at: Option<u64>,
+}
+
+impl Monitor {
+    /// Guest cycles now, counting only instructions of completed blocks plus idle time.
+    pub fn cycles(&self) -> u64 {
+        self.cpu.cycles(self.retired) + self.idle_cycles
+    }
+
+    fn fail(&mut self, e: VmpError) {
+        if self.pending.is_none() {
+            self.pending = Some(e);
+        }
+    }
+}
+
+/// A virtual processor with a loaded guest.
+pub struct Machine {
+    uc: Unicorn<'static, Monitor>,
+}
+
+// SAFETY: the engine and everything reachable from it (hooks, their `Weak` back-references, the
+// block cache's `Rc`s) are owned by this value and never handed out by clone, so moving the whole
+// machine to another thread moves every reference with it; it is never shared (`!Sync`).
+unsafe impl Send for Machine {}
+
+impl Machine {
+    pub fn new(config: Config, cpu: CpuModel, image: &GuestImage) -> Result<Self> {
+        let mon = Monitor {
+            config,
+            cpu,
+            vcpu: VirtualCpu::default(),
+            dev: Devices::new(cpu.hz),
+            stats: TrapStats::default(),
+            retired: 0,
+            idle_cycles: 0,
+            cur_block: (0, Rc::from(Vec::new())),
+            block_cache: HashMap::default(),
+            rep_string_at: HashSet::new(),
+            last_insn: 0,
+            io_cursor: None,
+            stop_at: u64::MAX,
+            budget: u64::MAX,
+            pending: None,
+            halted_native: false,
+            reset: None,
+            sensitive_hooks: BTreeMap::new(),
+            kernel_text: image.kernel_text,
+            user_text: image.user_text.clone(),
+            text_protected: false,
+            unmapped_at: None,
+        };
+        let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
+        uc.mem_map(RAM_BASE as u64, (RAM_TOP - RAM_BASE) as u64, Prot::ALL)?;
+        uc.mem_map(MONITOR_BASE as u64, MONITOR_SIZE as u64, Prot::ALL)?;
+        for (addr, bytes) in &image.segments {
+            let end = *addr as u64 + bytes.len() as u64;
+            if *addr < RAM_BASE || end > RAM_TOP as u64 {
+                return Err(VmpError::BadImage(format!(
+                    "segment {addr:#x}..{end:#x} lies outside guest RAM {RAM_BASE:#x}..{RAM_TOP:#x}"
+                )));
+            }
+            uc.mem_write(*addr as u64, bytes)?;
+        }
+        let reset = ExceptionReset::new(&uc)?;
+        uc.get_data_mut().reset = Some(reset);
+        hooks::install(&mut uc)?;
+        let mut m = Machine { uc };
+        m.boot(image.entry)?;
+        Ok(m)
+    }
+
+    /// Puts the processor at the kernel entry: ring 0 in `native`; ring 3 in `vmp`, reached with an
+    /// `iretd` from a monitor stub (unicorn refuses a ring-3 SS written from ring 0).
+    fn boot(&mut self, entry: u32) -> Result<()> {
+        let uc = &mut self.uc;
+        regs::set(uc, X::ESP, KERNEL_BOOT_STACK)?;
+        regs::set(uc, X::EFLAGS, 0x2)?;
+        if uc.get_data().config == Config::Native {
+            // Like a multiboot loader: flat ring-0 code 0x08 and data 0x10 loaded before entry.
+            let gdt: [u64; 3] = [0, flat(0x9A), flat(0x92)];
+            let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
+            uc.mem_write(MONITOR_BASE as u64, &bytes)?;
+            ffi::write_mmr(
+                uc,
+                X::GDTR,
+                Mmr {
+                    base: MONITOR_BASE as u64,
+                    limit: 23,
+                    ..Default::default()
+                },
+            )?;
+            regs::set(uc, X::SS, SEL_KDATA as u32)?;
+            regs::set(uc, X::DS, SEL_KDATA as u32)?;
+            regs::set(uc, X::ES, SEL_KDATA as u32)?;
+            regs::set(uc, X::CS, SEL_KCODE as u32)?;
+            regs::set(uc, X::EIP, entry)?;
+            return Ok(());
+        }
+        // Boot shadow GDT: 0x08/0x10 = flat code/data at DPL 3 (what the guest's kernel selectors
+        // mean until it loads its own GDT), 0x18/0x20 = flat ring-0 code/data for the stub.
+        let gdt: [u64; 5] = [0, flat(0xFA), flat(0xF2), flat(0x9A), flat(0x92)];
+        let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
+        uc.mem_write(MONITOR_BASE as u64, &bytes)?;
+        ffi::write_mmr(
+            uc,
+            X::GDTR,
+            Mmr {
+                base: MONITOR_BASE as u64,
+                limit: 39,
+                ..Default::default()
+            },
+        )?;
+        regs::set(uc, X::SS, 0x20)?;
+        regs::set(uc, X::CS, 0x18)?;
+        let stub_at = MONITOR_BASE + 0x8000;
+        let mut stub = Vec::new();
+        for v in [0x13u32, KERNEL_BOOT_STACK, 0x202, 0x0b, entry] {
+            stub.push(0x68); // push imm32
+            stub.extend_from_slice(&v.to_le_bytes());
+        }
+        stub.push(0xcf); // iretd
+        uc.mem_write(stub_at as u64, &stub)?;
+        // The stub pushes its iret frame on a monitor stack, leaving guest memory untouched.
+        regs::set(uc, X::ESP, MONITOR_BASE + MONITOR_SIZE - 16)?;
+        uc.emu_start(stub_at as u64, entry as u64, 0, 0)?;
+        // The guest kernel selector is 0x08 (RPL 0); the shadow descriptor's DPL 3 accepts it.
+        regs::set(uc, X::CS, SEL_KCODE as u32)?;
+        regs::set(uc, X::DS, SEL_KDATA as u32)?;
+        regs::set(uc, X::ES, SEL_KDATA as u32)?;
+        let cr4 = regs::get(uc, X::CR4)?;
+        let mon = uc.get_data_mut();
+        // What a native boot leaves: the loader's flat GDT (3 entries), the reset CR4.
+        mon.vcpu = VirtualCpu {
+            gdtr: TableReg {
+                base: MONITOR_BASE,
+                limit: 23,
+            },
+            cr4,
+            ..VirtualCpu::default()
+        };
+        mon.retired = 0;
+        mon.cur_block = (0, Rc::from(Vec::new()));
+        mon.block_cache.clear();
+        scan::rescan(uc)?;
+        Ok(())
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        self.uc.get_data()
+    }
+
+    pub fn unicorn(&self) -> &Unicorn<'static, Monitor> {
+        &self.uc
+    }
+
+    pub fn unicorn_mut(&mut self) -> &mut Unicorn<'static, Monitor> {
+        &mut self.uc
+    }
+
+    pub fn set_budget(&mut self, budget: u64) {
+        self.uc.get_data_mut().budget = budget;
+    }
+
+    pub fn console(&self) -> &[u8] {
+        &self.uc.get_data().dev.console
+    }
+
+    /// Runs until the guest powers off, fails, or (with `slice`) at least `slice` more guest
+    /// instructions have retired.
+    pub fn run(&mut self, slice: Option<u64>) -> Result<Exit> {
+        let start = self.uc.get_data().retired;
+        loop {
+            let uc = &mut self.uc;
+            if let Some(code) = uc.get_data().dev.exit_status {
+                return Ok(Exit::PowerOff(code));
+            }
+            if let Some(s) = slice {
+                if uc.get_data().retired - start >= s {
+                    return Ok(Exit::SliceEnd);
+                }
+            }
+            deliver::pending_irq(uc)?;
+            if deliver::is_halted(uc) && !deliver::idle_until_irq(uc)? {
+                let eip = regs::get(uc, X::EIP)?;
+                return Err(VmpError::DeadHalt { eip });
+            }
+            let mon = uc.get_data_mut();
+            let mut stop = mon.budget.saturating_add(1);
+            if mon.dev.timer_period > 0 && !mon.dev.in_service {
+                // Stop when the next timer interrupt is due (cycles -> instructions); when it is
+                // already due but masked, step block by block until the guest unmasks it.
+                let left = mon.dev.next_timer.saturating_sub(mon.cycles());
+                let n = ((left as f64 / mon.cpu.cpi).ceil() as u64).max(1);
+                stop = stop.min(mon.retired + n);
+            }
+            if let Some(s) = slice {
+                stop = stop.min(start + s);
+            }
+            mon.stop_at = stop;
+            let eip = regs::get(uc, X::EIP)?;
+            let res = uc.emu_start(eip as u64, STOP_SENTINEL, 0, 0);
+            let end_eip = regs::get(uc, X::EIP)?;
+            let mon = uc.get_data_mut();
+            // A stop requested from an instruction hook ends emulation right after that
+            // instruction: count the block up to EIP; otherwise the block ran to its end.
+            let (start, offs) = &mon.cur_block;
+            let done = match offs.binary_search(&(end_eip.wrapping_sub(*start).min(u16::MAX as u32) as u16)) {
+                Ok(i) if end_eip >= *start => i,
+                _ => offs.len(),
+            };
+            mon.retired += done as u64;
+            mon.cur_block = (0, Rc::from(Vec::new()));
+            if let Some(e) = mon.pending.take() {
+                return Err(e);
+            }
+            if let Err(e) = res {
+                return Err(hooks::engine_error(uc, e));
+            }
+            let mon = uc.get_data();
+            if mon.retired > mon.budget {
+                let eip = regs::get(uc, X::EIP)?;
+                let budget = mon.budget;
+                return Err(VmpError::Runaway {
+                    eip,
+                    asm: emulate::disasm_at(uc, eip),
+                    budget,
+                });
+            }
+            if mon.config == Config::Native {
+                hooks::detect_native_hlt(uc)?;
+            }
+        }
+    }
+
+    /// The guest-visible architectural state (virtualised in `vmp`), for the differential test.
+    pub fn arch_state(&self) -> Result<ArchState> {
+        deliver::arch_state(&self.uc)
+    }
+}
+
+/// The block cache is looked up once per executed translation block, so it uses a multiply-shift
+/// hash of the (address, size) key instead of SipHash; lookups only, never iterated.
+#[derive(Default)]
+pub struct BlockKeyHasher(u64);
+
+impl Hasher for BlockKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A flat 4 GiB segment descriptor with access byte `access` (32-bit, 4 KiB granularity).
+pub fn flat(access: u8) -> u64 {
+    0x00CF_0000_0000_FFFF | ((access as u64) << 40)
+}
+
+/// Registers, flags and privileged state as the guest sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchState {
+    pub gprs: [u32; 8],
+    pub eip: u32,
+    pub eflags: u32,
+    pub cs: u16,
+    pub ss: u16,
+    pub ds: u16,
+    pub es: u16,
+    pub gdtr: (u32, u16),
+    pub idtr: (u32, u16),
+    pub ldtr: u16,
+    pub tr: u16,
+    pub cr0: u32,
+    pub cr2: u32,
+    pub cr3: u32,
+    pub cr4: u32,
+}

@@ -1,0 +1,90 @@
+//! `vmp run FILE` on a static ELF32 i386 executable written here byte by byte (linked at the
+//! i386 default base 0x08048000), and its error on a bad file.
+
+use std::process::Command;
+
+use gridbed_vmp::layout::{SYS_EXIT, SYS_WRITE};
+use iced_x86::code_asm::*;
+
+const BASE: u32 = 0x0804_8000;
+
+fn elf() -> Vec<u8> {
+    let code_at = BASE + 0x54; // after the ELF header (52) and one program header (32)... rounded
+    let msg = b"hi from elf\n";
+    let mut a = CodeAssembler::new(32).unwrap();
+    let msg_at = code_at + 0x40;
+    a.mov(eax, SYS_WRITE).unwrap();
+    a.mov(ebx, 1u32).unwrap();
+    a.mov(ecx, msg_at).unwrap();
+    a.mov(edx, msg.len() as u32).unwrap();
+    a.int(0x80).unwrap();
+    a.mov(eax, SYS_EXIT).unwrap();
+    a.mov(ebx, 5u32).unwrap();
+    a.int(0x80).unwrap();
+    let mut code = a.assemble(code_at as u64).unwrap();
+    code.resize(0x40, 0x90);
+    code.extend_from_slice(msg);
+    let mut f = vec![0u8; 0x54];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 1; // ELFCLASS32
+    f[5] = 1; // little endian
+    f[6] = 1; // version
+    let put16 =
+        |f: &mut Vec<u8>, at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |f: &mut Vec<u8>, at: usize, v: u32| f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put16(&mut f, 16, 2); // ET_EXEC
+    put16(&mut f, 18, 3); // EM_386
+    put32(&mut f, 20, 1);
+    put32(&mut f, 24, code_at); // e_entry
+    put32(&mut f, 28, 52); // e_phoff
+    put16(&mut f, 40, 52); // e_ehsize
+    put16(&mut f, 42, 32); // e_phentsize
+    put16(&mut f, 44, 1); // e_phnum
+    let total = (0x54 + code.len()) as u32;
+    put32(&mut f, 52, 1); // PT_LOAD
+    put32(&mut f, 56, 0); // p_offset
+    put32(&mut f, 60, BASE); // p_vaddr
+    put32(&mut f, 64, BASE);
+    put32(&mut f, 68, total); // p_filesz
+    put32(&mut f, 72, total + 0x100); // p_memsz (with .bss)
+    put32(&mut f, 76, 5); // R+X
+    put32(&mut f, 80, 0x1000);
+    f.extend_from_slice(&code);
+    f
+}
+
+#[test]
+fn vmp_run_executes_a_static_elf_in_both_configs() {
+    let dir = std::env::temp_dir().join(format!("vmp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hi.elf");
+    std::fs::write(&path, elf()).unwrap();
+    for config in ["native", "vmp"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
+            .args(["run", path.to_str().unwrap(), "--config", config])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from elf\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exit status 5"), "{err}");
+    }
+    std::fs::write(&path, b"\x7fELF\x02garbage").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
+        .args(["run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("vmp: error: bad ELF") && err.lines().count() == 1,
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
