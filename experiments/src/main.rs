@@ -53,14 +53,19 @@ enum Cmd {
 fn experiments_help() -> String {
     let mut s = String::from("Experiments:\n");
     for e in registry::all() {
-        s.push_str(&format!("  {:22} {}\n  {:22} Reproduces {}.\n", e.name, e.about, "", e.reproduces));
+        s.push_str(&format!(
+            "  {:22} {}\n  {:22} Reproduces {}.\n",
+            e.name, e.about, "", e.reproduces
+        ));
     }
     s
 }
 
 fn default_out() -> PathBuf {
     // The committed report lives in the repository; fall back to ./reports for an installed binary.
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("reports");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("reports");
     if let Ok(repo) = repo.canonicalize() {
         repo
     } else {
@@ -69,15 +74,21 @@ fn default_out() -> PathBuf {
 }
 
 fn check_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
     let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
 fn run_cmd(name: &str, mode: ModeArg, seed: u64, out: PathBuf) -> anyhow::Result<()> {
-    let selected = if name == "all" { registry::all() } else { vec![registry::find(name)?] };
+    let selected = if name == "all" {
+        registry::all()
+    } else {
+        vec![registry::find(name)?]
+    };
     check_writable(&out)?;
     for exp in selected {
         let modes: Vec<Mode> = match mode {
@@ -89,18 +100,29 @@ fn run_cmd(name: &str, mode: ModeArg, seed: u64, out: PathBuf) -> anyhow::Result
             if !exp.modes.contains(&m) {
                 anyhow::bail!("experiment '{}' has no {m} mode", exp.name);
             }
-            let bar = indicatif::ProgressBar::new_spinner().with_message(format!("{} ({m})", exp.name));
+            let bar =
+                indicatif::ProgressBar::new_spinner().with_message(format!("{} ({m})", exp.name));
             bar.enable_steady_tick(Duration::from_millis(120));
             let t0 = Instant::now();
-            let result = (exp.run)(m, seed).with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
+            let result = (exp.run)(m, seed)
+                .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
             bar.finish_and_clear();
             let output = result?;
             let dir = report::write(&out, &exp, m, seed, output)?;
-            let r: report::ResultFile = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
-            println!("{} ({m}) in {:.1}s -> {}", exp.name, t0.elapsed().as_secs_f64(), dir.display());
+            let r: report::ResultFile =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
+            println!(
+                "{} ({m}) in {:.1}s -> {}",
+                exp.name,
+                t0.elapsed().as_secs_f64(),
+                dir.display()
+            );
             for (k, v) in &r.metrics {
                 match report::verdict(&r, k) {
-                    Some((p, ratio, ok)) => println!("  {k:32} {v:>14.6}  paper {p:<10} ratio {ratio:.3} {}", if ok { "ok" } else { "OUT OF TOLERANCE" }),
+                    Some((p, ratio, ok)) => println!(
+                        "  {k:32} {v:>14.6}  paper {p:<10} ratio {ratio:.3} {}",
+                        if ok { "ok" } else { "OUT OF TOLERANCE" }
+                    ),
                     None => println!("  {k:32} {v:>14.6}"),
                 }
             }
@@ -137,21 +159,32 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Run { name, mode, seed, out } => run_cmd(&name, mode, seed, out.unwrap_or_else(default_out)),
-        Cmd::Replay { runfile } => replay::load(&runfile).and_then(|run| {
-            match replay::replay(&run)? {
+        Cmd::Run {
+            name,
+            mode,
+            seed,
+            out,
+        } => run_cmd(&name, mode, seed, out.unwrap_or_else(default_out)),
+        Cmd::Replay { runfile } => {
+            replay::load(&runfile).and_then(|run| match replay::replay(&run)? {
                 replay::Replay::Identical { events, digest } => {
                     println!("identical: {events} events, digest {digest}");
                     Ok(())
                 }
-                replay::Replay::Diverged { index, recorded, replayed } => Err(anyhow::anyhow!(
+                replay::Replay::Diverged {
+                    index,
+                    recorded,
+                    replayed,
+                } => Err(anyhow::anyhow!(
                     "diverged at event #{index}: recorded `{}`, replayed `{}`",
                     recorded.as_deref().unwrap_or("<none>"),
                     replayed.as_deref().unwrap_or("<none>")
                 )),
-            }
-        }),
-        Cmd::Sink { kind, addr } => gridbed_real::blocks::run_sink(&kind, &addr).map_err(Into::into),
+            })
+        }
+        Cmd::Sink { kind, addr } => {
+            gridbed_real::blocks::run_sink(&kind, &addr).map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

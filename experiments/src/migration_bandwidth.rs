@@ -25,7 +25,10 @@ fn real() -> anyhow::Result<ExperimentOutput> {
     let exe = std::env::current_exe()?;
     let sizes = gridbed_migration::block_sizes();
     let paths = [
-        (BlockPath::TcpLimitedWrites(8 * 1024), "tcp_8k_writes_mbit_s"),
+        (
+            BlockPath::TcpLimitedWrites(8 * 1024),
+            "tcp_8k_writes_mbit_s",
+        ),
         (BlockPath::TcpLargeWrites, "tcp_large_writes_mbit_s"),
         (BlockPath::Unix, "unix_socket_mbit_s"),
     ];
@@ -35,10 +38,20 @@ fn real() -> anyhow::Result<ExperimentOutput> {
         let points = blocks::measure(&mut cmd, path, &sizes, 3)?;
         let (b, s) = *points.last().expect("sizes non-empty");
         out.metrics.insert(metric.into(), b as f64 * 8.0 / s / 1e6);
-        out.metrics.insert(format!("{}_64mib_s", metric.trim_end_matches("_mbit_s")), s);
+        out.metrics
+            .insert(format!("{}_64mib_s", metric.trim_end_matches("_mbit_s")), s);
         let label = path.label();
-        out.figures[0].series.push(Series { name: label.clone(), points: points.iter().map(|&(b, s)| (b as f64, s)).collect() });
-        out.figures[1].series.push(Series { name: label, points: points.iter().map(|&(b, s)| (b as f64, b as f64 * 8.0 / s / 1e6)).collect() });
+        out.figures[0].series.push(Series {
+            name: label.clone(),
+            points: points.iter().map(|&(b, s)| (b as f64, s)).collect(),
+        });
+        out.figures[1].series.push(Series {
+            name: label,
+            points: points
+                .iter()
+                .map(|&(b, s)| (b as f64, b as f64 * 8.0 / s / 1e6))
+                .collect(),
+        });
     }
     out.notes.push("Real mode: blocks move between this process and a child process over loopback; best of 3 per size. The SP/2 curves are the simulated ones, shown for comparison.".into());
     Ok(out)

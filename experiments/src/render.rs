@@ -8,7 +8,10 @@ use gridbed_runtime::outcome::Figure;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-const FONT_PATHS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
+const FONT_PATHS: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
 static FONT: Once = Once::new();
 
 /// PNG text needs a font file; the README's commands install fonts-dejavu-core.
@@ -16,9 +19,13 @@ fn register_font() -> anyhow::Result<()> {
     let mut result = Ok(());
     FONT.call_once(|| {
         result = (|| {
-            let path = FONT_PATHS.iter().find(|p| Path::new(p).exists()).context("no DejaVuSans.ttf found (install fonts-dejavu-core)")?;
+            let path = FONT_PATHS
+                .iter()
+                .find(|p| Path::new(p).exists())
+                .context("no DejaVuSans.ttf found (install fonts-dejavu-core)")?;
             let bytes: &'static [u8] = Box::leak(std::fs::read(path)?.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| anyhow::anyhow!("{path} is not a usable font"))
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| anyhow::anyhow!("{path} is not a usable font"))
         })();
     });
     result
@@ -39,15 +46,26 @@ const COLORS: [RGBColor; 8] = [
 pub fn render(fig: &Figure, dir: &Path) -> anyhow::Result<()> {
     register_font()?;
     let svg = dir.join(format!("{}.svg", fig.id));
-    draw(fig, SVGBackend::new(&svg, (900, 600)).into_drawing_area()).with_context(|| format!("drawing {}", svg.display()))?;
+    draw(fig, SVGBackend::new(&svg, (900, 600)).into_drawing_area())
+        .with_context(|| format!("drawing {}", svg.display()))?;
     let png = dir.join(format!("{}.png", fig.id));
-    draw(fig, BitMapBackend::new(&png, (900, 600)).into_drawing_area()).with_context(|| format!("drawing {}", png.display()))?;
+    draw(
+        fig,
+        BitMapBackend::new(&png, (900, 600)).into_drawing_area(),
+    )
+    .with_context(|| format!("drawing {}", png.display()))?;
     Ok(())
 }
 
 fn bounds(fig: &Figure, pick: impl Fn(&(f64, f64)) -> f64, log: bool) -> (f64, f64) {
-    let vals = fig.series.iter().flat_map(|s| s.points.iter().map(&pick)).filter(|v| v.is_finite() && (!log || *v > 0.0));
-    let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let vals = fig
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(&pick))
+        .filter(|v| v.is_finite() && (!log || *v > 0.0));
+    let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     if !lo.is_finite() {
         return (if log { 1.0 } else { 0.0 }, 1.0);
     }
@@ -85,13 +103,22 @@ where
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for (i, s) in fig.series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
-                let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+                let pts: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                     .map_err(|e| anyhow::anyhow!("{e}"))?
                     .label(&s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             chart
                 .configure_series_labels()

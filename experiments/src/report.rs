@@ -50,9 +50,16 @@ pub fn result_dir(out: &Path, name: &str, mode: Mode) -> PathBuf {
 }
 
 /// Writes everything for one run; returns the result directory.
-pub fn write(out_dir: &Path, exp: &Experiment, mode: Mode, seed: u64, out: ExperimentOutput) -> anyhow::Result<PathBuf> {
+pub fn write(
+    out_dir: &Path,
+    exp: &Experiment,
+    mode: Mode,
+    seed: u64,
+    out: ExperimentOutput,
+) -> anyhow::Result<PathBuf> {
     let dir = result_dir(out_dir, exp.name, mode);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut figures = Vec::new();
     for fig in &out.figures {
         render::render(fig, &dir)?;
@@ -78,9 +85,17 @@ pub fn write(out_dir: &Path, exp: &Experiment, mode: Mode, seed: u64, out: Exper
         artifacts,
         notes: out.notes,
     };
-    std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(&result)? + "\n")?;
+    std::fs::write(
+        dir.join("result.json"),
+        serde_json::to_string_pretty(&result)? + "\n",
+    )?;
     if let Some(trace) = out.trace {
-        let run = RunFile { format: RUN_FORMAT, experiment: exp.name.into(), seed, trace };
+        let run = RunFile {
+            format: RUN_FORMAT,
+            experiment: exp.name.into(),
+            seed,
+            trace,
+        };
         std::fs::write(dir.join("run.json"), serde_json::to_string(&run)?)?;
     }
     write_index(out_dir)?;
@@ -92,13 +107,20 @@ pub fn verdict(r: &ResultFile, metric: &str) -> Option<(f64, f64, bool)> {
     let paper = *r.paper.get(metric)?;
     let got = *r.metrics.get(metric)?;
     let ratio = got / paper;
-    let ok = r.tolerance.get(metric).is_none_or(|tol| (ratio - 1.0).abs() <= *tol);
+    let ok = r
+        .tolerance
+        .get(metric)
+        .is_none_or(|tol| (ratio - 1.0).abs() <= *tol);
     Some((paper, ratio, ok))
 }
 
 fn load_results(out_dir: &Path) -> anyhow::Result<Vec<ResultFile>> {
     let mut results = Vec::new();
-    let mut dirs: Vec<_> = std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("result.json").is_file()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(out_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("result.json").is_file())
+        .collect();
     dirs.sort();
     for d in dirs {
         let text = std::fs::read_to_string(d.join("result.json"))?;
@@ -119,7 +141,10 @@ fn dir_name(r: &ResultFile) -> String {
 
 fn fmt_num(v: f64) -> String {
     if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
-        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     } else {
         format!("{v:.4e}")
     }
@@ -132,23 +157,52 @@ pub fn write_index(out_dir: &Path) -> anyhow::Result<()> {
     let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>gridbed results</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}td:first-child{text-align:left}.ok{color:#070}.bad{color:#b00}img{max-width:100%}</style></head><body><h1>gridbed — reproduced results</h1>\n");
     for r in &results {
         let d = dir_name(r);
-        let _ = write!(md, "\n## {} ({})\n\n{}\n\nReproduces: {}. Seed {}", r.experiment, r.mode, r.about, r.reproduces, r.seed);
-        let _ = write!(html, "<h2>{} ({})</h2><p>{}</p><p>Reproduces: {}. Seed {}", esc(&r.experiment), r.mode, esc(&r.about), esc(&r.reproduces), r.seed);
+        let _ = write!(
+            md,
+            "\n## {} ({})\n\n{}\n\nReproduces: {}. Seed {}",
+            r.experiment, r.mode, r.about, r.reproduces, r.seed
+        );
+        let _ = write!(
+            html,
+            "<h2>{} ({})</h2><p>{}</p><p>Reproduces: {}. Seed {}",
+            esc(&r.experiment),
+            r.mode,
+            esc(&r.about),
+            esc(&r.reproduces),
+            r.seed
+        );
         if let Some(dg) = &r.trace_digest {
-            let _ = write!(md, ", trace digest `{}` ({} events)", &dg[..16.min(dg.len())], r.trace_events.unwrap_or(0));
-            let _ = write!(html, ", trace digest <code>{}</code>", esc(&dg[..16.min(dg.len())]));
+            let _ = write!(
+                md,
+                ", trace digest `{}` ({} events)",
+                &dg[..16.min(dg.len())],
+                r.trace_events.unwrap_or(0)
+            );
+            let _ = write!(
+                html,
+                ", trace digest <code>{}</code>",
+                esc(&dg[..16.min(dg.len())])
+            );
         }
         md.push_str(".\n\n| metric | reproduced | paper | ratio | within tolerance |\n|---|---|---|---|---|\n");
         html.push_str(".</p><table><tr><th>metric</th><th>reproduced</th><th>paper</th><th>ratio</th><th>within tolerance</th></tr>");
         for (name, v) in &r.metrics {
             let (paper, ratio, ok) = match verdict(r, name) {
                 Some((p, ratio, ok)) => {
-                    let tol = r.tolerance.get(name).map(|t| format!("{} (±{:.0}%)", if ok { "yes" } else { "NO" }, t * 100.0)).unwrap_or_else(|| "—".into());
+                    let tol = r
+                        .tolerance
+                        .get(name)
+                        .map(|t| format!("{} (±{:.0}%)", if ok { "yes" } else { "NO" }, t * 100.0))
+                        .unwrap_or_else(|| "—".into());
                     (fmt_num(p), format!("{ratio:.3}"), tol)
                 }
                 None => ("—".into(), "—".into(), "—".into()),
             };
-            let _ = writeln!(md, "| {name} | {} | {paper} | {ratio} | {ok} |", fmt_num(*v));
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {paper} | {ratio} | {ok} |",
+                fmt_num(*v)
+            );
             let class = if ok.starts_with("NO") { "bad" } else { "ok" };
             let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{paper}</td><td>{ratio}</td><td class=\"{class}\">{}</td></tr>", esc(name), fmt_num(*v), esc(&ok));
         }
@@ -179,5 +233,7 @@ pub fn write_index(out_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -11,9 +11,16 @@ fn one_line_failure(args: &[&str], expect: &str) {
     let out = experiment().args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: expected one line, got:\n{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: expected one line, got:\n{err}"
+    );
     assert!(err.contains(expect), "{args:?}: {err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -24,25 +31,61 @@ fn bad_input_is_one_clear_line() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let under_file = file.join("out");
-    one_line_failure(&["run", "migration-bandwidth", "--out", under_file.to_str().unwrap()], "cannot be created");
-    one_line_failure(&["replay", tmp.path().join("missing.json").to_str().unwrap()], "cannot read run file");
+    one_line_failure(
+        &[
+            "run",
+            "migration-bandwidth",
+            "--out",
+            under_file.to_str().unwrap(),
+        ],
+        "cannot be created",
+    );
+    one_line_failure(
+        &["replay", tmp.path().join("missing.json").to_str().unwrap()],
+        "cannot read run file",
+    );
     let corrupt = tmp.path().join("corrupt.json");
     std::fs::write(&corrupt, "{\"format\": 1, \"experiment\": ").unwrap();
-    one_line_failure(&["replay", corrupt.to_str().unwrap()], "not a gridbed run file");
+    one_line_failure(
+        &["replay", corrupt.to_str().unwrap()],
+        "not a gridbed run file",
+    );
 }
 
 #[test]
 fn run_writes_results_and_replay_confirms_then_detects_divergence() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = experiment().args(["run", "migration-bandwidth", "--seed", "9", "--out"]).arg(tmp.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = experiment()
+        .args(["run", "migration-bandwidth", "--seed", "9", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tmp.path().join("migration-bandwidth");
-    for f in ["result.json", "run.json", "transfer-time.svg", "transfer-time.png", "bandwidth.png"] {
+    for f in [
+        "result.json",
+        "run.json",
+        "transfer-time.svg",
+        "transfer-time.png",
+        "bandwidth.png",
+    ] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
     assert!(tmp.path().join("index.html").is_file() && tmp.path().join("README.md").is_file());
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
-    for key in ["experiment", "mode", "seed", "trace_digest", "metrics", "paper"] {
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    for key in [
+        "experiment",
+        "mode",
+        "seed",
+        "trace_digest",
+        "metrics",
+        "paper",
+    ] {
         assert!(result.get(key).is_some(), "result.json lacks {key}");
     }
     let runfile = dir.join("run.json");
@@ -51,7 +94,8 @@ fn run_writes_results_and_replay_confirms_then_detects_divergence() {
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("identical"));
 
     // Inject a divergence: change one recorded event; replay must name that event.
-    let mut run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&runfile).unwrap()).unwrap();
+    let mut run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&runfile).unwrap()).unwrap();
     let events = run["trace"]["events"].as_array_mut().unwrap();
     assert!(events.len() > 10);
     events[7] = serde_json::Value::String("0 tampered".into());

@@ -27,7 +27,10 @@ fn figure_3_holds_for_many_seeds() {
         let out = gridbed_migration::bandwidth::simulate(seed).unwrap();
         for (k, paper) in &out.paper {
             let ratio = out.metrics[k] / paper;
-            assert!((ratio - 1.0).abs() <= out.tolerance[k], "seed {seed}: {k} ratio {ratio}");
+            assert!(
+                (ratio - 1.0).abs() <= out.tolerance[k],
+                "seed {seed}: {k} ratio {ratio}"
+            );
         }
     }
 }

@@ -23,7 +23,14 @@ struct Job {
 
 impl Cpu {
     pub fn new(hz: f64, background_jobs: u32) -> Self {
-        Cpu { hz, background_jobs, jobs: BTreeMap::new(), last_update: Duration::ZERO, next_id: 0, delivered_cycles: 0.0 }
+        Cpu {
+            hz,
+            background_jobs,
+            jobs: BTreeMap::new(),
+            last_update: Duration::ZERO,
+            next_id: 0,
+            delivered_cycles: 0.0,
+        }
     }
 
     fn share(&self) -> f64 {
@@ -56,7 +63,13 @@ impl Cpu {
         self.advance(now);
         let id = self.next_id;
         self.next_id += 1;
-        self.jobs.insert(id, Job { remaining: cycles, waker: None });
+        self.jobs.insert(
+            id,
+            Job {
+                remaining: cycles,
+                waker: None,
+            },
+        );
         id
     }
 

@@ -43,7 +43,10 @@ impl FaultPlan {
             }
         }
         schedule.sort_by_key(|(t, _)| *t);
-        FaultPlan { schedule, loss_rate: 0.0 }
+        FaultPlan {
+            schedule,
+            loss_rate: 0.0,
+        }
     }
 }
 

@@ -50,7 +50,12 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn new(platform: Platform, seed: u64) -> Self {
-        SimConfig { platform, seed, faults: FaultPlan::default(), record_trace: true }
+        SimConfig {
+            platform,
+            seed,
+            faults: FaultPlan::default(),
+            record_trace: true,
+        }
     }
 
     pub fn with_faults(mut self, faults: FaultPlan) -> Self {
@@ -84,7 +89,9 @@ where
     let nodes: Vec<_> = (0..specs.len())
         .map(|i| handle.create_node().name(format!("h{i}")).build())
         .collect();
-    let names = (0..specs.len()).map(|i| format!("{}-h{i}", cfg.platform.lans[specs[i].lan].name)).collect();
+    let names = (0..specs.len())
+        .map(|i| format!("{}-h{i}", cfg.platform.lans[specs[i].lan].name))
+        .collect();
     let hosts = specs
         .iter()
         .enumerate()
@@ -103,8 +110,17 @@ where
         loss_rate: cfg.faults.loss_rate,
         loss_rng: derive_rng(cfg.seed, 0),
     };
-    let world = Arc::new(World { platform: cfg.platform, specs, names, nodes, madsim: handle, state: Mutex::new(state) });
-    let cluster: ClusterRef = Arc::new(SimCluster { world: world.clone() });
+    let world = Arc::new(World {
+        platform: cfg.platform,
+        specs,
+        names,
+        nodes,
+        madsim: handle,
+        state: Mutex::new(state),
+    });
+    let cluster: ClusterRef = Arc::new(SimCluster {
+        world: world.clone(),
+    });
     let plan = cfg.faults.clone();
     let fault_world = world.clone();
     let value = rt.block_on(async move {
@@ -115,7 +131,12 @@ where
     let mut st = world.state.lock();
     let delivered = st.net.delivered;
     let trace = std::mem::take(&mut st.trace).into_record();
-    SimOutcome { value, trace, end_time, delivered }
+    SimOutcome {
+        value,
+        trace,
+        end_time,
+        delivered,
+    }
 }
 
 fn clock_elapsed(rt: &madsim::runtime::Runtime) -> Duration {

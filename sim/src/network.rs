@@ -7,8 +7,7 @@
 //! a later small message on the same resource by its whole length (no packet interleaving).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -53,13 +52,16 @@ pub struct Port {
 /// What a send decided.
 pub enum SendOutcome {
     /// Queued for delivery; the sender's buffer is free at `sender_free`.
-    Queued { sender_free: Duration, arrival: Duration },
+    Queued {
+        sender_free: Duration,
+        arrival: Duration,
+    },
     /// Dropped by a fault; the sender still spent its time.
-    Dropped { sender_free: Duration, why: &'static str },
+    Dropped {
+        sender_free: Duration,
+        why: &'static str,
+    },
 }
-
-/// A fixed hasher: the pair table is never iterated, but determinism rules ask for no random state.
-type FixedHasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
 pub struct Network {
     lan_costs: Vec<Cost>,
@@ -69,7 +71,6 @@ pub struct Network {
     rx_free: Vec<Duration>,
     up_free: Vec<Duration>,
     down_free: Vec<Duration>,
-    pair_last: HashMap<(u32, u32), Duration, FixedHasher>,
     pub ports: Vec<BTreeMap<u16, Port>>,
     pub partitions: BTreeSet<(usize, usize)>,
     seq: u64,
@@ -91,7 +92,6 @@ impl Network {
             rx_free: vec![Duration::ZERO; hosts],
             up_free: vec![Duration::ZERO; lans],
             down_free: vec![Duration::ZERO; lans],
-            pair_last: HashMap::default(),
             ports: (0..hosts).map(|_| BTreeMap::new()).collect(),
             partitions: BTreeSet::new(),
             seq: 0,
@@ -124,7 +124,11 @@ impl Network {
         } else {
             let (a, b) = (&self.lan_costs[sl], &self.lan_costs[dl]);
             let beta = a.beta_s.max(b.beta_s).max(self.uplink_s_per_byte);
-            (a.alpha_s.max(b.alpha_s) + self.backbone_latency.as_secs_f64(), beta, true)
+            (
+                a.alpha_s.max(b.alpha_s) + self.backbone_latency.as_secs_f64(),
+                beta,
+                true,
+            )
         };
         let mut start = now.max(self.tx_free[src]).max(self.rx_free[dst]);
         if cross {
@@ -151,19 +155,31 @@ impl Network {
         if let Some(why) = why {
             return SendOutcome::Dropped { sender_free, why };
         }
-        let pair = self.pair_last.entry((from.host.0, to.host.0)).or_insert(Duration::ZERO);
-        let arrival = (start + secs(alpha) + busy).max(*pair);
-        *pair = arrival;
+        // FIFO per host pair holds without bookkeeping: a sender's next transfer starts no earlier
+        // than this one ends (tx_free), and alpha is fixed per LAN pair, so arrivals never decrease;
+        // equal arrivals are ordered by `seq`.
+        let arrival = start + secs(alpha) + busy;
         self.seq += 1;
         let port = self.ports[dst].entry(to.port).or_default();
-        let becomes_head = port.queue.peek().is_none_or(|Reverse(h)| arrival < h.arrival);
-        port.queue.push(Reverse(InFlight { arrival, seq: self.seq, from, payload }));
+        let becomes_head = port
+            .queue
+            .peek()
+            .is_none_or(|Reverse(h)| arrival < h.arrival);
+        port.queue.push(Reverse(InFlight {
+            arrival,
+            seq: self.seq,
+            from,
+            payload,
+        }));
         if becomes_head {
             if let Some(w) = port.waker.take() {
                 w.wake();
             }
         }
-        SendOutcome::Queued { sender_free, arrival }
+        SendOutcome::Queued {
+            sender_free,
+            arrival,
+        }
     }
 
     /// Drops every queue of a crashed host.
@@ -186,7 +202,14 @@ pub enum Pop {
 }
 
 impl Network {
-    pub fn pop(&mut self, specs: &[HostSpec], host: HostId, port: u16, now: Duration, waker: &Waker) -> Pop {
+    pub fn pop(
+        &mut self,
+        specs: &[HostSpec],
+        host: HostId,
+        port: u16,
+        now: Duration,
+        waker: &Waker,
+    ) -> Pop {
         let partitions_active = !self.partitions.is_empty();
         let Some(p) = self.ports[host.0 as usize].get_mut(&port) else {
             return Pop::Wait(None);
@@ -195,13 +218,19 @@ impl Network {
             Some(Reverse(head)) if head.arrival <= now => {
                 let Reverse(m) = p.queue.pop().expect("peeked");
                 if partitions_active {
-                    let (a, b) = (specs[m.from.host.0 as usize].lan, specs[host.0 as usize].lan);
+                    let (a, b) = (
+                        specs[m.from.host.0 as usize].lan,
+                        specs[host.0 as usize].lan,
+                    );
                     if a != b && self.partitions.contains(&(a.min(b), a.max(b))) {
                         return Pop::Dropped(m.from);
                     }
                 }
                 self.delivered += 1;
-                Pop::Msg(Message { from: m.from, payload: m.payload })
+                Pop::Msg(Message {
+                    from: m.from,
+                    payload: m.payload,
+                })
             }
             Some(Reverse(head)) => {
                 let t = head.arrival;

@@ -38,7 +38,10 @@ impl Default for Backbone {
     fn default() -> Self {
         // A 1 Gbit/s uplink per LAN and 1 ms between LANs: sites of one campus or one city, as in
         // the GXP/Phoenix deployments (several LANs of one university and its partners).
-        Backbone { uplink_mbit_s: 1000.0, latency_us: 1000.0 }
+        Backbone {
+            uplink_mbit_s: 1000.0,
+            latency_us: 1000.0,
+        }
     }
 }
 
@@ -90,7 +93,10 @@ impl Platform {
     /// `lans` LANs of `hosts_per_lan` hosts each, all with preset transport `transport`.
     pub fn lans(lans: usize, hosts_per_lan: usize, transport: &str) -> Result<Platform, SimError> {
         if presets::transport(transport).is_none() {
-            return Err(SimError::UnknownPreset(transport.to_string(), presets::PRESET_NAMES.join(", ")));
+            return Err(SimError::UnknownPreset(
+                transport.to_string(),
+                presets::PRESET_NAMES.join(", "),
+            ));
         }
         let lans = (0..lans)
             .map(|i| Lan {
@@ -101,12 +107,18 @@ impl Platform {
                 private: false,
             })
             .collect();
-        Ok(Platform { lans, backbone: Backbone::default(), cpu_hz: default_cpu_hz(), hosts: Vec::new() })
+        Ok(Platform {
+            lans,
+            backbone: Backbone::default(),
+            cpu_hz: default_cpu_hz(),
+            hosts: Vec::new(),
+        })
     }
 
     /// Parses a TOML platform file.
     pub fn from_toml(text: &str) -> Result<Platform, SimError> {
-        let p: Platform = toml::from_str(text).map_err(|e| SimError::Platform(e.to_string().replace('\n', " ")))?;
+        let p: Platform = toml::from_str(text)
+            .map_err(|e| SimError::Platform(e.to_string().replace('\n', " ")))?;
         p.validate()?;
         Ok(p)
     }
@@ -135,7 +147,10 @@ impl Platform {
         if let Some(i) = self.hosts.iter().position(|o| o.host == host.0) {
             return &mut self.hosts[i];
         }
-        self.hosts.push(HostOverride { host: host.0, ..Default::default() });
+        self.hosts.push(HostOverride {
+            host: host.0,
+            ..Default::default()
+        });
         self.hosts.last_mut().expect("just pushed")
     }
 
@@ -162,7 +177,10 @@ impl Platform {
             }
             first += lan.hosts;
         }
-        panic!("host {h} is not on this platform of {} hosts", self.host_count())
+        panic!(
+            "host {h} is not on this platform of {} hosts",
+            self.host_count()
+        )
     }
 
     /// The transport of LAN `lan`.
@@ -177,22 +195,43 @@ impl Platform {
     /// Checks the platform is usable.
     pub fn validate(&self) -> Result<(), SimError> {
         if self.host_count() == 0 {
-            return Err(SimError::Platform("a platform needs at least one host".into()));
+            return Err(SimError::Platform(
+                "a platform needs at least one host".into(),
+            ));
         }
         if !(self.cpu_hz.is_finite() && self.cpu_hz > 0.0) {
-            return Err(SimError::Platform(format!("cpu_hz must be positive, got {}", self.cpu_hz)));
+            return Err(SimError::Platform(format!(
+                "cpu_hz must be positive, got {}",
+                self.cpu_hz
+            )));
         }
         for lan in &self.lans {
             match (&lan.transport, &lan.preset) {
-                (Some(t), _) => t.validate().map_err(|e| SimError::Platform(format!("LAN {}: {e}", lan.name)))?,
+                (Some(t), _) => t
+                    .validate()
+                    .map_err(|e| SimError::Platform(format!("LAN {}: {e}", lan.name)))?,
                 (None, Some(p)) if presets::transport(p).is_some() => {}
-                (None, Some(p)) => return Err(SimError::UnknownPreset(p.clone(), presets::PRESET_NAMES.join(", "))),
-                (None, None) => return Err(SimError::Platform(format!("LAN {} has neither preset nor transport", lan.name))),
+                (None, Some(p)) => {
+                    return Err(SimError::UnknownPreset(
+                        p.clone(),
+                        presets::PRESET_NAMES.join(", "),
+                    ))
+                }
+                (None, None) => {
+                    return Err(SimError::Platform(format!(
+                        "LAN {} has neither preset nor transport",
+                        lan.name
+                    )))
+                }
             }
         }
         for o in &self.hosts {
             if o.host as usize >= self.host_count() {
-                return Err(SimError::Platform(format!("override for host {} but only {} hosts", o.host, self.host_count())));
+                return Err(SimError::Platform(format!(
+                    "override for host {} but only {} hosts",
+                    o.host,
+                    self.host_count()
+                )));
             }
         }
         Ok(())
@@ -203,7 +242,12 @@ impl Platform {
         let mut specs = Vec::with_capacity(self.host_count());
         for (i, lan) in self.lans.iter().enumerate() {
             for k in 0..lan.hosts {
-                specs.push(HostSpec { lan: i, cpu_hz: self.cpu_hz, background_jobs: 0, gateway: k == 0 });
+                specs.push(HostSpec {
+                    lan: i,
+                    cpu_hz: self.cpu_hz,
+                    background_jobs: 0,
+                    gateway: k == 0,
+                });
             }
         }
         for o in &self.hosts {

@@ -15,7 +15,14 @@
 use crate::transport::Transport;
 
 /// Names of all presets, in display order.
-pub const PRESET_NAMES: &[&str] = &["sp2-lapi", "sp2-tcp", "ethernet-100", "gige-tcp", "10g-tcp", "100g-rdma"];
+pub const PRESET_NAMES: &[&str] = &[
+    "sp2-lapi",
+    "sp2-tcp",
+    "ethernet-100",
+    "gige-tcp",
+    "10g-tcp",
+    "100g-rdma",
+];
 
 const SP_NODE_COPY_MB_S: f64 = 150.0;
 const AIX_TCP_PER_PACKET_US: f64 = 40.0;

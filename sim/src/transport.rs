@@ -94,7 +94,10 @@ const US: f64 = 1e-6;
 impl Transport {
     /// Checks that every parameter is physically meaningful.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [("link_mbit_s", self.link_mbit_s), ("copy_mb_s", self.copy_mb_s)];
+        let positive = [
+            ("link_mbit_s", self.link_mbit_s),
+            ("copy_mb_s", self.copy_mb_s),
+        ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name} must be a positive number, got {v}"));
@@ -133,14 +136,15 @@ impl Transport {
             Some(w) => mtu_payload.min(w as f64),
             None => mtu_payload,
         };
-        let per_byte_host = (self.copies + if self.software_checksum { 0.5 } else { 0.0 })
-            / (self.copy_mb_s * 1e6);
+        let per_byte_host =
+            (self.copies + if self.software_checksum { 0.5 } else { 0.0 }) / (self.copy_mb_s * 1e6);
         let calls_per_packet = match self.max_write_bytes {
             Some(m) => payload / m as f64,
             None => 0.0,
         };
         let per_packet = self.per_packet_us * US;
-        let send_host_s = per_packet + payload * per_byte_host + calls_per_packet * self.per_call_us * US;
+        let send_host_s =
+            per_packet + payload * per_byte_host + calls_per_packet * self.per_call_us * US;
         let recv_host_s = per_packet + payload * per_byte_host;
         let link_bytes_per_s = self.link_mbit_s * 1e6 / 8.0;
         let frame = payload + f64::from(self.header_bytes + self.framing_bytes);

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use gridbed_runtime::{Addr, BoxFuture, Cluster, Host, HostId, HostRef, Mailbox, Message, NetError};
+use gridbed_runtime::{
+    Addr, BoxFuture, Cluster, Host, HostId, HostRef, Mailbox, Message, NetError,
+};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -97,7 +99,12 @@ impl World {
         } else {
             st.net.partitions.remove(&key);
         }
-        st.event(format_args!("fault {} lan{} lan{}", if cut { "partition" } else { "heal" }, key.0, key.1));
+        st.event(format_args!(
+            "fault {} lan{} lan{}",
+            if cut { "partition" } else { "heal" },
+            key.0,
+            key.1
+        ));
     }
 
     pub fn set_background_load(&self, h: HostId, jobs: u32) {
@@ -128,7 +135,11 @@ impl Host for SimHost {
     }
 
     fn can_reach(&self, other: HostId) -> bool {
-        (other.0 as usize) < self.world.specs.len() && self.world.platform.reachable(&self.world.specs, self.id, other)
+        (other.0 as usize) < self.world.specs.len()
+            && self
+                .world
+                .platform
+                .reachable(&self.world.specs, self.id, other)
     }
 
     fn now(&self) -> Duration {
@@ -144,7 +155,13 @@ impl Host for SimHost {
     }
 
     fn compute(&self, cycles: u64) -> BoxFuture<'static, ()> {
-        Box::pin(Compute { world: self.world.clone(), host: self.id, cycles: cycles as f64, job: None, sleep: None })
+        Box::pin(Compute {
+            world: self.world.clone(),
+            host: self.id,
+            cycles: cycles as f64,
+            job: None,
+            sleep: None,
+        })
     }
 
     fn cpu_hz(&self) -> f64 {
@@ -154,7 +171,10 @@ impl Host for SimHost {
     fn spawn(&self, name: &str, task: BoxFuture<'static, ()>) {
         let node = &self.world.nodes[self.id.0 as usize];
         if let Some(n) = self.world.madsim.get_node(node.id()) {
-            self.world.state.lock().event(format_args!("spawn {} {name}", self.id));
+            self.world
+                .state
+                .lock()
+                .event(format_args!("spawn {} {name}", self.id));
             drop(n.spawn(task));
         }
     }
@@ -167,10 +187,20 @@ impl Host for SimHost {
             return Err(NetError::PortInUse(port));
         }
         p.bound = true;
-        Ok(Box::new(SimMailbox { world: self.world.clone(), addr: Addr::new(self.id, port), generation, sleep: None }))
+        Ok(Box::new(SimMailbox {
+            world: self.world.clone(),
+            addr: Addr::new(self.id, port),
+            generation,
+            sleep: None,
+        }))
     }
 
-    fn send(&self, from_port: u16, to: Addr, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>> {
+    fn send(
+        &self,
+        from_port: u16,
+        to: Addr,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>> {
         let from = Addr::new(self.id, from_port);
         let result = self.start_send(from, to, payload);
         Box::pin(async move {
@@ -181,14 +211,19 @@ impl Host for SimHost {
     }
 
     fn event(&self, what: &str) {
-        self.world.state.lock().event(format_args!("event {} {what}", self.id));
+        self.world
+            .state
+            .lock()
+            .event(format_args!("event {} {what}", self.id));
     }
 }
 
 impl SimHost {
     fn start_send(&self, from: Addr, to: Addr, payload: Vec<u8>) -> Result<Duration, NetError> {
         let w = &self.world;
-        if (to.host.0 as usize) >= w.specs.len() || !w.platform.reachable(&w.specs, from.host, to.host) {
+        if (to.host.0 as usize) >= w.specs.len()
+            || !w.platform.reachable(&w.specs, from.host, to.host)
+        {
             return Err(NetError::Unreachable(to));
         }
         let now = clock::now();
@@ -197,9 +232,18 @@ impl SimHost {
         let dst_alive = st.hosts[to.host.0 as usize].alive;
         let lost = st.loss_rate > 0.0 && st.loss_rng.gen::<f64>() < st.loss_rate;
         let len = payload.len();
-        match st.net.send(&w.specs, now, from, to, payload, dst_alive, lost) {
-            SendOutcome::Queued { sender_free, arrival } => {
-                st.event(format_args!("send {from}->{to} len={len} arr={}", arrival.as_nanos()));
+        match st
+            .net
+            .send(&w.specs, now, from, to, payload, dst_alive, lost)
+        {
+            SendOutcome::Queued {
+                sender_free,
+                arrival,
+            } => {
+                st.event(format_args!(
+                    "send {from}->{to} len={len} arr={}",
+                    arrival.as_nanos()
+                ));
                 Ok(sender_free)
             }
             SendOutcome::Dropped { sender_free, why } => {
@@ -226,13 +270,27 @@ impl SimMailbox {
             if st.hosts[self.addr.host.0 as usize].generation != self.generation {
                 return Poll::Ready(Err(NetError::Closed));
             }
-            match st.net.pop(&self.world.specs, self.addr.host, self.addr.port, now, cx.waker()) {
+            match st.net.pop(
+                &self.world.specs,
+                self.addr.host,
+                self.addr.port,
+                now,
+                cx.waker(),
+            ) {
                 Pop::Msg(m) => {
-                    st.event(format_args!("recv {}->{} len={}", m.from, self.addr, m.payload.len()));
+                    st.event(format_args!(
+                        "recv {}->{} len={}",
+                        m.from,
+                        self.addr,
+                        m.payload.len()
+                    ));
                     return Poll::Ready(Ok(m));
                 }
                 Pop::Dropped(from) => {
-                    st.event(format_args!("drop {from}->{} partition-in-flight", self.addr));
+                    st.event(format_args!(
+                        "drop {from}->{} partition-in-flight",
+                        self.addr
+                    ));
                     continue;
                 }
                 Pop::Wait(None) => return Poll::Pending,
@@ -273,9 +331,20 @@ impl Mailbox for SimMailbox {
         if st.hosts[self.addr.host.0 as usize].generation != self.generation {
             return None;
         }
-        match st.net.pop(&self.world.specs, self.addr.host, self.addr.port, now, cx.waker()) {
+        match st.net.pop(
+            &self.world.specs,
+            self.addr.host,
+            self.addr.port,
+            now,
+            cx.waker(),
+        ) {
             Pop::Msg(m) => {
-                st.event(format_args!("recv {}->{} len={}", m.from, self.addr, m.payload.len()));
+                st.event(format_args!(
+                    "recv {}->{} len={}",
+                    m.from,
+                    self.addr,
+                    m.payload.len()
+                ));
                 Some(m)
             }
             _ => {
@@ -367,7 +436,12 @@ pub struct SimCluster {
 impl Cluster for SimCluster {
     fn hosts(&self) -> Vec<HostRef> {
         (0..self.world.specs.len() as u32)
-            .map(|i| Arc::new(SimHost { world: self.world.clone(), id: HostId(i) }) as HostRef)
+            .map(|i| {
+                Arc::new(SimHost {
+                    world: self.world.clone(),
+                    id: HostId(i),
+                }) as HostRef
+            })
             .collect()
     }
     fn now(&self) -> Duration {
@@ -387,6 +461,9 @@ impl Cluster for SimCluster {
         true
     }
     fn event(&self, what: &str) {
-        self.world.state.lock().event(format_args!("event driver {what}"));
+        self.world
+            .state
+            .lock()
+            .event(format_args!("event driver {what}"));
     }
 }

@@ -14,7 +14,12 @@ fn preset() -> impl Strategy<Value = &'static str> {
 
 /// Simulated time for h0 to deliver `parts` (sent back to back) to h1, with `competitors` other
 /// hosts sending `competitor_bytes` each to h1 at the same moment.
-fn delivery_time(preset: &str, parts: Vec<usize>, competitors: usize, competitor_bytes: usize) -> Duration {
+fn delivery_time(
+    preset: &str,
+    parts: Vec<usize>,
+    competitors: usize,
+    competitor_bytes: usize,
+) -> Duration {
     let platform = Platform::lans(1, 2 + competitors, preset).unwrap();
     run(SimConfig::new(platform, 1), move |cluster| {
         Box::pin(async move {
@@ -22,17 +27,27 @@ fn delivery_time(preset: &str, parts: Vec<usize>, competitors: usize, competitor
             let mut mb = hosts[1].bind(1).unwrap();
             for c in 0..competitors {
                 let h = hosts[2 + c].clone();
-                h.clone().spawn("competitor", Box::pin(async move {
-                    let _ = h.send(2, Addr::new(HostId(1), 2), vec![0; competitor_bytes]).await;
-                }));
+                h.clone().spawn(
+                    "competitor",
+                    Box::pin(async move {
+                        let _ = h
+                            .send(2, Addr::new(HostId(1), 2), vec![0; competitor_bytes])
+                            .await;
+                    }),
+                );
             }
             let n = parts.len();
             let src = hosts[0].clone();
-            hosts[0].spawn("sender", Box::pin(async move {
-                for p in parts {
-                    src.send(1, Addr::new(HostId(1), 1), vec![0; p]).await.unwrap();
-                }
-            }));
+            hosts[0].spawn(
+                "sender",
+                Box::pin(async move {
+                    for p in parts {
+                        src.send(1, Addr::new(HostId(1), 1), vec![0; p])
+                            .await
+                            .unwrap();
+                    }
+                }),
+            );
             for _ in 0..n {
                 mb.recv().await.unwrap();
             }
