@@ -2,14 +2,15 @@
 //! collects their results. It talks to the root daemon over two in-process channels, so it is the
 //! same code in simulation and in real mode and never touches a clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::StreamExt;
 
+use crate::exec_loop::ExecIo;
 use crate::explore::{Explorer, Fanout};
 use crate::hosts::{HostState, HostTable};
-use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream, Up, OUTPUT_CHUNK};
+use crate::proto::{Down, Event, Order, Status, Stream, Up, OUTPUT_CHUNK};
 use crate::rules::RuleSet;
 use crate::selection::SelectionState;
 
@@ -39,8 +40,10 @@ pub struct ExecReport {
     pub exec: u64,
     /// By host index.
     pub results: Vec<HostResult>,
-    /// All hosts' stdout chunks in arrival order (what a network pipe's right side reads).
+    /// All hosts' stdout chunks in arrival order (kept by `e`; a pipe streams them instead).
     pub merged_stdout: Vec<u8>,
+    /// The hosts were stopped because the pipe's consumer stopped reading (SIGPIPE semantics).
+    pub cut: bool,
 }
 
 impl ExecReport {
@@ -62,6 +65,9 @@ impl ExecReport {
             self.succeeded(),
             bad.len()
         );
+        if self.cut {
+            s.push_str(", stopped when the consumer stopped reading");
+        }
         if !bad.is_empty() {
             let shown: Vec<String> = bad.iter().take(8).cloned().collect();
             s.push_str(&format!(
@@ -97,11 +103,13 @@ pub enum ControlError {
 
 pub struct Controller {
     tx: UnboundedSender<Down>,
-    rx: UnboundedReceiver<Up>,
+    pub(crate) rx: UnboundedReceiver<Up>,
     pub table: HostTable,
     pub rules: RuleSet,
     pub fanout: Fanout,
     pub selection: SelectionState,
+    /// Working directory of commands on the hosts (GXP's `cd`); None: each daemon's own.
+    pub cwd: Option<String>,
     next_exec: u64,
 }
 
@@ -120,6 +128,7 @@ impl Controller {
             rules: RuleSet::default(),
             fanout: Fanout::default(),
             selection: SelectionState::default(),
+            cwd: None,
             next_exec: 1,
         }
     }
@@ -140,13 +149,20 @@ impl Controller {
     /// Returns the event and, for a lost link, the indices of the hosts lost with it.
     pub(crate) async fn next_event(&mut self) -> Result<(Up, Vec<u32>), ControlError> {
         let up = self.rx.next().await.ok_or(ControlError::RootGone)?;
-        let mut lost = Vec::new();
-        if let Event::ChildLost { child } = &up.event {
-            let mut p = up.route.clone();
-            p.push(*child);
-            lost = self.table.lose_subtree(&p);
-        }
+        let lost = self.apply_structure(&up);
         Ok((up, lost))
+    }
+
+    /// Applies a lost link to the table; returns the indices of the hosts lost with it.
+    pub(crate) fn apply_structure(&mut self, up: &Up) -> Vec<u32> {
+        match &up.event {
+            Event::ChildLost { child } => {
+                let mut p = up.route.clone();
+                p.push(*child);
+                self.table.lose_subtree(&p)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Reaches `targets` through the login rules, round after round.
@@ -229,112 +245,28 @@ impl Controller {
         &mut self,
         cmd: &str,
         hosts: &[u32],
-        mut opts: ExecOptions<'_>,
+        opts: ExecOptions<'_>,
     ) -> Result<ExecReport, ControlError> {
-        if hosts.is_empty() {
-            return Err(ControlError::NothingSelected);
-        }
-        let exec = self.new_exec_id();
-        let all_alive = hosts.len() == self.table.alive_count();
-        let selection = if all_alive {
-            Selection::All
-        } else {
-            Selection::from_indices(hosts.iter().copied())
+        let ExecOptions {
+            stdin,
+            cwd,
+            env,
+            sink,
+        } = opts;
+        let stdin = stdin.map(|data| {
+            let chunks: Vec<Vec<u8>> = data.chunks(OUTPUT_CHUNK).map(<[u8]>::to_vec).collect();
+            futures::stream::iter(chunks).boxed()
+        });
+        let io = ExecIo {
+            cwd: cwd.or_else(|| self.cwd.clone()),
+            env,
+            stdin,
+            live: sink,
+            keep_stdout: true,
+            consumer: None,
+            output_window: None,
         };
-        let spec = ExecSpec {
-            exec,
-            cmd: cmd.to_string(),
-            cwd: opts.cwd.clone(),
-            selection,
-            num_execs: hosts.len() as u32,
-            exec_idx: None,
-            env: opts.env.clone(),
-            stdin_open: opts.stdin.is_some(),
-        };
-        self.send(Down::All {
-            order: Order::Exec(spec),
-        })?;
-        if let Some(data) = opts.stdin.take() {
-            for chunk in data.chunks(OUTPUT_CHUNK) {
-                self.send(Down::All {
-                    order: Order::Stdin {
-                        exec,
-                        data: chunk.to_vec(),
-                    },
-                })?;
-            }
-            self.send(Down::All {
-                order: Order::StdinEof { exec },
-            })?;
-        }
-
-        let mut results: BTreeMap<u32, HostResult> = hosts
-            .iter()
-            .map(|&i| {
-                let name = self
-                    .table
-                    .get(i)
-                    .map(|e| e.name.clone())
-                    .unwrap_or_default();
-                (
-                    i,
-                    HostResult {
-                        index: i,
-                        name,
-                        status: Status::Lost,
-                        stdout: vec![],
-                        stderr: vec![],
-                    },
-                )
-            })
-            .collect();
-        let mut waiting: BTreeSet<u32> = hosts.iter().copied().collect();
-        let mut merged = Vec::new();
-        while !waiting.is_empty() {
-            let (up, lost) = match self.next_event().await {
-                Ok(x) => x,
-                Err(_) => break, // root gone: the rest stay Lost
-            };
-            for i in lost {
-                waiting.remove(&i);
-            }
-            let Some(host) = self.table.by_path(&up.route) else {
-                continue;
-            };
-            match up.event {
-                Event::Output {
-                    exec: e,
-                    stream,
-                    data,
-                } if e == exec => {
-                    if let Some(r) = results.get_mut(&host) {
-                        if let Some(sink) = opts.sink.as_mut() {
-                            sink(&r.name, stream, &data);
-                        }
-                        if stream == Stream::Stdout {
-                            merged.extend_from_slice(&data);
-                            r.stdout.extend(data);
-                        } else {
-                            r.stderr.extend(data);
-                        }
-                    }
-                }
-                Event::Exited { exec: e, status } if e == exec => {
-                    if let Some(r) = results.get_mut(&host) {
-                        r.status = status;
-                        waiting.remove(&host);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let report = ExecReport {
-            exec,
-            results: results.into_values().collect(),
-            merged_stdout: merged,
-        };
-        self.selection.record(&report);
-        Ok(report)
+        self.run_exec(cmd, hosts, io).await
     }
 
     /// Stops every daemon of the tree.

@@ -29,16 +29,24 @@ pub struct FarmJournal {
 }
 
 impl FarmJournal {
-    /// Parses JSON lines; a malformed line is an error naming its line number.
+    /// Parses JSON lines; a malformed line is an error naming its line number, except an
+    /// unterminated last line: the record being written when the run was interrupted, whose task
+    /// simply runs again.
     pub fn from_lines(text: &str) -> anyhow::Result<Self> {
         let mut j = FarmJournal::default();
-        for (n, line) in text.lines().enumerate() {
+        let lines: Vec<&str> = text.lines().collect();
+        let cut_last = !text.is_empty() && !text.ends_with('\n');
+        for (n, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let r: TaskRecord = serde_json::from_str(line)
-                .map_err(|e| anyhow::anyhow!("journal line {}: {e}", n + 1))?;
-            j.done.insert(r.idx, r);
+            match serde_json::from_str::<TaskRecord>(line) {
+                Ok(r) => {
+                    j.done.insert(r.idx, r);
+                }
+                Err(_) if cut_last && n + 1 == lines.len() => {}
+                Err(e) => anyhow::bail!("journal line {}: {e}", n + 1),
+            }
         }
         Ok(j)
     }
@@ -144,12 +152,13 @@ impl Controller {
                 let spec = ExecSpec {
                     exec,
                     cmd: tasks[task].clone(),
-                    cwd: None,
+                    cwd: self.cwd.clone(),
                     selection: Selection::All,
                     num_execs: n,
                     exec_idx: Some(task as u32),
                     env: vec![],
                     stdin_open: false,
+                    output_window: None,
                 };
                 self.send(Down::To {
                     path,
@@ -304,7 +313,19 @@ mod tests {
         };
         let j = FarmJournal::from_lines(&format!("{}\n", FarmJournal::line(&r))).unwrap();
         assert_eq!(j.done[&2], r);
-        let e = FarmJournal::from_lines("{bad").unwrap_err().to_string();
+        let e = FarmJournal::from_lines("{bad\n").unwrap_err().to_string();
         assert!(e.starts_with("journal line 1"), "{e}");
+        let line = FarmJournal::line(&r);
+        let cut = format!("{line}\n{}", &line[..10]);
+        assert_eq!(
+            FarmJournal::from_lines(&cut).unwrap().done.len(),
+            1,
+            "cut last line skipped"
+        );
+        let e = FarmJournal::from_lines(&format!("{}\n{line}\n", &line[..10])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("journal line 1"),
+            "a cut line inside is an error"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! stdin/stdout of the login command that started it.
 
 pub mod controller;
+pub mod exec_loop;
 pub mod experiments;
 pub mod explore;
 pub mod farm;

@@ -33,6 +33,10 @@ pub enum Action {
     StdinEof {
         exec: u64,
     },
+    OutputAck {
+        exec: u64,
+        bytes: u64,
+    },
     Kill {
         exec: u64,
     },
@@ -146,6 +150,9 @@ impl Node {
             }
             Order::Stdin { exec, data } => self.if_running(exec, Action::Stdin { exec, data }),
             Order::StdinEof { exec } => self.if_running(exec, Action::StdinEof { exec }),
+            Order::OutputAck { exec, bytes } => {
+                self.if_running(exec, Action::OutputAck { exec, bytes })
+            }
             Order::Kill { exec } => self.if_running(exec, Action::Kill { exec }),
             Order::Quit => vec![Action::Quit],
         }
@@ -208,6 +215,14 @@ impl Node {
         })]
     }
 
+    /// `bytes` of stdin of a local command were consumed: credit for the controller's window.
+    pub fn stdin_consumed(&self, exec: u64, bytes: u64) -> Vec<Action> {
+        vec![Action::ToParent(Up {
+            route: vec![],
+            event: Event::StdinAck { exec, bytes },
+        })]
+    }
+
     pub fn local_exited(&mut self, exec: u64, status: Status) -> Vec<Action> {
         self.running.remove(&exec);
         vec![Action::ToParent(Up {
@@ -232,6 +247,7 @@ mod tests {
             exec_idx: None,
             env: vec![],
             stdin_open: false,
+            output_window: None,
         }
     }
 

@@ -159,6 +159,7 @@ mod tests {
                 mk(3, "n004", "x\n"),
             ],
             merged_stdout: vec![],
+            cut: false,
         };
         assert_eq!(
             grouped(&rep),

@@ -2,9 +2,12 @@
 //! every selected host; cmd1's stdout goes to every cmd2's stdin, the merged stdouts of all cmd2 to
 //! cmd3's stdin. Either local side may be empty (`cat X {{ cat > Y }}` copies X to every host).
 
-use crate::controller::{ControlError, Controller, ExecOptions, ExecReport};
-use crate::proto::Status;
-use gridbed_runtime::BoxFuture;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+
+use crate::controller::{ControlError, Controller, ExecReport};
+use crate::exec_loop::{Consumer, ExecIo, OUTPUT_WINDOW};
+use crate::proto::{Status, Stream};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pipeline {
@@ -111,58 +114,149 @@ pub fn parse(line: &str) -> Result<Pipeline, PipeError> {
     })
 }
 
-/// Runs the local ends of a pipeline (sim: built-in commands on the login host; real: `sh -c`).
+/// How many chunks may queue between a local command and the controller (each at most
+/// [`crate::proto::OUTPUT_CHUNK`]): the bound on what a pipe's local ends buffer.
+pub const LOCAL_QUEUE: usize = 16;
+
+/// Receives a pipe's output as it comes.
+pub type ByteSink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
+
+/// A local command started by a [`LocalRunner`], with streaming stdin and stdout.
+pub struct LocalProc {
+    /// Its stdin (bounded): dropping it is EOF; a send error means it closed its stdin.
+    pub stdin: mpsc::Sender<Vec<u8>>,
+    /// Its stdout chunks (bounded); ends at EOF.
+    pub stdout: mpsc::Receiver<Vec<u8>>,
+    /// Resolves with its exit status.
+    pub done: oneshot::Receiver<Status>,
+    /// Sending stops it (a dropped sender does not).
+    pub kill: oneshot::Sender<()>,
+}
+
+/// Starts the local ends of a pipeline (sim: built-ins on the login host; real: `sh -c`).
 pub trait LocalRunner: Send + Sync {
-    /// Runs `cmd` to completion with `stdin`; returns its stdout and status.
-    fn run<'a>(&'a self, cmd: &'a str, stdin: Vec<u8>) -> BoxFuture<'a, (Vec<u8>, Status)>;
+    fn start(&self, cmd: &str) -> LocalProc;
 }
 
 /// Result of a network pipe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipeReport {
     pub left_status: Option<Status>,
+    /// cmd1 was stopped because every remote command had ended (as SIGPIPE stops `yes | head`).
+    pub left_cut: bool,
+    /// Per-host status and stderr (stdout went to cmd3 or to the output).
     pub remote: ExecReport,
     pub right_status: Option<Status>,
-    /// cmd3's stdout, or the merged remote stdout when there is no cmd3.
+    /// cmd3's stdout, or the merged remote stdout when there is no cmd3 — unless a sink took it.
     pub output: Vec<u8>,
 }
 
+impl PipeReport {
+    /// Whether every stage succeeded (a cut cmd1 counts as success, as in a shell pipeline).
+    pub fn success(&self) -> bool {
+        // Hosts stopped because cmd3 stopped reading ended as `yes | head`'s `yes` does.
+        let remote_ok =
+            |s: &Status| s.success() || (self.remote.cut && matches!(s, Status::Signal(_)));
+        self.remote.results.iter().all(|r| remote_ok(&r.status))
+            && (self.left_cut || self.left_status.as_ref().is_none_or(Status::success))
+            && self.right_status.as_ref().is_none_or(Status::success)
+    }
+}
+
 impl Controller {
-    /// Runs a network pipe on the selected hosts. The local ends run to completion (cmd1 before the
-    /// remote stage, cmd3 after it); data crosses the network in chunks.
+    /// Runs a network pipe on the selected hosts. cmd1, the hosts and cmd3 all run at once: cmd1's
+    /// stdout is broadcast under the stdin window ([`crate::exec_loop::STDIN_WINDOW`]), the hosts'
+    /// stdout is fed to cmd3 as it arrives, and cmd3's output goes to `sink` as it comes (collected
+    /// in [`PipeReport::output`] when `sink` is None).
     pub async fn pipe(
         &mut self,
         p: &Pipeline,
         local: &dyn LocalRunner,
+        mut sink: Option<ByteSink<'_>>,
     ) -> Result<PipeReport, ControlError> {
-        let (input, left_status) = match &p.left {
-            Some(c) => {
-                let (out, st) = local.run(c, Vec::new()).await;
-                (out, Some(st))
-            }
-            None => (Vec::new(), None),
+        let hosts = self.selected();
+        if hosts.is_empty() {
+            return Err(ControlError::NothingSelected);
+        }
+        let mut collected = Vec::new();
+        let mut collect = |d: &[u8]| collected.extend_from_slice(d);
+        let out: &mut (dyn FnMut(&[u8]) + Send) = match sink.as_mut() {
+            Some(s) => *s,
+            None => &mut collect,
         };
-        let remote = self
-            .exec(
-                &p.remote,
-                ExecOptions {
-                    stdin: Some(input),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let (output, right_status) = match &p.right {
+        // cmd1 reads nothing: its stdin is closed at once.
+        let (left, input) = match &p.left {
             Some(c) => {
-                let (out, st) = local.run(c, remote.merged_stdout.clone()).await;
-                (out, Some(st))
+                let LocalProc {
+                    stdin,
+                    stdout,
+                    done,
+                    kill,
+                } = local.start(c);
+                drop(stdin);
+                (Some((done, kill)), Some(stdout.boxed()))
             }
-            None => (remote.merged_stdout.clone(), None),
+            None => (None, None),
         };
+        // The hosts' stdout goes to cmd3, or straight to the output when there is no cmd3.
+        let (right, consumer, mut direct) = match &p.right {
+            Some(c) => {
+                let LocalProc {
+                    stdin,
+                    stdout,
+                    done,
+                    kill,
+                } = local.start(c);
+                let consumer = Consumer {
+                    stdin,
+                    stdout,
+                    sink: out,
+                };
+                (Some((done, kill)), Some(consumer), None)
+            }
+            None => (None, None, Some(out)),
+        };
+        let mut live = |_: &str, s: Stream, d: &[u8]| {
+            if let (Stream::Stdout, Some(o)) = (s, direct.as_mut()) {
+                o(d);
+            }
+        };
+        let io = ExecIo {
+            cwd: self.cwd.clone(),
+            env: Vec::new(),
+            stdin: input,
+            live: Some(&mut live),
+            keep_stdout: false,
+            consumer,
+            output_window: Some(OUTPUT_WINDOW),
+        };
+        let remote = self.run_exec(&p.remote, &hosts, io).await;
+        let mut left_cut = false;
+        let left_status = match left {
+            Some((mut done, kill)) => match done.try_recv() {
+                Ok(Some(st)) => Some(st),
+                _ => {
+                    // Still running once every host has ended: nobody reads it any more.
+                    let sent = kill.send(()).is_ok();
+                    let st = done.await.unwrap_or(Status::Lost);
+                    // It may have ended just before the kill: then it was not cut.
+                    left_cut = sent && !st.success();
+                    Some(st)
+                }
+            },
+            None => None,
+        };
+        let right_status = match right {
+            Some((done, _kill)) => Some(done.await.unwrap_or(Status::Lost)),
+            None => None,
+        };
+        let remote = remote?;
         Ok(PipeReport {
             left_status,
+            left_cut,
             remote,
             right_status,
-            output,
+            output: collected,
         })
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of [`Frame`]; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted. Outputs are chunked well below this (see [`OUTPUT_CHUNK`]); the limit
 /// only protects a daemon from a hostile or corrupt length prefix.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -116,6 +116,10 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     /// Whether stdin data follows (then `StdinEof`); false: the command's stdin is empty.
     pub stdin_open: bool,
+    /// Output flow control: a host stops reading the command's stdout while this many bytes are
+    /// unacknowledged ([`Order::OutputAck`]). None: unlimited (`e`, whose output the controller
+    /// takes at once); network pipes set it so a slow or closed consumer holds the hosts back.
+    pub output_window: Option<u64>,
 }
 
 /// How a daemon logs into a new host. Resolved at the root from the login rules, so children need
@@ -149,6 +153,11 @@ pub enum Order {
     },
     StdinEof {
         exec: u64,
+    },
+    /// `bytes` of the command's stdout were consumed by the controller (see `output_window`).
+    OutputAck {
+        exec: u64,
+        bytes: u64,
     },
     Kill {
         exec: u64,
@@ -185,6 +194,12 @@ pub enum Event {
     Exited {
         exec: u64,
         status: Status,
+    },
+    /// `bytes` more of the command's stdin were consumed (written to it, or dropped because it
+    /// closed its stdin): the controller's flow-control credit for that host.
+    StdinAck {
+        exec: u64,
+        bytes: u64,
     },
     /// The link to child `child` broke (daemon died, host crashed, ssh exited).
     ChildLost {
@@ -346,7 +361,7 @@ mod tests {
         bytes[0] = 7; // version varint 1 -> 7
         assert_eq!(decode(&bytes), Err(ProtoError::Version(7)));
         assert!(matches!(
-            decode(&[1, 0xff, 0xff]),
+            decode(&[PROTOCOL_VERSION as u8, 0xff, 0xff]),
             Err(ProtoError::Malformed(_))
         ));
         let mut r = FrameReader::default();

@@ -84,6 +84,13 @@ impl Default for RuleSet {
                 ],
             },
         );
+        // The local launcher inside a fresh user + network namespace (`unshare -rn`): a test host
+        // with no network at all but its loopback, which a GXP daemon does not need since it
+        // talks only over the login command's stdin/stdout. Needs unprivileged user namespaces.
+        let mut netns = methods["local"].clone();
+        netns.name = "netns".into();
+        netns.argv = ["unshare", "-rn", "sh", "-c"].map(String::from).to_vec();
+        methods.insert("netns".to_string(), netns);
         RuleSet {
             rules: Vec::new(),
             methods,

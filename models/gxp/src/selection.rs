@@ -170,6 +170,7 @@ mod tests {
             exec: 1,
             results: vec![mk(1, Status::Code(0)), mk(3, Status::Code(2))],
             merged_stdout: vec![],
+            cut: false,
         });
         s.failed();
         assert_eq!(s.resolve(&t), vec![3]);

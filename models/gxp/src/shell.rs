@@ -1,9 +1,10 @@
 //! The command language of the `gxp` prompt and of one-shot use (`gxp -c ...`):
 //!
 //! ```text
-//! use METHOD FROM_RE TO_RE     login rule (methods: ssh, rsh, local, or one defined by `method`)
+//! use METHOD FROM_RE TO_RE     login rule (methods: ssh, rsh, local, netns, or one defined by `method`)
 //! method NAME ARGV...          define a login method; `{host}` is the target, the bootstrap is appended
 //! explore HOST...              reach hosts (ranges: node[000-127])
+//! cd DIR                       working directory of the following commands on every host
 //! e CMD                        run on the selected hosts (live, host-prefixed output)
 //! eg CMD                       same, output grouped (identical outputs once, with their hosts)
 //! cmd1 {{ cmd2 }} cmd3         network pipe
@@ -59,12 +60,28 @@ impl Shell {
         }
         if pipe::is_pipeline(line) || line.contains("{{") {
             let p = pipe::parse(line)?;
-            let r = self.ctl.pipe(&p, self.local.as_ref()).await?;
-            out.write_all(&r.output)?;
+            // cmd3's output (or the hosts' merged stdout) is written as it comes.
+            let r = {
+                let o: &mut (dyn Write + Send) = &mut *out;
+                let mut sink = |d: &[u8]| {
+                    let _ = o.write_all(d);
+                    let _ = o.flush();
+                };
+                self.ctl
+                    .pipe(&p, self.local.as_ref(), Some(&mut sink))
+                    .await?
+            };
+            let mut pre = LinePrefixer::default();
+            for h in &r.remote.results {
+                for l in pre.push(&h.name, crate::proto::Stream::Stderr, &h.stderr) {
+                    writeln!(out, "{l}")?;
+                }
+            }
+            for l in pre.flush() {
+                writeln!(out, "{l}")?;
+            }
             writeln!(out, "{}", r.remote.summary())?;
-            self.last_failed = r.remote.succeeded() != r.remote.results.len()
-                || r.left_status.as_ref().is_some_and(|s| !s.success())
-                || r.right_status.as_ref().is_some_and(|s| !s.success());
+            self.last_failed = !r.success();
             return Ok(Reply { quit: false });
         }
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -81,6 +98,12 @@ impl Shell {
                     anyhow::bail!("usage: method NAME ARGV... ({{host}} is the target)");
                 }
                 self.ctl.rules.set_method(LoginMethod { name: w[0].into(), argv: w[1..].iter().map(|s| s.to_string()).collect(), env: vec![] });
+            }
+            "cd" => {
+                if rest.is_empty() || rest.split_whitespace().count() != 1 {
+                    anyhow::bail!("usage: cd DIRECTORY (one directory, used on every host)");
+                }
+                self.ctl.cwd = Some(rest.to_string());
             }
             "explore" => {
                 let targets = crate::hostrange::expand_all(rest)?;
@@ -130,7 +153,16 @@ impl Shell {
                 let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read task file {file}: {e}"))?;
                 let tasks = parse_tasks(&text);
                 let mut journal = match journal_path {
-                    Some(j) if std::path::Path::new(j).exists() => FarmJournal::from_lines(&std::fs::read_to_string(j)?)?,
+                    Some(j) if std::path::Path::new(j).exists() => {
+                        let text = std::fs::read_to_string(j).map_err(|e| anyhow::anyhow!("cannot read journal {j}: {e}"))?;
+                        let journal = FarmJournal::from_lines(&text)?;
+                        // Drop a record cut by an interruption so the appends start on a new line.
+                        if !text.is_empty() && !text.ends_with('\n') {
+                            let keep = text.rfind('\n').map_or(0, |p| p + 1) as u64;
+                            std::fs::OpenOptions::new().write(true).open(j).and_then(|f| f.set_len(keep)).map_err(|e| anyhow::anyhow!("cannot repair journal {j}: {e}"))?;
+                        }
+                        journal
+                    }
                     _ => FarmJournal::default(),
                 };
                 let mut jfile = match journal_path {
@@ -139,7 +171,9 @@ impl Shell {
                 };
                 let mut append = |r: &crate::farm::TaskRecord| {
                     if let Some(f) = jfile.as_mut() {
-                        let _ = writeln!(f, "{}", FarmJournal::line(r));
+                        // One write per record: an interruption leaves at most a cut last line,
+                        // which the resume skips.
+                        let _ = f.write_all(format!("{}\n", FarmJournal::line(r)).as_bytes());
                         let _ = f.flush();
                     }
                 };
@@ -169,7 +203,7 @@ impl Shell {
                 }
                 writeln!(out, "{} hosts, depth {}, max {} children per parent", self.ctl.table.alive_count(), self.ctl.table.depth(), self.ctl.table.max_children())?;
             }
-            other => anyhow::bail!("unknown command {other:?} (use, method, explore, e, eg, farm, sel, stat, quit; or a {{{{ }}}} pipe)"),
+            other => anyhow::bail!("unknown command {other:?} (use, method, explore, cd, e, eg, farm, sel, stat, quit; or a {{{{ }}}} pipe)"),
         }
         Ok(Reply { quit: false })
     }

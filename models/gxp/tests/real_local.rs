@@ -44,17 +44,22 @@ fn daemon_killed_mid_command_is_reported_lost_and_the_rest_complete() {
         });
         let t0 = Instant::now();
         let rep = ctl
-            .exec("sleep 2; echo done", ExecOptions::default())
+            .exec("echo start; sleep 2; echo done", ExecOptions::default())
             .await
             .unwrap();
         assert!(t0.elapsed() < Duration::from_secs(10), "did not hang");
         for r in &rep.results {
             if r.name == "n2" {
-                assert_eq!(r.status, Status::Lost, "{rep:?}");
+                // Partial result: what it printed before its daemon died, and its status.
+                assert_eq!(
+                    (r.status.clone(), r.stdout.as_slice()),
+                    (Status::Lost, &b"start\n"[..]),
+                    "{rep:?}"
+                );
             } else {
                 assert_eq!(
                     (r.status.clone(), r.stdout.as_slice()),
-                    (Status::Code(0), &b"done\n"[..]),
+                    (Status::Code(0), &b"start\ndone\n"[..]),
                     "{}",
                     r.name
                 );
@@ -88,4 +93,83 @@ fn bad_input_gives_one_line_errors_and_nonzero_exit() {
             "{line}: {err}"
         );
     }
+}
+
+#[test]
+fn interactive_prompt_shows_succeeded_selected_total_and_selections_follow_last_results() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gxp"))
+        .env("GXP_LOCAL_ROOT", home.path())
+        .env("GXP_NAME", "root")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "use local .* n[0-9]\nexplore n1 n2\ne test $GXP_HOSTNAME != n2\nsel failed\n\
+                  e echo $GXP_HOSTNAME\nsel save bad\nsel all\nsel use bad\nquit\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "interactive gxp hung");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    // The prompt before each line, in order: [succeeded/selected/total].
+    let prompts: Vec<&str> = s
+        .match_indices("] gxp> ")
+        .map(|(i, _)| &s[s[..i].rfind('[').unwrap()..i + 1])
+        .collect();
+    assert_eq!(
+        prompts,
+        [
+            "[0/1/1]", "[0/1/1]", "[0/3/3]", "[2/3/3]", "[0/1/3]", "[1/1/3]", "[1/1/3]", "[1/3/3]",
+            "[1/1/3]"
+        ],
+        "{s}"
+    );
+    assert!(
+        s.contains("n2: n2\n") && !s.contains("n1: n1\n"),
+        "sel failed chose n2 only: {s}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn cd_sets_the_working_directory_on_every_host_and_a_bad_one_fails_per_host() {
+    let home = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = [
+        "use local .* n[0-9]",
+        "explore n1 n2",
+        "cd /tmp",
+        "eg pwd",
+        "cd /nonexistent-gxp-dir",
+        "e pwd",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = gxp(
+        &lines,
+        &[
+            ("GXP_LOCAL_ROOT", home.path().display().to_string()),
+            ("GXP_NAME", "root".into()),
+        ],
+        Duration::from_secs(60),
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("(3)\n/tmp\n"), "all three hosts in /tmp: {s}");
+    assert!(
+        s.contains("3 hosts: 0 ok, 3 failed")
+            && s.contains("working directory /nonexistent-gxp-dir"),
+        "{s}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{s}");
 }

@@ -76,7 +76,7 @@ fn explore_and_run(seed: u64, lans: usize, per_lan: usize, denied: &[u32]) -> Fa
                     world: w.clone(),
                 };
                 pipe::parse("cat X {{ cat > Y }}").map(|_| ()).unwrap();
-                ctl.pipe(&pipe::parse("cat X {{ cat > Y }}").unwrap(), &local)
+                ctl.pipe(&pipe::parse("cat X {{ cat > Y }}").unwrap(), &local, None)
                     .await
                     .unwrap();
                 let copies = (0..w.names().len() as u32)
@@ -86,7 +86,11 @@ fn explore_and_run(seed: u64, lans: usize, per_lan: usize, denied: &[u32]) -> Fa
                     })
                     .count();
                 let p = ctl
-                    .pipe(&pipe::parse("echo b {{ cat }} wc -l").unwrap(), &local)
+                    .pipe(
+                        &pipe::parse("echo b {{ cat }} wc -l").unwrap(),
+                        &local,
+                        None,
+                    )
                     .await
                     .unwrap();
                 let pipe_out = String::from_utf8_lossy(&p.output).into_owned();

@@ -28,6 +28,10 @@ pub(crate) enum Input {
         stream: Stream,
         data: Vec<u8>,
     },
+    StdinConsumed {
+        exec: u64,
+        bytes: u64,
+    },
     Exited {
         exec: u64,
         status: Status,
@@ -179,6 +183,7 @@ impl Daemon {
                     self.node.child_lost(c)
                 }
                 Input::Output { exec, stream, data } => self.node.local_output(exec, stream, data),
+                Input::StdinConsumed { exec, bytes } => self.node.stdin_consumed(exec, bytes),
                 Input::Exited { exec, status } => {
                     self.execs.remove(&exec);
                     self.node.local_exited(exec, status)
@@ -250,6 +255,7 @@ impl Daemon {
                             stream,
                             data,
                         },
+                        ExecEvent::StdinConsumed(bytes) => Input::StdinConsumed { exec: id, bytes },
                         ExecEvent::Exited(status) => Input::Exited { exec: id, status },
                     });
                 });
@@ -263,6 +269,11 @@ impl Daemon {
             Action::StdinEof { exec } => {
                 if let Some(e) = self.execs.get(&exec) {
                     let _ = e.stdin.send(None);
+                }
+            }
+            Action::OutputAck { exec, bytes } => {
+                if let Some(e) = self.execs.get(&exec) {
+                    e.output_credit(bytes);
                 }
             }
             Action::Kill { exec } => {

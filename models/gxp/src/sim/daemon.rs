@@ -245,23 +245,27 @@ impl Daemon {
         }
     }
 
+    async fn to_parent(&self, up: Up) {
+        match &self.parent {
+            Parent::Controller(tx) => {
+                let _ = tx.unbounded_send(up);
+            }
+            Parent::Session { port, addr } => {
+                let _ = send(
+                    &self.host,
+                    *port,
+                    *addr,
+                    &LinkMsg::Frame(proto::encode(&Body::Up(up))),
+                )
+                .await;
+            }
+        }
+    }
+
     /// Carries out one action; false when the daemon must stop.
     async fn act(&mut self, a: Action) -> bool {
         match a {
-            Action::ToParent(up) => match &self.parent {
-                Parent::Controller(tx) => {
-                    let _ = tx.unbounded_send(up);
-                }
-                Parent::Session { port, addr } => {
-                    let _ = send(
-                        &self.host,
-                        *port,
-                        *addr,
-                        &LinkMsg::Frame(proto::encode(&Body::Up(up))),
-                    )
-                    .await;
-                }
-            },
+            Action::ToParent(up) => self.to_parent(up).await,
             Action::ToChild(c, down) => {
                 if let Some(l) = self.links.get(&c) {
                     let _ = send(
@@ -281,8 +285,19 @@ impl Daemon {
             } => self.login(child, index, target, method),
             Action::Run { spec, exec_idx } => self.start_exec(spec, exec_idx),
             Action::Stdin { exec, data } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    let _ = e.stdin.unbounded_send(Some(data));
+                let bytes = data.len() as u64;
+                let handed = self
+                    .execs
+                    .get(&exec)
+                    .is_some_and(|e| e.stdin.unbounded_send(Some(data)).is_ok());
+                // The built-ins drain their whole stdin before working, so a chunk handed to the
+                // command counts as consumed (real mode acknowledges after the pipe write).
+                if handed {
+                    for a in self.node.stdin_consumed(exec, bytes) {
+                        if let Action::ToParent(up) = a {
+                            self.to_parent(up).await;
+                        }
+                    }
                 }
             }
             Action::StdinEof { exec } => {
@@ -290,6 +305,8 @@ impl Daemon {
                     let _ = e.stdin.unbounded_send(None);
                 }
             }
+            // The built-ins hand over their output whole when they end: nothing to hold back.
+            Action::OutputAck { .. } => {}
             Action::Kill { exec } => {
                 if let Some(e) = self.execs.get(&exec) {
                     e.killed.store(true, Ordering::SeqCst);

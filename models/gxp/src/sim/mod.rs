@@ -10,13 +10,15 @@ pub mod world;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use futures::channel::mpsc::unbounded;
-use futures::StreamExt;
-use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
+use futures::channel::mpsc::{self, unbounded};
+use futures::channel::oneshot;
+use futures::future::Either;
+use futures::{SinkExt, StreamExt};
+use gridbed_runtime::{ClusterRef, HostId, HostRef};
 
 use crate::controller::Controller;
-use crate::pipe::LocalRunner;
-use crate::proto::Status;
+use crate::pipe::{LocalProc, LocalRunner, LOCAL_QUEUE};
+use crate::proto::{Status, OUTPUT_CHUNK};
 use crate::rules::RuleSet;
 use sshd::{client_handshake, recv_from, LinkMsg, Purpose};
 use world::World;
@@ -87,30 +89,60 @@ pub struct SimLocal {
 }
 
 impl LocalRunner for SimLocal {
-    fn run<'a>(&'a self, cmd: &'a str, stdin: Vec<u8>) -> BoxFuture<'a, (Vec<u8>, Status)> {
-        Box::pin(async move {
-            struct Collect(Vec<u8>);
-            impl builtins::Out for Collect {
-                fn stdout(&mut self, d: Vec<u8>) {
-                    self.0.extend(d)
+    fn start(&self, cmd: &str) -> LocalProc {
+        let (stdin, mut in_rx) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);
+        let (mut out_tx, stdout) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);
+        let (done_tx, done) = oneshot::channel();
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        let (host, world, cmd) = (self.host.clone(), self.world.clone(), cmd.to_string());
+        // The built-ins take their stdin as an unbounded stream of chunks ending with None.
+        let (utx, urx) = unbounded();
+        self.host.spawn(
+            "gxp-local-stdin",
+            Box::pin(async move {
+                while let Some(d) = in_rx.next().await {
+                    let _ = utx.unbounded_send(Some(d));
                 }
-                fn stderr(&mut self, _: Vec<u8>) {}
-            }
-            let (tx, rx) = unbounded();
-            let _ = tx.unbounded_send(Some(stdin));
-            let _ = tx.unbounded_send(None);
-            let mut c = Collect(Vec::new());
-            let st = builtins::run(
-                &self.host,
-                &self.world,
-                cmd,
-                &Default::default(),
-                rx,
-                &mut c,
-            )
-            .await;
-            (c.0, st)
-        })
+                let _ = utx.unbounded_send(None);
+            }),
+        );
+        self.host.spawn(
+            "gxp-local",
+            Box::pin(async move {
+                struct Collect(Vec<u8>);
+                impl builtins::Out for Collect {
+                    fn stdout(&mut self, d: Vec<u8>) {
+                        self.0.extend(d)
+                    }
+                    fn stderr(&mut self, _: Vec<u8>) {}
+                }
+                let mut c = Collect(Vec::new());
+                let env = Default::default();
+                let status = {
+                    let run = builtins::run(&host, &world, &cmd, &env, urx, &mut c);
+                    let st = match futures::future::select(Box::pin(run), kill_rx).await {
+                        Either::Left((st, _)) => st,
+                        Either::Right((Ok(()), _)) => Status::Signal(9),
+                        Either::Right((Err(_), run)) => run.await,
+                    };
+                    st
+                };
+                // The built-ins produce their output at the end; it still leaves in bounded chunks.
+                for chunk in c.0.chunks(OUTPUT_CHUNK) {
+                    if out_tx.send(chunk.to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                drop(out_tx);
+                let _ = done_tx.send(status);
+            }),
+        );
+        LocalProc {
+            stdin,
+            stdout,
+            done,
+            kill,
+        }
     }
 }
 

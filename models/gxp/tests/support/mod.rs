@@ -32,24 +32,28 @@ impl Drop for Sshd {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
+fn run_ok(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Starts sshd on 127.0.0.1 with fresh host and user keys; `hosts` become ssh aliases of
-/// 127.0.0.1, each with its own GXP_NAME and GXP_HOME (passed by SetEnv/AcceptEnv).
-pub fn start_sshd(hosts: &[&str]) -> Sshd {
-    assert!(
-        Path::new(SSHD).exists(),
-        "{SSHD} is missing: install openssh-server (the README's test command does) — these tests need a real sshd"
-    );
+/// 127.0.0.1, each with its own GXP_NAME and GXP_HOME (passed by SetEnv/AcceptEnv). Err (the
+/// reason) only when OpenSSH is not installed or sshd cannot start on this machine.
+pub fn start_sshd(hosts: &[&str]) -> Result<Sshd, String> {
+    if !Path::new(SSHD).exists() {
+        return Err(format!(
+            "{SSHD} is missing: install openssh-server (scripts/setup.sh, part of the README's test command, does)"
+        ));
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     for k in ["host_key", "user_key"] {
@@ -57,7 +61,7 @@ pub fn start_sshd(hosts: &[&str]) -> Sshd {
             Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                 .arg(d.join(k)),
-        );
+        )?;
     }
     std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
     // sshd refuses to start without its privilege-separation directory when run as root.
@@ -94,35 +98,67 @@ pub fn start_sshd(hosts: &[&str]) -> Sshd {
         ));
     }
     std::fs::write(d.join("ssh_config"), client).expect("ssh_config");
+    let log = d.join("sshd.log");
     let child = Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
+        .args(["-D", "-E"])
+        .arg(&log)
+        .arg("-f")
         .arg(d.join("sshd_config"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
-        .expect("start sshd");
+        .map_err(|e| format!("cannot run {SSHD}: {e}"))?;
     let mut s = Sshd { dir, port, child };
+    let why = |what: String| {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        format!("{what}; sshd log: {}", l.trim())
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(st)) = s.child.try_wait() {
-            panic!("sshd exited at start: {st}");
+            return Err(why(format!("sshd exited at start ({st})")));
         }
-        assert!(
-            Instant::now() < deadline,
-            "sshd did not listen on port {port} within 10 s"
-        );
+        if Instant::now() > deadline {
+            return Err(why(format!(
+                "sshd did not listen on port {port} within 10 s"
+            )));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    s
+    Ok(s)
 }
 
 /// Runs `gxp -c LINE...` with `env`, killing it after `limit`.
 pub fn gxp(lines: &[String], env: &[(&str, String)], limit: Duration) -> Output {
+    run_gxp(lines, env, limit, None).0
+}
+
+/// Runs `gxp -c LINE...`; returns its output and the peak resident memory (VmHWM, KiB) last seen
+/// in /proc while it ran. `kill_when` (polled every 20 ms) SIGKILLs the controller once it returns
+/// true: an interruption. Outputs are drained by threads so a chatty run cannot block on its pipe.
+pub fn run_gxp(
+    lines: &[String],
+    env: &[(&str, String)],
+    limit: Duration,
+    kill_when: Option<&dyn Fn() -> bool>,
+) -> (Output, u64) {
+    let args: Vec<String> = lines
+        .iter()
+        .flat_map(|l| ["-c".to_string(), l.clone()])
+        .collect();
+    run_args(&args, env, limit, kill_when)
+}
+
+/// Runs `gxp ARGS...` as [`run_gxp`] does.
+pub fn run_args(
+    args: &[String],
+    env: &[(&str, String)],
+    limit: Duration,
+    kill_when: Option<&dyn Fn() -> bool>,
+) -> (Output, u64) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gxp"));
-    for l in lines {
-        cmd.arg("-c").arg(l);
-    }
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -132,20 +168,49 @@ pub fn gxp(lines: &[String], env: &[(&str, String)], limit: Duration) -> Output 
         .stderr(Stdio::piped())
         .spawn()
         .expect("run gxp");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status_path = format!("/proc/{}/status", child.id());
     let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
+    let mut peak = 0u64;
+    let mut hung = false;
+    let status = loop {
+        if let Some(kb) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            peak = peak.max(kb);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if kill_when.is_some_and(|f| f()) {
+            let _ = child.kill();
         }
         if Instant::now() > deadline {
+            hung = true;
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "gxp hung for {limit:?}; stdout so far:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        !hung,
+        "gxp hung for {limit:?}; stdout so far:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, peak)
 }
