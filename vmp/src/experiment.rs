@@ -1,7 +1,6 @@
 //! Experiment `vmp-getpid` (seeds document 2, "preliminary results"): getpid() called 1000 times
 //! on one processor; the paper's VM took 0.54 s, about 500 times the real machine.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -10,7 +9,6 @@ use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceReco
 use crate::guest::programs;
 use crate::run::{run_programs, RunOptions, RunReport};
 use crate::time::Preset;
-use crate::vcpu::TrapStats;
 use crate::Config;
 
 /// Calls in the slides' benchmark.
@@ -43,19 +41,9 @@ pub fn modelled_seconds(r: &RunReport, preset: &Preset) -> f64 {
     }
 }
 
-/// Per-kind trap counts of `a` minus `b` (the loop's own traps: boot and exit cancel out).
-fn trap_delta(a: &TrapStats, b: &TrapStats) -> BTreeMap<String, f64> {
-    a.by_kind
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.name().to_string(),
-                *v as f64 - *b.by_kind.get(k).unwrap_or(&0) as f64,
-            )
-        })
-        .filter(|(_, d)| *d != 0.0)
-        .collect()
-}
+/// Measured by Barham et al. (SOSP 2003, Table 3) on the machine `Preset::PC_2005` describes:
+/// lmbench null call under User-Mode Linux, a ptrace-based VM of the paper's family.
+pub const UML_NULL_CALL_S: f64 = 24.7e-6;
 
 pub fn getpid(mode: Mode) -> Result<ExperimentOutput> {
     match mode {
@@ -94,39 +82,73 @@ fn getpid_sim() -> Result<ExperimentOutput> {
         vm_series.points.push((calls as f64, vm_s));
         native_series.points.push((calls as f64, native_s));
         events.push(format!(
-            "calls={calls} vmp_retired={} vmp_traps={} vmp_words={} native_retired={} vm_s={vm_s:.9} native_s={native_s:.9}",
+            "calls={calls} vmp_retired={} vmp_traps={} vmp_words={} vmp_insn_words={} vmp_cpl_switches={} native_retired={} vm_s={vm_s:.9} native_s={native_s:.9}",
             vm.retired,
             vm.stats.total(),
             vm.stats.mem_words,
+            vm.stats.insn_words,
+            vm.stats.cpl_switches,
             native.retired
         ));
         last = Some((vm, native, vm_s, native_s));
     }
     let (vm, native, vm_s, native_s) = last.context("no runs")?;
     let per_call = CALLS as f64;
-    for (k, d) in trap_delta(&vm.stats, &base_vm.stats) {
-        out.metrics
-            .insert(format!("traps_per_getpid_{k}"), d / per_call);
-        events.push(format!("traps_per_getpid {k} {}", d / per_call));
+    // Everything the 1000-call loop added over the 0-call run, per call: counted, not assumed.
+    let d = vm.stats.since(&base_vm.stats);
+    let m = &mut out.metrics;
+    for (k, v) in &d.by_kind {
+        m.insert(
+            format!("traps_per_getpid_{}", k.name()),
+            *v as f64 / per_call,
+        );
+        events.push(format!(
+            "traps_per_getpid {} {}",
+            k.name(),
+            *v as f64 / per_call
+        ));
     }
-    let loop_traps = (vm.stats.total() - base_vm.stats.total()) as f64;
-    out.metrics
-        .insert("traps_per_getpid".into(), loop_traps / per_call);
-    out.metrics.insert(
+    m.insert("traps_per_getpid".into(), d.total() as f64 / per_call);
+    m.insert(
         "guest_words_per_getpid".into(),
-        (vm.stats.mem_words - base_vm.stats.mem_words) as f64 / per_call,
+        d.mem_words as f64 / per_call,
     );
-    out.metrics.insert(
+    m.insert(
+        "insn_words_per_getpid".into(),
+        d.insn_words as f64 / per_call,
+    );
+    m.insert(
+        "cpl_switches_per_getpid".into(),
+        d.cpl_switches as f64 / per_call,
+    );
+    m.insert(
         "guest_instructions_per_getpid".into(),
         (vm.retired - base_vm.retired) as f64 / per_call,
     );
-    out.metrics.insert(
+    m.insert(
         "native_instructions_per_getpid".into(),
         (native.retired - base_native.retired) as f64 / per_call,
     );
-    out.metrics.insert("vm_s".into(), vm_s);
-    out.metrics.insert("native_s".into(), native_s);
-    out.metrics.insert("overhead_x".into(), vm_s / native_s);
+    let b = p.trap.breakdown(&d);
+    for (name, v) in [
+        ("stop_resume", b.stop_resume_s),
+        ("getregs_setregs_cont", b.regs_s),
+        ("peek_instruction", b.insn_peek_s),
+        ("peek_poke_guest_data", b.data_peek_poke_s),
+        ("emulate", b.emulate_s),
+        ("protection_switch", b.protection_s),
+    ] {
+        m.insert(format!("model_us_per_getpid_{name}"), v / per_call * 1e6);
+    }
+    let per_getpid = vm_s / per_call;
+    m.insert("model_us_per_getpid".into(), per_getpid * 1e6);
+    m.insert("vm_s".into(), vm_s);
+    m.insert("native_s".into(), native_s);
+    m.insert("overhead_x".into(), vm_s / native_s);
+    // What the honest model leaves unexplained, expressed in the unit a naive monitor spends most
+    // freely: extra PEEK/POKEDATA calls per getpid that would close the gap to the paper.
+    let gap_words = (PAPER_VM_S / per_call - per_getpid).max(0.0) / p.trap.ptrace_call_s;
+    m.insert("gap_ptrace_calls_per_getpid".into(), gap_words);
     out.paper.insert("vm_s".into(), PAPER_VM_S);
     out.paper.insert("overhead_x".into(), PAPER_OVERHEAD_X);
     out.tolerance.insert("vm_s".into(), TOLERANCE);
@@ -140,33 +162,60 @@ fn getpid_sim() -> Result<ExperimentOutput> {
         log_y: false,
         series: vec![vm_series, native_series],
     });
+    let t = &p.trap;
     out.notes.push(format!(
-        "preset {}: cpu {:.1} GHz, cpi {}, int round trip {} us; per trap: signal {} us + 2 x ctxsw {} us + 4 ptrace calls x {} us + emulate {} us; + {} us per guest word (PEEKDATA/POKEDATA); + {} us per guest privilege switch",
+        "model (preset {}, lmbench L-UP figures from Barham et al. SOSP 2003 for a 2.4 GHz Xeon, Linux 2.4.21): \
+         per trap one stop/resume round trip (signal {:.2} us + 2 context switches x {:.2} us + waitpid {:.2} us) \
+         + GETREGS/SETREGS/CONT + PEEKDATA per instruction word, {:.2} us per ptrace request (estimate: 2 null calls) \
+         + PEEK/POKEDATA per guest word the emulation touched + {:.2} us emulation; \
+         per guest kernel<->user switch an injected mprotect of the {} guest-kernel pages \
+         (another round trip + 3 ptrace requests + null call + {:.3} us per page)",
         p.name,
-        p.cpu.hz / 1e9,
-        p.cpu.cpi,
-        p.cpu.int_round_trip_s * 1e6,
-        p.trap.signal_s * 1e6,
-        p.trap.context_switch_s * 1e6,
-        p.trap.ptrace_call_s * 1e6,
-        p.trap.emulate_s * 1e6,
-        p.trap.ptrace_call_s * 1e6,
-        p.trap.cpl_switch_s * 1e6
+        t.signal_s * 1e6,
+        t.context_switch_s * 1e6,
+        t.syscall_s * 1e6,
+        t.ptrace_call_s * 1e6,
+        t.emulate_s * 1e6,
+        crate::layout::GUEST_KERNEL_PAGES,
+        t.mprotect_page_s * 1e6,
     ));
-    out.notes.push(
-        "traps are counted, not assumed: the guest kernel's getpid path traps on int 0x80 and on iret; \
-         the cost parameters are order-of-magnitude 2005 figures, not fitted to the paper"
-            .into(),
-    );
+    out.notes.push(format!(
+        "counted per getpid: {:.0} traps (int 0x80 into the guest kernel, iret back; the kernel's getpid path \
+         contains no other sensitive instruction), {:.1} guest data words (IDT gate, GDT descriptor, TSS stack, \
+         5-word interrupt frame; 3+2 words for iret), {:.1} instruction words, {:.0} privilege switches",
+        d.total() as f64 / per_call,
+        d.mem_words as f64 / per_call,
+        d.insn_words as f64 / per_call,
+        d.cpl_switches as f64 / per_call,
+    ));
+    out.notes.push(format!(
+        "result: {:.1} us per getpid ({:.1}x the {:.1} us Barham et al. measured for a UML null call on the same \
+         machine, as expected for 2 traps + 2 protection switches against UML's 2 ptrace stops), i.e. vm_s {:.4} s: \
+         {:.1}x below the paper's 0.54 s, outside the 10% tolerance. Not tuned: the gap ({:.0} us per getpid) would \
+         take ~{:.0} more ptrace requests per call, e.g. a naive monitor re-reading the 2 KiB virtual IDT \
+         (512 PEEKDATA) on every delivery or copying the whole register/segment state word by word; the slides \
+         call the prototype buggy and naive and report monitor and VM process each taking about half the time \
+         for fib, which this model (monitor-dominated) does not reproduce either",
+        per_getpid * 1e6,
+        per_getpid / UML_NULL_CALL_S,
+        UML_NULL_CALL_S * 1e6,
+        vm_s,
+        PAPER_VM_S / vm_s.max(1e-12),
+        (PAPER_VM_S / per_call - per_getpid).max(0.0) * 1e6,
+        gap_words,
+    ));
     out.trace = Some(TraceRecord::from_events(events));
     Ok(out)
 }
 
-/// Median of `f` over `n` runs.
-fn median(n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
-    let mut v = (0..n).map(|_| f()).collect::<Result<Vec<_>>>()?;
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v[n / 2])
+/// Minimum of `f` over `n` runs: on a shared machine the least-disturbed run is the best
+/// estimate of the mechanism's own cost.
+fn min_of(n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..n {
+        best = best.min(f()?);
+    }
+    Ok(best)
 }
 
 /// Wall seconds of `calls` host getpid() system calls (raw syscall: glibc may cache getpid).
@@ -183,40 +232,54 @@ pub fn host_getpid_wall(calls: u32) -> f64 {
 fn getpid_real() -> Result<ExperimentOutput> {
     let p = Preset::THIS_MACHINE;
     let mut out = ExperimentOutput::default();
-    const REPS: usize = 7;
-    // Loop time = run(1000) - run(0): boot, first timer tick and exit cancel out.
-    let loop_wall = |c: Config| -> Result<f64> {
-        median(REPS, || {
-            Ok((run(c, CALLS, &p)?.wall_s - run(c, 0, &p)?.wall_s).max(0.0))
-        })
+    const REPS: usize = 9;
+    // Loop time = best run(1000) - best run(0): boot, first timer tick and exit cancel out.
+    let loop_time = |c: Config, cpu: bool| -> Result<f64> {
+        let time = |r: RunReport| if cpu { r.cpu_s } else { r.wall_s };
+        let full = min_of(REPS, || Ok(time(run(c, CALLS, &p)?)))?;
+        let empty = min_of(REPS, || Ok(time(run(c, 0, &p)?)))?;
+        Ok((full - empty).max(0.0))
     };
-    let vmp_wall = loop_wall(Config::Vmp)?;
-    let native_wall = loop_wall(Config::Native)?;
-    let host_wall = median(REPS, || Ok(host_getpid_wall(CALLS)))?;
+    let vmp_wall = loop_time(Config::Vmp, false)?;
+    let native_wall = loop_time(Config::Native, false)?;
+    let vmp_cpu = loop_time(Config::Vmp, true)?;
+    let host_wall = min_of(REPS, || Ok(host_getpid_wall(CALLS)))?;
     let (vm, base) = (run(Config::Vmp, CALLS, &p)?, run(Config::Vmp, 0, &p)?);
-    let traps = (vm.stats.total() - base.stats.total()) as f64;
-    out.metrics.insert("vmp_wall_s".into(), vmp_wall);
-    out.metrics
-        .insert("native_guest_wall_s".into(), native_wall);
-    out.metrics.insert("host_getpid_wall_s".into(), host_wall);
-    out.metrics
-        .insert("vmp_over_host_x".into(), vmp_wall / host_wall);
-    out.metrics.insert(
+    let d = vm.stats.since(&base.stats);
+    let traps = d.total() as f64;
+    let m = &mut out.metrics;
+    m.insert("vmp_wall_s".into(), vmp_wall);
+    m.insert("native_guest_wall_s".into(), native_wall);
+    m.insert("host_getpid_wall_s".into(), host_wall);
+    m.insert("vmp_over_host_x".into(), vmp_wall / host_wall);
+    m.insert(
         "vmp_over_native_guest_x".into(),
         vmp_wall / native_wall.max(1e-12),
     );
-    out.metrics
-        .insert("traps_per_getpid".into(), traps / CALLS as f64);
-    out.metrics
-        .insert("vmp_ns_per_trap".into(), vmp_wall * 1e9 / traps.max(1.0));
-    for (k, d) in trap_delta(&vm.stats, &base.stats) {
-        out.metrics
-            .insert(format!("traps_per_getpid_{k}"), d / CALLS as f64);
+    m.insert("traps_per_getpid".into(), traps / CALLS as f64);
+    m.insert("vmp_ns_per_trap".into(), vmp_wall * 1e9 / traps.max(1.0));
+    m.insert("vmp_cpu_ns_per_trap".into(), vmp_cpu * 1e9 / traps.max(1.0));
+    for (k, v) in &d.by_kind {
+        m.insert(
+            format!("traps_per_getpid_{}", k.name()),
+            *v as f64 / CALLS as f64,
+        );
     }
     out.notes.push(format!(
-        "median of {REPS} runs; loop time = wall(run with {CALLS} calls) - wall(run with 0 calls)"
+        "loop time = min over {REPS} runs with {CALLS} calls - min over {REPS} runs with 0 calls; \
+         vmp_ns_per_trap is loop wall time / traps (guest instructions included), \
+         vmp_cpu_ns_per_trap the same in thread CPU time"
     ));
     out.notes
-        .push("goal: vmp_over_host_x <= 50 (paper ~500)".into());
+        .push("goals: vmp_over_host_x <= 50 (paper ~500); <= 1 us per trap-and-emulate".into());
+    out.notes.push(
+        "native_guest_wall_s is no real-machine baseline here: unicorn never delivers interrupts, so in \
+         `native` the monitor plays the processor's IDT delivery, and entering ring 0 from ring 3 needs a \
+         ring-0 SS load that unicorn refuses at CPL 3; the monitor drops CR0.PE for one SS load, and each \
+         PE toggle flushes QEMU's TLB and jump cache (about 40% of native time in a perf profile). `vmp` \
+         never changes the real CPL (guest kernel and user both run at ring 3), so it avoids that cost \
+         and comes out faster; host_getpid_wall_s is the real-machine reference"
+            .into(),
+    );
     Ok(out)
 }

@@ -22,6 +22,10 @@ pub const KERNEL_BOOT_STACK: u32 = 0x0018_0000;
 pub const KSTACKS: u32 = 0x0019_0000;
 pub const KSTACK_SIZE: u32 = 0x1000;
 
+/// Pages of the guest-kernel region (text, data, boot stack, per-process kernel stacks): what a
+/// UMLinux-style monitor must protect from guest user mode and unprotect for guest kernel mode.
+pub const GUEST_KERNEL_PAGES: u32 = (KSTACKS + MAX_PROCS * KSTACK_SIZE - KERNEL_TEXT) / PAGE;
+
 /// User programs built into the crate are placed in their own slots (no paging in the guest:
 /// processes are separated by address range).
 pub const USER_SLOT_BASE: u32 = 0x0040_0000;

@@ -157,6 +157,9 @@ pub struct TrapStats {
     /// Guest memory words the monitor read or wrote while emulating (each is one PTRACE_PEEKDATA or
     /// PTRACE_POKEDATA in the paper's ptrace monitor).
     pub mem_words: u64,
+    /// Words of trapping instruction bytes the monitor read to decode them (PEEKDATA in the
+    /// paper's monitor: the bytes at EIP, spanning one or two aligned words).
+    pub insn_words: u64,
     /// Virtual privilege-level changes (guest kernel <-> guest user).
     pub cpl_switches: u64,
     /// Interrupts and exceptions delivered through the IDT (both configurations).
@@ -171,5 +174,24 @@ impl TrapStats {
 
     pub fn total(&self) -> u64 {
         self.by_kind.values().sum()
+    }
+
+    /// Counters of `self` minus those of an earlier snapshot `before` of the same run (or of a
+    /// shorter run of the same guest): what happened in between.
+    pub fn since(&self, before: &TrapStats) -> TrapStats {
+        fn minus<K: Ord + Copy>(a: &BTreeMap<K, u64>, b: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+            a.iter()
+                .map(|(k, v)| (*k, v.saturating_sub(*b.get(k).unwrap_or(&0))))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        }
+        TrapStats {
+            by_kind: minus(&self.by_kind, &before.by_kind),
+            by_path: minus(&self.by_path, &before.by_path),
+            mem_words: self.mem_words.saturating_sub(before.mem_words),
+            insn_words: self.insn_words.saturating_sub(before.insn_words),
+            cpl_switches: self.cpl_switches.saturating_sub(before.cpl_switches),
+            deliveries: self.deliveries.saturating_sub(before.deliveries),
+        }
     }
 }

@@ -8,11 +8,13 @@ use iced_x86::code_asm::*;
 
 const BASE: u32 = 0x0804_8000;
 
-fn elf() -> Vec<u8> {
-    let code_at = BASE + 0x54; // after the ELF header (52) and one program header (32)... rounded
+const CODE_AT: u32 = BASE + 0x54; // after the ELF header (52) and one program header (32)
+
+/// Prints a line and exits with status 5.
+fn hello() -> Vec<u8> {
+    let msg_at = CODE_AT + 0x40;
     let msg = b"hi from elf\n";
     let mut a = CodeAssembler::new(32).unwrap();
-    let msg_at = code_at + 0x40;
     a.mov(eax, SYS_WRITE).unwrap();
     a.mov(ebx, 1u32).unwrap();
     a.mov(ecx, msg_at).unwrap();
@@ -21,6 +23,22 @@ fn elf() -> Vec<u8> {
     a.mov(eax, SYS_EXIT).unwrap();
     a.mov(ebx, 5u32).unwrap();
     a.int(0x80).unwrap();
+    elf(a, msg)
+}
+
+/// Spins forever (`jmp $`): a runaway guest.
+fn spinner() -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.jmp(top).unwrap();
+    elf(a, b"")
+}
+
+/// A static ELF32 i386 executable: one R+X PT_LOAD holding the headers, `a`'s code and `msg`
+/// 0x40 bytes after the code start.
+fn elf(mut a: CodeAssembler, msg: &[u8]) -> Vec<u8> {
+    let code_at = CODE_AT;
     let mut code = a.assemble(code_at as u64).unwrap();
     code.resize(0x40, 0x90);
     code.extend_from_slice(msg);
@@ -59,7 +77,7 @@ fn vmp_run_executes_a_static_elf_in_both_configs() {
     let dir = std::env::temp_dir().join(format!("vmp-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("hi.elf");
-    std::fs::write(&path, elf()).unwrap();
+    std::fs::write(&path, hello()).unwrap();
     for config in ["native", "vmp"] {
         let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
             .args(["run", path.to_str().unwrap(), "--config", config])
@@ -87,4 +105,61 @@ fn vmp_run_executes_a_static_elf_in_both_configs() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs `vmp run` on `bytes` with extra arguments; returns (exit code, stdout, stderr).
+fn vmp_run(name: &str, bytes: &[u8], extra: &[&str]) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("vmp-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guest.elf");
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
+        .args(["run", path.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn runaway_elf_is_stopped_with_eip_and_instruction() {
+    for config in ["native", "vmp"] {
+        let (code, _, err) = vmp_run(
+            &format!("spin-{config}"),
+            &spinner(),
+            &["--config", config, "--budget", "200000"],
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("eip {CODE_AT:#010x}")), "{err}");
+        assert!(err.contains("jmp"), "{err}");
+    }
+}
+
+#[test]
+fn malformed_elf_files_give_one_line_errors() {
+    let good = hello();
+    let mut not_i386 = good.clone();
+    not_i386[18] = 40; // EM_ARM
+    let mut entry_outside = good.clone();
+    entry_outside[24..28].copy_from_slice(&0x1000_0000u32.to_le_bytes());
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("truncated", good[..60].to_vec(), "bad ELF"),
+        ("not-i386", not_i386, "not i386"),
+        ("entry", entry_outside, "entry point"),
+        ("empty", Vec::new(), "bad magic"),
+    ];
+    for (name, bytes, want) in cases {
+        let (code, out, err) = vmp_run(name, &bytes, &[]);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(out.is_empty(), "{name}: {out}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(err.starts_with("vmp: error: bad ELF"), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
 }

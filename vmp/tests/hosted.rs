@@ -67,7 +67,7 @@ fn getpid_guest_charges_its_modelled_time_to_the_host() {
     let r = futures::executor::block_on(run_on_host(&host, &mut m, &p, 2_000)).unwrap();
     assert_eq!(r.exit_status, 0);
     assert!(r.slices > 5, "ran in slices: {}", r.slices);
-    // Charged = modelled guest + monitor time at the host's 3 GHz: ~2000 traps of ~40 us each.
+    // Charged = modelled guest + monitor time at the host's 3 GHz: ~55 us per modelled getpid.
     let mon = m.monitor();
     let expect =
         (p.cpu.seconds(p.cpu.cycles(mon.retired)) + p.trap.monitor_seconds(&mon.stats)) * 3.0e9;

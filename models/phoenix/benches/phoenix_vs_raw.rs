@@ -1,13 +1,16 @@
 //! Small-message throughput and round-trip latency between two real hosts (loopback TCP, genuine
 //! sockets via gridbed-real): Phoenix `send` to a virtual ID vs a raw `Host::send` with the same
 //! framing underneath. Each measurement runs its messages inside one `run_local` cluster and times
-//! only the message exchange.
+//! only the message exchange. `protocol-cpu` isolates Phoenix's own cost per message (routing,
+//! encoding, decoding, delivery) without sockets.
+//!
+//! `CARGO_TARGET_DIR=... cargo bench -p gridbed-phoenix --bench phoenix_vs_raw`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gridbed_phoenix::{Config, Entry, IdRange, NoData, Phoenix, RoutingTable, Start};
+use gridbed_phoenix::{wire, Config, Entry, IdRange, NoData, Node, Phoenix, RoutingTable, Start};
 use gridbed_runtime::{Addr, BoxFuture, ClusterRef, HostId};
 
 const PAYLOAD: usize = 64;
@@ -126,7 +129,36 @@ fn raw_stream(n: u64, round_trip: bool) -> Duration {
     })
 }
 
+/// Phoenix's own CPU cost per message, without sockets: send on one node, encode, decode, handle
+/// on the owner, receive.
+fn protocol_only(c: &mut Criterion) {
+    let node = |h| {
+        Node::new(
+            HostId(h),
+            Config::new(SPACE),
+            NoData,
+            Start::Initial { table: table() },
+            0,
+        )
+    };
+    let (mut a, mut b) = (node(0), node(1));
+    let mut g = c.benchmark_group("protocol-cpu-64B");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.bench_function("phoenix", |bch| {
+        bch.iter(|| {
+            a.send(42, vec![0; PAYLOAD]).expect("send");
+            for f in a.take_outgoing() {
+                b.handle_bytes(&wire::encode(&f)).expect("decode");
+            }
+            b.try_recv().expect("delivered")
+        })
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
+    protocol_only(c);
     let mut g = c.benchmark_group("throughput-64B");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10).measurement_time(Duration::from_secs(5));

@@ -9,6 +9,9 @@ pub trait IdData: Send + 'static {
     fn pack(&mut self, range: IdRange) -> Vec<u8>;
     /// Installs state received for `range`. Bytes come from a peer: reject malformed input.
     fn unpack(&mut self, range: IdRange, bytes: &[u8]) -> Result<(), String>;
+    /// `range` was reclaimed from a crashed machine: its state is gone. Called on the new owner;
+    /// the application may restore the state from its own checkpoint (or recompute it).
+    fn lost(&mut self, _range: IdRange) {}
     /// Which of `owned` (this machine's IDs, in order) to give a joining machine. The default is the
     /// slides' rule: half of them.
     fn donate(&self, owned: &[IdRange]) -> Vec<IdRange> {

@@ -14,6 +14,11 @@ impl<D: IdData> Node<D> {
     /// travel in one frame; the table records the new owner at epoch + 1 at once, so anything that
     /// arrives here for those IDs afterwards is forwarded behind the hand-off (FIFO link).
     pub(crate) fn hand_off(&mut self, ranges: &[IdRange], to: HostId, bootstrap: bool) {
+        if self.recovery.is_some() {
+            // A crash recovery is taking a census of owners: IDs stay put until it ends.
+            self.deferred.push((ranges.to_vec(), to, bootstrap));
+            return;
+        }
         let mut pieces = Vec::new();
         let mut data = Vec::new();
         for r in ranges {
@@ -61,10 +66,15 @@ impl<D: IdData> Node<D> {
             .iter()
             .filter_map(|k| self.next_seq.remove(k).map(|n| (k.0, k.1, n)))
             .collect();
+        let resync = pieces
+            .iter()
+            .flat_map(|p| self.resync.within(p.range))
+            .collect();
         let bootstrap = bootstrap.then(|| Bootstrap {
             table: self.table.entries(),
             coordinator: self.coordinator,
             departed: self.departed.iter().copied().collect(),
+            crashed: self.crashed.iter().copied().collect(),
         });
         self.emit(
             to,
@@ -75,6 +85,7 @@ impl<D: IdData> Node<D> {
                 early,
                 next_seq,
                 bootstrap,
+                resync,
             }),
         );
     }
@@ -86,7 +97,8 @@ impl<D: IdData> Node<D> {
                 .iter()
                 .chain(&h.early)
                 .all(|d| d.id < self.cfg.space)
-            && h.next_seq.iter().all(|&(id, _, _)| id < self.cfg.space);
+            && h.next_seq.iter().all(|&(id, _, _)| id < self.cfg.space)
+            && h.resync.iter().all(|r| self.check_range(*r).is_ok());
         if !valid {
             self.reject(from, "malformed hand-off");
             return;
@@ -103,6 +115,8 @@ impl<D: IdData> Node<D> {
                 self.coordinator = b.coordinator;
                 self.departed.extend(b.departed.iter().copied());
                 self.gone.extend(b.departed.iter().copied());
+                self.crashed.extend(b.crashed.iter().copied());
+                self.gone.extend(b.crashed.iter().copied());
                 self.phase = Phase::Active;
                 self.emit(self.coordinator, Body::JoinDone { joiner: self.me });
             }
@@ -122,6 +136,9 @@ impl<D: IdData> Node<D> {
                 epoch: p.epoch,
             });
             self.held.insert(p.range);
+        }
+        for r in &h.resync {
+            self.resync.insert(*r);
         }
         self.inbox.extend(h.inbox);
         for (id, origin, n) in h.next_seq {
@@ -153,7 +170,7 @@ impl<D: IdData> Node<D> {
 
     /// The coordinator asked the owner of `id` (us) to give part of its IDs to `joiner`.
     pub(crate) fn on_donate(&mut self, id: Id, joiner: HostId, tries: u32) {
-        if self.departed.contains(&joiner) {
+        if self.departed.contains(&joiner) || self.crashed.contains(&joiner) {
             return;
         }
         let ranges: Vec<IdRange> = self.owned.pieces().iter().map(|p| p.range).collect();
@@ -216,7 +233,7 @@ impl<D: IdData> Node<D> {
     pub(crate) fn on_assume(&mut self, id: Id, range: IdRange, requester: HostId) {
         let rest = IdRange::new(id, range.end);
         if requester != self.me {
-            if self.departed.contains(&requester) {
+            if self.departed.contains(&requester) || self.crashed.contains(&requester) {
                 tracing::warn!(me = %self.me, %requester, "assume from a departed machine ignored");
                 return;
             }
@@ -271,7 +288,7 @@ impl<D: IdData> Node<D> {
     pub fn release_to(&mut self, range: IdRange, to: HostId) -> Result<(), PhoenixError> {
         self.check_range(range)?;
         self.require_active()?;
-        if to == self.me || self.departed.contains(&to) {
+        if to == self.me || self.departed.contains(&to) || self.crashed.contains(&to) {
             return Err(PhoenixError::NotMember(to));
         }
         self.hand_off(&[range], to, false);
@@ -291,7 +308,10 @@ impl<D: IdData> Node<D> {
     /// restricted to `among` when given. Never this machine or a departed one.
     pub(crate) fn neighbour_heir(&self, r: IdRange, among: Option<&[HostId]>) -> Option<HostId> {
         let ok = |h: HostId| {
-            h != self.me && !self.departed.contains(&h) && among.is_none_or(|m| m.contains(&h))
+            h != self.me
+                && !self.departed.contains(&h)
+                && !self.crashed.contains(&h)
+                && among.is_none_or(|m| m.contains(&h))
         };
         let mut candidates = Vec::new();
         if r.start > 0 {

@@ -210,6 +210,19 @@ impl RangeSet {
         }
         self.ranges.insert(start, end);
     }
+    pub fn contains(&self, id: Id) -> bool {
+        self.ranges
+            .range(..=id)
+            .next_back()
+            .is_some_and(|(_, &e)| id < e)
+    }
+    /// The parts of the set inside `r`.
+    pub fn within(&self, r: IdRange) -> Vec<IdRange> {
+        self.ranges()
+            .iter()
+            .filter_map(|x| x.intersect(&r))
+            .collect()
+    }
     pub fn ranges(&self) -> Vec<IdRange> {
         self.ranges
             .iter()

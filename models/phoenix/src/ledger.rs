@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 
 use gridbed_runtime::HostId;
+use serde::{Deserialize, Serialize};
 
 use crate::data::IdData;
 use crate::ids::{Id, IdRange};
 use crate::wire::Delivery;
 
 /// Per ID: the (sender, seq) of every message applied to it, in application order.
-#[derive(Default, Debug, Clone, PartialEq, Eq)]
+#[derive(Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     pub log: BTreeMap<Id, Vec<(u32, u64)>>,
 }
@@ -45,6 +46,35 @@ impl IdData for Ledger {
         self.log.extend(part);
         Ok(())
     }
+}
+
+/// The guarantee after crashes: messages that were inside a crashed machine or on a link to it are
+/// lost, but nothing is applied twice, out of per-(sender, ID) order, or without having been sent.
+pub fn check_at_most_once<'a>(
+    sent: &BTreeMap<(u32, Id), u64>,
+    ledgers: impl IntoIterator<Item = &'a Ledger>,
+) -> Vec<String> {
+    let mut got: BTreeMap<(u32, Id), Vec<u64>> = BTreeMap::new();
+    for l in ledgers {
+        for (&id, entries) in &l.log {
+            for &(from, seq) in entries {
+                got.entry((from, id)).or_default().push(seq);
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    for (key, seqs) in got {
+        let n = sent.get(&key).copied().unwrap_or(0);
+        if seqs.windows(2).any(|w| w[0] >= w[1]) || seqs.iter().any(|&s| s >= n) {
+            bad.push(format!(
+                "(sender {}, id {}): sent {n}, applied {seqs:?}",
+                HostId(key.0),
+                key.1
+            ));
+        }
+    }
+    bad.truncate(10);
+    bad
 }
 
 /// Compares what was sent (messages per (sender, ID)) with the union of all ledgers: every message

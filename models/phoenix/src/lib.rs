@@ -5,22 +5,53 @@
 //! them; IDs move between machines with their data when machines join, leave or rebalance, and a
 //! message to an ID always reaches the machine that owns it when it is delivered.
 //!
+//! # Architecture
 //! - [`node`]: the protocol core, a pure state machine (routing, parking, forwarding, delivery);
-//!   its module doc states the routing scheme and the hop bound.
-//! - [`handoff`], [`membership`]: moving IDs with data; join and leave.
+//!   no clock, no network, so the property suites drive it directly (`testnet.rs`, test-only).
+//! - [`handoff`], [`membership`]: moving IDs with data; join and leave. [`crash`]: reclaiming the
+//!   IDs of a machine that crashed.
 //! - [`runtime`]: the core driven over `gridbed_runtime::Host` (simulated or real); [`relay`]: paths
 //!   through NAT gateways.
-//! - [`wire`]: versioned, length-checked frames (postcard); [`ledger`]: the checking application.
+//! - [`wire`]: versioned, length-checked frames (postcard); [`ledger`], [`node_report`]: the checking
+//!   application and what a `phoenix-node` process reports.
+//! - `src/bin/phoenix-node.rs`: one machine per OS process over TCP; joining and leaving are starting
+//!   and stopping processes (`tests/processes.rs`).
 //! - [`raytrace`], [`experiments`]: the slides' ray-tracing evaluation and the scale experiment.
 //!
-//! Guarantee (crash-free runs, checked by the property suites): a message sent to ID `v` is delivered
-//! exactly once, to the machine that owns `v` when it is delivered and holds `v`'s data, in order per
-//! (sender, ID), across any sequence of joins, leaves and ID moves; at every instant an ID has at
-//! most one owner, and exactly one once hand-offs have landed.
+//! # Routing and its hop bound
+//! Every machine keeps a table of ID ranges → (owner, epoch) covering the whole space; an ID's epoch
+//! counts how often it changed hands, so a fact "range owned by m at epoch e" is never wrong about
+//! the past and a newer fact always wins. There is no central directory: a message goes to the owner
+//! the sender's table names; a machine that no longer owns the ID forwards it along its own (newer)
+//! fact and sends the sender a correction; a machine whose fact is older than the one the message
+//! was sent on parks it until the hand-off it is waiting for lands. Each forward strictly raises the
+//! epoch the message travels on, so a message takes at most `1 + (e_d - e0)` machine-to-machine hops,
+//! where `e0` is the epoch of the sender's fact and `e_d` the ID's epoch at delivery (checked on every
+//! delivery: `Stats::bound_violations`). Under restricted connectivity (NAT, firewalls) a hop that
+//! cannot connect directly is relayed private host → its gateway → the destination's gateway →
+//! destination ([`relay`]), so the bound in network links is `3 * (1 + e_d - e0)`; the path between
+//! two hosts is fixed, so per-pair FIFO order survives relaying.
 //!
-//! Not handled: machine crashes (a crashed machine's IDs are not reclaimed), and the membership
-//! coordinator (the lowest initial machine) cannot leave.
+//! # Guarantees (checked by the property suites)
+//! - Crash-free runs: a message sent to ID `v` is delivered exactly once, to the machine that owns
+//!   `v` when it is delivered and holds `v`'s data, in order per (sender, ID), across any sequence
+//!   of joins, leaves and ID moves; at every instant an ID has at most one owner, and exactly one
+//!   once hand-offs have landed.
+//! - Crashes ([`crash`]): the crashed machine's IDs are reclaimed by the owners of neighbouring IDs
+//!   (exactly one owner again, never two), messages parked for it are rerouted, and the loss of its
+//!   data is reported to the application ([`IdData::lost`], [`Node::take_lost`]). Messages that
+//!   were inside the crashed machine or on a link to it are lost; delivery stays at-most-once and
+//!   in order per (sender, ID).
+//!
+//! # Limits
+//! - The membership coordinator (the lowest initial machine) can neither leave nor crash.
+//! - Crash detection is external: a failure detector or the application calls `report_crash`; it
+//!   must be accurate (fail-stop). The flush during recovery is all-to-all (n² small frames).
+//! - A joiner whose contact leaves or crashes before forwarding its request is not retried.
+//! - After a crash, a message to a reclaimed ID can wait behind a lost earlier one from the same
+//!   sender (per-sender order is kept by holding it) when the two took different paths.
 
+pub mod crash;
 pub mod data;
 pub mod experiments;
 pub mod handoff;
@@ -28,6 +59,7 @@ pub mod ids;
 pub mod ledger;
 pub mod membership;
 pub mod node;
+pub mod node_report;
 pub mod raytrace;
 pub mod relay;
 pub mod runtime;

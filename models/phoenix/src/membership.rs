@@ -35,9 +35,13 @@ pub(crate) enum Change {
 /// Membership bookkeeping held by the coordinator only.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
-    members: BTreeSet<HostId>,
-    queue: VecDeque<Change>,
-    busy: Option<Change>,
+    pub(crate) members: BTreeSet<HostId>,
+    pub(crate) queue: VecDeque<Change>,
+    pub(crate) busy: Option<Change>,
+    /// Census replies of the crash recovery in progress.
+    pub(crate) census: Option<crate::crash::CensusState>,
+    /// Crash recovery rounds started so far.
+    pub(crate) rounds: u32,
 }
 
 impl Coordinator {
@@ -46,6 +50,8 @@ impl Coordinator {
             members,
             queue: VecDeque::new(),
             busy: None,
+            census: None,
+            rounds: 0,
         }
     }
     pub(crate) fn backlog(&self) -> usize {
@@ -59,6 +65,14 @@ pub(crate) struct LeaveState {
     members: Vec<HostId>,
     round: u32,
     awaiting: BTreeSet<HostId>,
+}
+
+impl LeaveState {
+    /// A crashed member will never say farewell, and must not be an heir.
+    pub(crate) fn forget(&mut self, crashed: HostId) {
+        self.members.retain(|&m| m != crashed);
+        self.awaiting.remove(&crashed);
+    }
 }
 
 impl<D: IdData> Node<D> {
@@ -110,13 +124,14 @@ impl<D: IdData> Node<D> {
     }
 
     /// Starts the next queued membership change if none is in progress.
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         loop {
             let me = self.me;
             let Some(co) = self.coord.as_mut() else {
                 return;
             };
-            if co.busy.is_some() {
+            // A crash recovery freezes ID movement: joins and leaves wait for it.
+            if co.busy.is_some() || co.census.is_some() {
                 return;
             }
             let Some(change) = co.queue.pop_front() else {
@@ -124,7 +139,11 @@ impl<D: IdData> Node<D> {
             };
             match change {
                 Change::Join(j) => {
-                    if co.members.contains(&j) || self.departed.contains(&j) || j == me {
+                    if co.members.contains(&j)
+                        || self.departed.contains(&j)
+                        || self.crashed.contains(&j)
+                        || j == me
+                    {
                         continue;
                     }
                     co.busy = Some(change);
@@ -167,6 +186,8 @@ impl<D: IdData> Node<D> {
                 co.members.remove(&leaver);
             }
         }
+        // The leaver went before it heard of the recovery, so it will never send its census.
+        self.restart_recovery_without(leaver);
         self.pump();
     }
 
@@ -255,6 +276,7 @@ impl<D: IdData> Node<D> {
         let done = self.phase == Phase::Draining
             && self.leave.as_ref().is_some_and(|l| l.awaiting.is_empty());
         if done
+            && self.recovery.is_none()
             && self.owned.is_empty()
             && self.parked.is_empty()
             && self.departed.is_subset(&self.gone)

@@ -91,6 +91,8 @@ pub enum PhoenixError {
     NoHeir,
     #[error("{0} is not a live member")]
     NotMember(HostId),
+    #[error("{0} cannot be declared crashed by this machine (itself or the coordinator)")]
+    CannotReclaim(HostId),
 }
 
 /// Counters for experiments and property checks.
@@ -114,6 +116,11 @@ pub struct Stats {
     pub overlaps: u64,
     /// Frames that reached this machine after it departed (must stay 0).
     pub after_departure: u64,
+    /// Frames from a machine declared crashed, dropped (its late frames must not resurrect IDs).
+    pub from_crashed: u64,
+    /// Messages to reclaimed IDs dropped because a later one from the same sender was already
+    /// delivered (only possible after a crash: sequence counters were lost with the machine).
+    pub stale_dropped: u64,
 }
 
 /// One Phoenix machine.
@@ -139,6 +146,18 @@ pub struct Node<D: IdData> {
     pub(crate) inbox: VecDeque<Delivery>,
     pub(crate) parked: Vec<Routed>,
     pub(crate) leave: Option<crate::membership::LeaveState>,
+    /// Machines declared crashed: never a destination; their late frames are dropped.
+    pub(crate) crashed: BTreeSet<HostId>,
+    /// Present while a crash recovery freezes ID movement on this machine.
+    pub(crate) recovery: Option<crate::crash::Recovery>,
+    /// Flush markers received per recovery round (they may precede our own `CrashBegin`).
+    pub(crate) flush_seen: BTreeMap<u32, BTreeSet<HostId>>,
+    /// Hand-offs postponed by a recovery: (ranges, heir, bootstrap).
+    pub(crate) deferred: Vec<(Vec<IdRange>, HostId, bool)>,
+    /// IDs reclaimed after a crash: their first message per sender sets the sequence counter.
+    pub(crate) resync: crate::ids::RangeSet,
+    /// Reclaimed ranges whose data was lost, not yet taken by the application.
+    pub(crate) lost: Vec<(u32, IdRange)>,
     pub(crate) rng: u64,
     pub(crate) out: Vec<Frame>,
     local: VecDeque<Frame>,
@@ -167,6 +186,12 @@ impl<D: IdData> Node<D> {
             inbox: VecDeque::new(),
             parked: Vec::new(),
             leave: None,
+            crashed: BTreeSet::new(),
+            recovery: None,
+            flush_seen: BTreeMap::new(),
+            deferred: Vec::new(),
+            resync: Default::default(),
+            lost: Vec::new(),
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             out: Vec::new(),
             local: VecDeque::new(),
@@ -309,6 +334,10 @@ impl<D: IdData> Node<D> {
 
     /// Queues a frame; frames to self are handled locally, after the current step.
     pub(crate) fn emit(&mut self, dst: HostId, body: Body) {
+        if self.crashed.contains(&dst) {
+            // Farewells, corrections and the like to a crashed machine have no one to read them.
+            return;
+        }
         *self.stats.sent.entry(kind_name(&body)).or_insert(0) += u64::from(dst != self.me);
         let frame = Frame {
             src: self.me,
@@ -329,12 +358,26 @@ impl<D: IdData> Node<D> {
     }
 
     fn dispatch(&mut self, frame: Frame) {
+        let from = frame.src;
+        if self.crashed.contains(&from) && !matches!(frame.body, Body::Suspect { .. }) {
+            // Anything a crashed machine sent that lands after recovery began is void: its IDs
+            // are being (or have been) reclaimed. Only its own crash reports still count.
+            self.stats.from_crashed += 1;
+            return;
+        }
         if self.phase == Phase::Departed {
+            if matches!(
+                frame.body,
+                Body::CrashBegin { .. } | Body::CrashFlush { .. } | Body::Reclaim { .. }
+            ) {
+                // A recovery that started while this machine was completing its leave: the
+                // coordinator restarts it without us when our `LeaveComplete` arrives.
+                return;
+            }
             self.stats.after_departure += 1;
             tracing::warn!(me = %self.me, from = %frame.src, kind = kind_name(&frame.body), "frame after departure dropped");
             return;
         }
-        let from = frame.src;
         match frame.body {
             Body::Routed(r) => {
                 if self.check_id(r.id).is_err() {
@@ -362,6 +405,23 @@ impl<D: IdData> Node<D> {
                 self.gone.insert(from);
                 self.check_departed();
             }
+            Body::Suspect { host } => self.on_suspect(host),
+            Body::CrashBegin {
+                round,
+                crashed,
+                members,
+            } => self.on_crash_begin(from, round, crashed, members),
+            Body::CrashFlush { round } => self.on_crash_flush(from, round),
+            Body::Census {
+                round,
+                owned,
+                max_epoch,
+            } => self.on_census(from, round, owned, max_epoch),
+            Body::Reclaim {
+                round,
+                map,
+                reclaimed,
+            } => self.on_reclaim(from, round, map, reclaimed),
         }
     }
 
@@ -372,12 +432,26 @@ impl<D: IdData> Node<D> {
 
     /// Delivers, parks or forwards a routed message (see the module doc).
     pub(crate) fn route(&mut self, mut r: Routed) {
+        if let RoutedKind::Assume { requester: h, .. } | RoutedKind::Donate { joiner: h, .. } =
+            r.kind
+        {
+            if self.crashed.contains(&h) {
+                // IDs for a machine that crashed would only be lost on the way to it.
+                return;
+            }
+        }
         if let Some(piece) = self.owned.get(r.id) {
+            if self.recovery.is_some() && !matches!(r.kind, RoutedKind::App { .. }) {
+                // Donations and assumes move IDs: they wait until the crash recovery ends.
+                self.parked.push(r);
+                return;
+            }
             self.deliver(r, piece.epoch);
             return;
         }
         let e = self.table.lookup(r.id);
-        if e.owner == self.me || e.epoch < r.believed {
+        // A crashed owner: hold the message until recovery names the new owner.
+        if e.owner == self.me || e.epoch < r.believed || self.crashed.contains(&e.owner) {
             self.stats.parked += 1;
             self.parked.push(r);
             return;
@@ -427,7 +501,17 @@ impl<D: IdData> Node<D> {
     /// Puts a delivery in the inbox in per-(id, sender) order; holds early ones, drops duplicates.
     pub(crate) fn accept(&mut self, d: Delivery) {
         let key = (d.id, d.from);
-        let expected = self.next_seq.get(&key).copied().unwrap_or(0);
+        let expected = match self.next_seq.get(&key) {
+            Some(&n) => n,
+            // Reclaimed ID: the counter died with the crashed machine; resume from this message.
+            None if self.resync.contains(d.id) => d.seq,
+            None => 0,
+        };
+        if d.seq < expected && self.resync.contains(d.id) {
+            self.stats.stale_dropped += 1;
+            tracing::warn!(me = %self.me, id = d.id, from = %d.from, seq = d.seq, "message older than one delivered after a crash dropped");
+            return;
+        }
         if d.seq < expected {
             self.stats.duplicates += 1;
             tracing::error!(me = %self.me, id = d.id, from = %d.from, seq = d.seq, "duplicate dropped");
@@ -487,5 +571,10 @@ pub fn kind_name(body: &Body) -> &'static str {
         Body::Farewell { .. } => "farewell",
         Body::LeaveComplete { .. } => "leave-complete",
         Body::Gone => "gone",
+        Body::Suspect { .. } => "suspect",
+        Body::CrashBegin { .. } => "crash-begin",
+        Body::CrashFlush { .. } => "crash-flush",
+        Body::Census { .. } => "census",
+        Body::Reclaim { .. } => "reclaim",
     }
 }

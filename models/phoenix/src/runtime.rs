@@ -216,6 +216,14 @@ impl<D: IdData> Phoenix<D> {
         Ok(self.node)
     }
 
+    /// Declares `host` crashed (a failure detector's verdict; see `crash.rs`). Recovery then runs
+    /// as frames are served.
+    pub async fn report_crash(&mut self, host: HostId) -> Result<(), RunError> {
+        self.node.report_crash(host)?;
+        self.flush().await;
+        Ok(())
+    }
+
     /// Keeps serving protocol frames (forwarding, hand-offs, membership) until `until` is reached.
     pub async fn serve_for(&mut self, d: Duration) -> Result<(), RunError> {
         let end = self.host.now() + d;

@@ -35,6 +35,23 @@ impl RoutingTable {
         RoutingTable { space, entries }
     }
 
+    /// The initial layout of `machines` machines (hosts `0..machines`) sharing the space evenly:
+    /// host 0 at epoch 0, the others at epoch 1 (one hand-out from host 0's whole-space fact).
+    pub fn even(space: Id, machines: u32) -> Self {
+        let mut t = RoutingTable::whole(space, HostId(0));
+        for i in 1..machines {
+            t.merge(Entry {
+                range: IdRange::new(
+                    space * u64::from(i) / u64::from(machines),
+                    space * u64::from(i + 1) / u64::from(machines),
+                ),
+                owner: HostId(i),
+                epoch: 1,
+            });
+        }
+        t
+    }
+
     /// A table built from a complete list of facts (e.g. a snapshot received from a peer).
     /// Returns `None` if the facts do not cover the space.
     pub fn from_entries(space: Id, facts: &[Entry]) -> Option<Self> {

@@ -13,7 +13,7 @@ use crate::table::Entry;
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xF5;
 /// Bumped on any incompatible change of [`Frame`].
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest accepted frame. A hand-off carries application data, so this is generous; 16 MiB is far
 /// above the ray tracer's whole image (~200 KB) and bounds what a hostile peer can make us buffer.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -51,6 +51,31 @@ pub enum Body {
     LeaveComplete { leaver: HostId },
     /// The leaver's last frame to each member, behind every message it forwarded while draining.
     Gone,
+    /// A failure detector (or the application) reports `host` crashed; sent to the coordinator.
+    Suspect { host: HostId },
+    /// Crash recovery round `round` starts: stop moving IDs, drop frames from `crashed`, flush
+    /// links to `members`. A crash during a recovery starts a new round that supersedes it.
+    CrashBegin {
+        round: u32,
+        /// `None` when the round restarts only because a member left meanwhile.
+        crashed: Option<HostId>,
+        members: Vec<HostId>,
+    },
+    /// Behind every hand-off the sender made before recovery: the link from it is flushed.
+    CrashFlush { round: u32 },
+    /// A member's owned pieces once every link to it is flushed, and the highest epoch it knows.
+    Census {
+        round: u32,
+        owned: Vec<Piece>,
+        max_epoch: Epoch,
+    },
+    /// Recovery ends: the complete ownership map; `reclaimed` ranges (the crashed machines' IDs)
+    /// go to the owners the map names for them, without their data.
+    Reclaim {
+        round: u32,
+        map: Vec<Entry>,
+        reclaimed: Vec<IdRange>,
+    },
 }
 
 /// A message routed by virtual ID.
@@ -71,7 +96,11 @@ pub struct Routed {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RoutedKind {
     /// An application message; `seq` numbers messages per (origin, id) for FIFO and exactly-once.
-    App { seq: u64, payload: Vec<u8> },
+    App {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The coordinator asks the owner of `id` to give part of its IDs to `joiner`.
     Donate { joiner: HostId, tries: u32 },
     /// `requester` asks the owners of `range` (starting with the owner of `id`) to hand it over.
@@ -85,6 +114,7 @@ pub struct Delivery {
     pub from: HostId,
     pub seq: u64,
     pub hops: u32,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -103,6 +133,8 @@ pub struct Handoff {
     pub next_seq: Vec<(Id, HostId, u64)>,
     /// For a joiner: the giver's whole routing table and the coordinator's identity.
     pub bootstrap: Option<Bootstrap>,
+    /// IDs reclaimed after a crash (their sequence counters were lost with the crashed machine).
+    pub resync: Vec<IdRange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +143,8 @@ pub struct Bootstrap {
     pub coordinator: HostId,
     /// Machines that have left (never hand-off or correction targets).
     pub departed: Vec<HostId>,
+    /// Machines declared crashed (same, and their late frames are void).
+    pub crashed: Vec<HostId>,
 }
 
 /// Why a frame was rejected.
@@ -132,10 +166,21 @@ pub enum WireError {
 
 /// Serialises a frame.
 pub fn encode(frame: &Frame) -> Vec<u8> {
-    let mut out = vec![MAGIC, VERSION];
+    // One allocation for the common case: a small message plus its routing header.
+    let mut out = Vec::with_capacity(64 + payload_len(&frame.body));
+    out.extend_from_slice(&[MAGIC, VERSION]);
     // Serialising plain data into a Vec cannot fail.
-    out.extend(postcard::to_allocvec(frame).expect("postcard serialisation of owned data"));
-    out
+    postcard::to_extend(frame, out).expect("postcard serialisation of owned data")
+}
+
+fn payload_len(body: &Body) -> usize {
+    match body {
+        Body::Routed(Routed {
+            kind: RoutedKind::App { payload, .. },
+            ..
+        }) => payload.len(),
+        _ => 0,
+    }
 }
 
 /// Parses an untrusted frame.

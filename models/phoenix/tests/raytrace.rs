@@ -33,3 +33,25 @@ fn small_run_is_bit_identical_and_rebalances() {
         .iter()
         .any(|(n, b)| n.ends_with(".png") && b.len() > 100));
 }
+
+/// Real mode (in-process hosts over loopback TCP): the same run, bit-identical, with an efficiency
+/// against the measured speed of one machine times the cores that can run at once.
+#[test]
+fn small_real_run_is_bit_identical_and_measures_efficiency() {
+    let p = RaytraceParams {
+        width: 64,
+        height: 48,
+        tile: 8,
+        initial: 3,
+        leaving: 1,
+        joining: 1,
+        ..RaytraceParams::default()
+    };
+    let out = raytrace_with(Mode::Real, 1, &p).expect("run");
+    let m = &out.metrics;
+    assert_eq!(m["image_bit_identical"], 1.0, "{:?}", out.notes);
+    assert_eq!(m["duplicates"], 0.0);
+    let e = m["efficiency_vs_ideal"];
+    // Wall-clock noise on a shared computer: only sanity bounds here.
+    assert!(e.is_finite() && e > 0.0 && e < 5.0, "{m:?}");
+}

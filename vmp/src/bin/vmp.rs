@@ -126,16 +126,18 @@ fn real_main() -> Result<ExitCode> {
 fn print_report(r: &RunReport) {
     print!("{}", r.console);
     eprintln!(
-        "--- {:?}: exit status {}, {} guest instructions, {:.3} ms wall",
+        "--- {:?}: exit status {}, {} guest instructions, {:.3} ms wall, {:.3} ms CPU",
         r.config,
         r.exit_status,
         r.retired,
-        r.wall_s * 1e3
+        r.wall_s * 1e3,
+        r.cpu_s * 1e3
     );
     eprintln!(
-        "traps: {} total ({} guest words touched, {} privilege switches, {} IDT deliveries)",
+        "traps: {} total ({} guest words touched, {} instruction words read, {} privilege switches, {} IDT deliveries)",
         r.stats.total(),
         r.stats.mem_words,
+        r.stats.insn_words,
         r.stats.cpl_switches,
         r.stats.deliveries
     );

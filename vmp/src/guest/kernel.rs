@@ -94,7 +94,7 @@ fn build(entries: [u32; 3]) -> std::result::Result<(Vec<u8>, [u32; 3]), IcedErro
         a.mov(dword_ptr(k(GDT) + 8 * i as u64), *lo)?;
         a.mov(dword_ptr(k(GDT) + 8 * i as u64 + 4), *hi)?;
     }
-    a.mov(word_ptr(k(GDTR)), (GDT_ENTRIES * 8 - 1) as u32)?;
+    a.mov(word_ptr(k(GDTR)), GDT_ENTRIES * 8 - 1)?;
     a.mov(dword_ptr(k(GDTR) + 2), KERNEL_DATA + GDT)?;
     a.lgdt(ptr(k(GDTR)))?;
     a.mov(ax, SEL_KDATA as u32)?;

@@ -25,17 +25,27 @@ pub(super) enum Event {
     Fault(Option<u32>),
 }
 
+/// Aligned 32-bit words covering `len` bytes at `addr`: what PEEKDATA/POKEDATA move.
+fn words_spanned(addr: u32, len: usize) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    ((addr & 3) as u64 + len as u64).div_ceil(4)
+}
+
 /// Reads guest memory as the monitor (counted: one PEEKDATA per word in the paper's monitor).
 pub(super) fn peek(uc: &mut Uc, addr: u32, buf: &mut [u8]) -> Result<()> {
-    uc.mem_read(addr as u64, buf)
-        .map_err(|_| VmpError::Unmapped {
-            eip: regs::get(uc, X::EIP).unwrap_or(0),
-            addr: addr as u64,
-            asm: "monitor read".into(),
-        })?;
+    if !uc.get_data().ram.read(addr, buf) {
+        uc.mem_read(addr as u64, buf)
+            .map_err(|_| VmpError::Unmapped {
+                eip: regs::get(uc, X::EIP).unwrap_or(0),
+                addr: addr as u64,
+                asm: "monitor read".into(),
+            })?;
+    }
     let m = uc.get_data_mut();
     if m.config == Config::Vmp {
-        m.stats.mem_words += buf.len().div_ceil(4) as u64;
+        m.stats.mem_words += words_spanned(addr, buf.len());
     }
     Ok(())
 }
@@ -48,15 +58,17 @@ pub(super) fn peek32(uc: &mut Uc, addr: u32) -> Result<u32> {
 
 /// Writes guest memory as the monitor (counted like `peek`).
 pub(super) fn poke(uc: &mut Uc, addr: u32, bytes: &[u8]) -> Result<()> {
-    uc.mem_write(addr as u64, bytes)
-        .map_err(|_| VmpError::Unmapped {
-            eip: regs::get(uc, X::EIP).unwrap_or(0),
-            addr: addr as u64,
-            asm: "monitor write".into(),
-        })?;
+    if !uc.get_data_mut().ram.write(addr, bytes) {
+        uc.mem_write(addr as u64, bytes)
+            .map_err(|_| VmpError::Unmapped {
+                eip: regs::get(uc, X::EIP).unwrap_or(0),
+                addr: addr as u64,
+                asm: "monitor write".into(),
+            })?;
+    }
     let m = uc.get_data_mut();
     if m.config == Config::Vmp {
-        m.stats.mem_words += bytes.len().div_ceil(4) as u64;
+        m.stats.mem_words += words_spanned(addr, bytes.len());
     }
     Ok(())
 }
@@ -139,7 +151,13 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
         real_flags
     };
     let cs = regs::get(uc, X::CS)?;
-    let mut frame: Vec<u32> = Vec::with_capacity(6);
+    // The frame, outermost word first (at most SS, ESP, EFLAGS, CS, EIP, error code).
+    let mut frame = [0u32; 6];
+    let mut n = 0usize;
+    let mut push = |w: u32| {
+        frame[n] = w;
+        n += 1;
+    };
     let mut esp = regs::get(uc, X::ESP)?;
     if cpl > new_cpl {
         let (old_ss, old_esp) = (regs::get(uc, X::SS)?, esp);
@@ -153,15 +171,22 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
             force_ring0(uc, ss0)?;
         }
         esp = esp0;
-        frame.extend([old_ss, old_esp]);
+        push(old_ss);
+        push(old_esp);
     }
-    frame.extend([flags_image, cs, ret_eip]);
+    push(flags_image);
+    push(cs);
+    push(ret_eip);
     if let Event::Fault(Some(code)) = ev {
-        frame.push(code);
+        push(code);
     }
-    let bytes: Vec<u8> = frame.iter().rev().flat_map(|w| w.to_le_bytes()).collect();
-    esp = esp.wrapping_sub(bytes.len() as u32);
-    poke(uc, esp, &bytes)?;
+    // In memory the last-pushed word sits lowest.
+    let mut bytes = [0u8; 24];
+    for (slot, w) in bytes.chunks_exact_mut(4).zip(frame[..n].iter().rev()) {
+        slot.copy_from_slice(&w.to_le_bytes());
+    }
+    esp = esp.wrapping_sub(4 * n as u32);
+    poke(uc, esp, &bytes[..4 * n])?;
     regs::set(uc, X::ESP, esp)?;
     regs::set(uc, X::CS, selector as u32)?;
     regs::set(uc, X::EIP, offset)?;

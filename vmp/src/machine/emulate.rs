@@ -17,6 +17,11 @@ type Uc<'a> = Unicorn<'a, Monitor>;
 
 /// Reads up to 15 instruction bytes at `eip` (fewer at the end of mapped memory).
 fn fetch(uc: &Uc, eip: u32) -> Vec<u8> {
+    let mut b = [0u8; 15];
+    let in_ram = (crate::layout::RAM_TOP.saturating_sub(eip) as usize).min(15);
+    if in_ram > 0 && uc.get_data().ram.read(eip, &mut b[..in_ram]) {
+        return b[..in_ram].to_vec();
+    }
     for n in (1..=15usize).rev() {
         let mut b = vec![0u8; n];
         if uc.mem_read(eip as u64, &mut b).is_ok() {
@@ -189,12 +194,21 @@ fn unsupported(uc: &Uc, eip: u32) -> VmpError {
 
 /// Emulates the sensitive instruction at `eip` (reached by `path`) on the virtual CPU.
 pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
-    let Some(i) = decode_at(uc, eip) else {
+    let cached = match path {
+        TrapPath::Hook => uc.get_data().decoded.get(&eip).copied(),
+        _ => None,
+    };
+    let Some(i) = cached.or_else(|| decode_at(uc, eip)) else {
         return Err(VmpError::Undecodable {
             eip,
             bytes: hex(&fetch(uc, eip)),
         });
     };
+    {
+        // The paper's monitor reads the instruction with PEEKDATA, one aligned word at a time.
+        let m = uc.get_data_mut();
+        m.stats.insn_words += ((eip & 3) as u64 + i.len() as u64).div_ceil(4);
+    }
     if i.mnemonic() == Mnemonic::Int && path == TrapPath::Hook {
         // `int n` found by the user-code scan: deliver it without the exception round trip.
         let m = uc.get_data_mut();

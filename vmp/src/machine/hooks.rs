@@ -7,15 +7,18 @@ use iced_x86::{Decoder, DecoderOptions};
 use unicorn_engine::{uc_error, HookType, MemType, RegisterX86 as X, Unicorn};
 use unicorn_engine_sys as sys;
 
+use super::blocks::CurBlock;
 use super::{deliver, emulate, regs, Config, Monitor};
 use crate::error::{Result, VmpError};
-use crate::layout::{PORT_PIC_EOI, RAM_BASE, RAM_TOP};
+use crate::layout::{MONITOR_BASE, MONITOR_SIZE, PORT_PIC_EOI, RAM_BASE, RAM_TOP};
 use crate::vcpu::{TrapKind, TrapPath};
 
 pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
     // Block hook over all of memory: counts retired guest instructions (the virtual clock) and
-    // stops emulation at the slice end / next timer deadline.
-    uc.add_block_hook(1, 0, on_block)?;
+    // stops emulation at the slice end / next timer deadline. It runs once per executed block, so
+    // it is registered through the C API with a plain callback (the safe binding's proxy would
+    // rebuild a `Unicorn` handle on every call).
+    add_raw_block_hook(uc)?;
     uc.add_intr_hook(|uc, intno| {
         if let Err(e) = deliver::on_interrupt(uc, intno) {
             uc.get_data_mut().fail(e);
@@ -55,15 +58,23 @@ pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
             let _ = uc.emu_stop();
         }
     })?;
-    uc.add_mem_hook(
-        HookType::MEM_UNMAPPED,
-        1,
-        0,
-        |uc, _ty: MemType, addr, _size, _v| {
-            uc.get_data_mut().unmapped_at = Some(addr);
-            false
-        },
-    )?;
+    // Only over the holes of the address space: a memory hook whose range covers RAM would keep
+    // every guest store on unicorn's slow path (`uc_mem_hook_installed` in its softmmu).
+    for (lo, hi) in [
+        (0, RAM_BASE as u64 - 1),
+        (RAM_TOP as u64, MONITOR_BASE as u64 - 1),
+        ((MONITOR_BASE + MONITOR_SIZE) as u64, u64::MAX),
+    ] {
+        uc.add_mem_hook(
+            HookType::MEM_UNMAPPED,
+            lo,
+            hi,
+            |uc, _ty: MemType, addr, _size, _v| {
+                uc.get_data_mut().unmapped_at = Some(addr);
+                false
+            },
+        )?;
+    }
     add_raw_insn_hook(uc, sys::X86Insn::RDTSC, rdtsc_proxy)?;
     add_raw_insn_hook(uc, sys::X86Insn::CPUID, cpuid_proxy)?;
     Ok(())
@@ -75,7 +86,12 @@ pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
 fn io_insn(uc: &mut Unicorn<'_, Monitor>) -> u32 {
     let eip = regs::get(uc, X::EIP).unwrap_or(0);
     let m = uc.get_data();
-    let (start, offs) = (m.cur_block.0, m.cur_block.1.clone());
+    let cur = m.cur_block;
+    let start = cur.start;
+    let offs = match m.block_cache.offsets(cur.start, cur.size) {
+        Some(o) => o.clone(),
+        None => return eip,
+    };
     let from = match m.io_cursor {
         Some(c) => c + 1,
         None => index_in_block(m, eip) as usize,
@@ -103,41 +119,88 @@ fn size_mask(size: usize) -> u32 {
     }
 }
 
-fn on_block(uc: &mut Unicorn<'_, Monitor>, addr: u64, size: u32) {
-    let key = (addr as u32, size);
-    let offsets = match uc.get_data().block_cache.get(&key) {
-        Some(o) => o.clone(),
+fn add_raw_block_hook(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
+    let mon: *mut Monitor = uc.get_data_mut();
+    let mut id: sys::uc_hook = 0;
+    let cb: extern "C" fn(*mut sys::uc_engine, u64, u32, *mut c_void) = block_proxy;
+    // SAFETY: the callback matches `uc_cb_hookcode_t`; `mon` points into the engine's own user
+    // data and stays valid while the engine (and so the hook) exists.
+    let err = unsafe {
+        sys::uc_hook_add(
+            uc.get_handle(),
+            &raw mut id,
+            HookType::BLOCK.0 as i32,
+            cb as *mut c_void,
+            mon.cast(),
+            1,
+            0,
+        )
+    };
+    if err != uc_error::OK {
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+extern "C" fn block_proxy(uc: *mut sys::uc_engine, addr: u64, size: u32, ud: *mut c_void) {
+    // SAFETY: see `add_raw_block_hook`; no other reference to the monitor is live in a hook.
+    let m = unsafe { &mut *ud.cast::<Monitor>() };
+    if on_block(m, addr as u32, size, uc) {
+        // SAFETY: stopping the engine that is calling us is what uc_emu_stop is for.
+        unsafe {
+            sys::uc_emu_stop(uc);
+        }
+    }
+}
+
+/// Accounts the block that just ended and enters the one at `addr`; true asks emulation to stop
+/// before it runs.
+fn on_block(m: &mut Monitor, addr: u32, size: u32, uc: *mut sys::uc_engine) -> bool {
+    let info = match m.block_cache.info(addr, size) {
+        Some(i) => i,
         None => {
-            let (o, reps) = block_offsets(uc, addr as u32, size);
-            let m = uc.get_data_mut();
-            m.block_cache.insert(key, o.clone());
+            let (o, reps) = block_offsets(m, uc, addr, size);
             m.rep_string_at.extend(reps);
-            o
+            m.block_cache.insert(addr, size, o)
         }
     };
-    let m = uc.get_data_mut();
     // QEMU runs each further iteration of a REP string instruction as a new block starting at it;
     // architecturally it is still the one instruction already counted.
-    let repeat = m.last_insn == addr as u32 && m.rep_string_at.contains(&(addr as u32));
-    m.retired += m.cur_block.1.len() as u64;
+    let repeat = m.last_insn == addr && m.rep_string_at.contains(&addr);
+    m.retired += m.cur_block.count as u64;
     m.retired -= repeat as u64;
     if m.retired >= m.stop_at {
         // A stop requested here takes effect before this block runs (tests/engine_facts.rs).
-        m.cur_block = (0, Rc::from(Vec::new()));
+        m.cur_block = CurBlock::default();
         m.retired += repeat as u64;
-        let _ = uc.emu_stop();
-        return;
+        return true;
     }
-    m.last_insn = addr as u32 + *offsets.last().unwrap_or(&0) as u32;
-    m.cur_block = (addr as u32, offsets);
+    m.last_insn = addr + info.last_offset as u32;
+    m.cur_block = CurBlock {
+        start: addr,
+        size,
+        count: info.count,
+    };
     m.io_cursor = None;
+    false
 }
 
 /// Offsets of the instructions of a translation block, decoded with iced-x86, and the addresses of
 /// its REP-prefixed string instructions.
-fn block_offsets(uc: &Unicorn<'_, Monitor>, addr: u32, size: u32) -> (Rc<[u16]>, Vec<u32>) {
+fn block_offsets(
+    m: &Monitor,
+    uc: *mut sys::uc_engine,
+    addr: u32,
+    size: u32,
+) -> (Rc<[u16]>, Vec<u32>) {
     let mut bytes = vec![0u8; size as usize];
-    if uc.mem_read(addr as u64, &mut bytes).is_err() {
+    // SAFETY (uc_mem_read): `bytes` is `size` writable bytes; `uc` is the live engine.
+    let read = m.ram.read(addr, &mut bytes)
+        || unsafe {
+            sys::uc_mem_read(uc, addr as u64, bytes.as_mut_ptr().cast(), size as u64)
+                == uc_error::OK
+        };
+    if !read {
         return (Rc::from(vec![0u16]), Vec::new());
     }
     let mut d = Decoder::with_ip(32, &bytes, addr as u64, DecoderOptions::NONE);
@@ -156,8 +219,11 @@ fn block_offsets(uc: &Unicorn<'_, Monitor>, addr: u32, size: u32) -> (Rc<[u16]>,
 
 /// Index of `eip` within the current block (instructions before it in the block).
 pub(super) fn index_in_block(m: &Monitor, eip: u32) -> u64 {
-    let (start, offs) = &m.cur_block;
-    let off = eip.wrapping_sub(*start);
+    let cur = m.cur_block;
+    let Some(offs) = m.block_cache.offsets(cur.start, cur.size) else {
+        return 0;
+    };
+    let off = eip.wrapping_sub(cur.start);
     match offs.binary_search(&(off as u16)) {
         Ok(i) if off <= u16::MAX as u32 => i as u64,
         _ => 0,
@@ -175,7 +241,7 @@ pub(super) fn retire_upto(m: &mut Monitor, eip: u32, include: bool) {
     m.retired += index_in_block(m, eip) + include as u64;
     m.last_insn = eip;
     m.io_cursor = None;
-    m.cur_block = (0, Rc::from(Vec::new()));
+    m.cur_block = CurBlock::default();
 }
 
 type RawInsnHook = extern "C" fn(*mut sys::uc_engine, *mut c_void) -> i32;

@@ -10,16 +10,16 @@
 //!   #DE, ...) arrives in the interrupt hook, which first resets QEMU's "exception in flight" state
 //!   (`ffi::ExceptionReset`) so the next fault is again a first fault, never a double fault.
 
+mod blocks;
 mod deliver;
 mod emulate;
 mod hooks;
+mod ram;
 pub mod regs;
 mod scan;
 mod shadow;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use unicorn_engine::{Arch, Mode, Prot, RegisterX86 as X, UcHookId, Unicorn};
@@ -72,9 +72,9 @@ pub struct Monitor {
     pub retired: u64,
     /// Guest cycles spent idle in `hlt`.
     pub idle_cycles: u64,
-    /// Start and instruction offsets of the block being executed.
-    cur_block: (u32, Rc<[u16]>),
-    block_cache: HashMap<(u32, u32), Rc<[u16]>, BuildHasherDefault<BlockKeyHasher>>,
+    /// The block being executed (its offsets live in `block_cache`).
+    cur_block: blocks::CurBlock,
+    block_cache: blocks::BlockCache,
     /// Addresses of REP string instructions seen in translated blocks (membership tests only).
     rep_string_at: HashSet<u32>,
     /// Address of the last instruction started (end of the last block, or the last trap).
@@ -89,10 +89,15 @@ pub struct Monitor {
     halted_native: bool,
     reset: Option<ExceptionReset>,
     sensitive_hooks: BTreeMap<u32, UcHookId>,
+    /// The hooked instructions as decoded by the last scan (valid until text changes, which
+    /// rescans): a hooked trap skips re-reading and re-decoding its bytes.
+    decoded: BTreeMap<u32, iced_x86::Instruction>,
     kernel_text: (u32, u32),
     user_text: Vec<(u32, u32)>,
     text_protected: bool,
     unmapped_at: Option<u64>,
+    /// Guest RAM, lent to unicorn (see `ram`).
+    ram: ram::GuestRam,
 }
 
 impl Monitor {
@@ -128,8 +133,8 @@ impl Machine {
             stats: TrapStats::default(),
             retired: 0,
             idle_cycles: 0,
-            cur_block: (0, Rc::from(Vec::new())),
-            block_cache: HashMap::default(),
+            cur_block: blocks::CurBlock::default(),
+            block_cache: blocks::BlockCache::new(),
             rep_string_at: HashSet::new(),
             last_insn: 0,
             io_cursor: None,
@@ -139,13 +144,24 @@ impl Machine {
             halted_native: false,
             reset: None,
             sensitive_hooks: BTreeMap::new(),
+            decoded: BTreeMap::new(),
             kernel_text: image.kernel_text,
             user_text: image.user_text.clone(),
             text_protected: false,
             unmapped_at: None,
+            ram: ram::GuestRam::new(),
         };
         let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
-        uc.mem_map(RAM_BASE as u64, (RAM_TOP - RAM_BASE) as u64, Prot::ALL)?;
+        let read_only = scan::protected_ranges(config, image);
+        let exec: Vec<(u32, u32)> = image
+            .segments
+            .iter()
+            .map(|(a, b)| (*a, a.saturating_add(b.len() as u32)))
+            .collect();
+        let prot = uc.get_data_mut().ram.plan(&read_only, &exec);
+        let base = uc.get_data().ram.base();
+        // SAFETY: the buffer lives in the engine's user data, dropped only after `uc_close`.
+        unsafe { ram::map(&mut uc, base, &prot)? };
         uc.mem_map(MONITOR_BASE as u64, MONITOR_SIZE as u64, Prot::ALL)?;
         for (addr, bytes) in &image.segments {
             let end = *addr as u64 + bytes.len() as u64;
@@ -234,7 +250,7 @@ impl Machine {
             ..VirtualCpu::default()
         };
         mon.retired = 0;
-        mon.cur_block = (0, Rc::from(Vec::new()));
+        mon.cur_block = blocks::CurBlock::default();
         mon.block_cache.clear();
         scan::rescan(uc)?;
         Ok(())
@@ -298,13 +314,18 @@ impl Machine {
             let mon = uc.get_data_mut();
             // A stop requested from an instruction hook ends emulation right after that
             // instruction: count the block up to EIP; otherwise the block ran to its end.
-            let (start, offs) = &mon.cur_block;
-            let done = match offs.binary_search(&(end_eip.wrapping_sub(*start).min(u16::MAX as u32) as u16)) {
-                Ok(i) if end_eip >= *start => i,
-                _ => offs.len(),
+            let cur = mon.cur_block;
+            let off = end_eip.wrapping_sub(cur.start).min(u16::MAX as u32) as u16;
+            let found = mon
+                .block_cache
+                .offsets(cur.start, cur.size)
+                .map(|offs| offs.binary_search(&off));
+            let done = match found {
+                Some(Ok(i)) if end_eip >= cur.start => i as u64,
+                _ => cur.count as u64,
             };
-            mon.retired += done as u64;
-            mon.cur_block = (0, Rc::from(Vec::new()));
+            mon.retired += done;
+            mon.cur_block = blocks::CurBlock::default();
             if let Some(e) = mon.pending.take() {
                 return Err(e);
             }
@@ -330,28 +351,6 @@ impl Machine {
     /// The guest-visible architectural state (virtualised in `vmp`), for the differential test.
     pub fn arch_state(&self) -> Result<ArchState> {
         deliver::arch_state(&self.uc)
-    }
-}
-
-/// The block cache is looked up once per executed translation block, so it uses a multiply-shift
-/// hash of the (address, size) key instead of SipHash; lookups only, never iterated.
-#[derive(Default)]
-pub struct BlockKeyHasher(u64);
-
-impl Hasher for BlockKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(*b as u64);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(v as u64);
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

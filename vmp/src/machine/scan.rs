@@ -5,17 +5,29 @@
 //! and re-hooked, so modified code can never run a sensitive instruction unseen.
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
-use unicorn_engine::{HookType, MemType, Prot, Unicorn};
+use unicorn_engine::{HookType, MemType, Unicorn};
 
-use super::{emulate, Config, Monitor};
+use super::{emulate, Config, GuestImage, Monitor};
 use crate::error::Result;
 use crate::layout::PAGE;
 use crate::vcpu::TrapPath;
 
 type Uc<'a> = Unicorn<'a, Monitor>;
 
+/// The text ranges of `image` that the monitor scans, and so maps write-protected (`vmp` only).
+pub(super) fn protected_ranges(config: Config, image: &GuestImage) -> Vec<(u32, u32)> {
+    if config != Config::Vmp {
+        return Vec::new();
+    }
+    std::iter::once(image.kernel_text)
+        .chain(image.user_text.iter().copied())
+        .filter(|(s, e)| s < e)
+        .collect()
+}
+
 /// Hooks every sensitive instruction of the kernel text and every `int n` of user text (`vmp`
-/// only), and write-protects those pages.
+/// only); the first scan also installs the write-protection hooks over those (read-only mapped)
+/// pages.
 pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
     if uc.get_data().config != Config::Vmp {
         return Ok(());
@@ -23,6 +35,7 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
     for (_, id) in std::mem::take(&mut uc.get_data_mut().sensitive_hooks) {
         uc.remove_hook(id)?;
     }
+    uc.get_data_mut().decoded.clear();
     let m = uc.get_data();
     let first_scan = !m.text_protected;
     let mut ranges = vec![(m.kernel_text.0, m.kernel_text.1, true)];
@@ -43,10 +56,12 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
                 i.mnemonic() == Mnemonic::Int
             };
             if sensitive {
-                found.push(i.ip32());
+                found.push(i);
             }
         }
-        for addr in found {
+        for i in found {
+            let addr = i.ip32();
+            uc.get_data_mut().decoded.insert(addr, i);
             let id = uc.add_code_hook(addr as u64, addr as u64, |uc, a, _| {
                 if let Err(e) = emulate::emulate_at(uc, a as u32, TrapPath::Hook) {
                     uc.get_data_mut().fail(e);
@@ -57,12 +72,10 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
         }
         // Hooks added after translation only apply to code translated afterwards.
         uc.ctl_remove_cache(start as u64, end as u64)?;
-        uc.get_data_mut()
-            .block_cache
-            .retain(|(a, _), _| *a < start || *a >= end);
+        uc.get_data_mut().block_cache.forget_range(start, end);
         let (ps, pe) = (start & !(PAGE - 1), (end + PAGE - 1) & !(PAGE - 1));
         if first_scan {
-            uc.mem_protect(ps as u64, (pe - ps) as u64, Prot::READ | Prot::EXEC)?;
+            // The pages were mapped read+execute by `Machine::new` (see `protected_ranges`).
             uc.add_mem_hook(
                 HookType::MEM_WRITE_PROT,
                 ps as u64,

@@ -23,6 +23,22 @@ impl Steps {
             .map(|(_, d)| d)
             .sum()
     }
+    /// The step function `f(level)`: same change times, levels passed through `f`.
+    pub fn map_level(&self, f: impl Fn(f64) -> f64) -> Steps {
+        let mut out = Steps::default();
+        let mut level = 0.0;
+        let mut mapped = f(0.0);
+        if mapped != 0.0 {
+            out.change(0.0, mapped);
+        }
+        for (t, d) in self.sorted() {
+            level += d;
+            let m = f(level);
+            out.change(t, m - mapped);
+            mapped = m;
+        }
+        out
+    }
     /// Integral over [0, end].
     pub fn integral(&self, end: f64) -> f64 {
         let mut total = 0.0;
@@ -65,6 +81,10 @@ mod tests {
         s.change(3.0, 2.0);
         assert!((s.integral(4.0) - (2.0 + 2.0 + 3.0)).abs() < 1e-12);
         assert_eq!(s.at(2.0), 1.0);
+        // Capped at 1.5: levels 2, 1, 3 become 1.5, 1, 1.5.
+        let c = s.map_level(|l| l.min(1.5));
+        assert!((c.integral(4.0) - (1.5 + 2.0 + 1.5)).abs() < 1e-12);
+        assert_eq!(c.at(3.5), 1.5);
         let r = binned_rate(&[(0.1, 1.0), (0.2, 1.0), (1.5, 4.0)], 2.0, 2);
         assert_eq!(r, vec![(0.5, 2.0), (1.5, 4.0)]);
     }

@@ -173,6 +173,10 @@ pub fn ranges_of(ids: &[Id]) -> Vec<IdRange> {
 }
 
 impl IdData for Tiles {
+    /// Tiles of a crashed machine come back unrendered: the image is recomputed, not restored.
+    fn lost(&mut self, range: IdRange) {
+        self.add_todo(range);
+    }
     fn pack(&mut self, range: IdRange) -> Vec<u8> {
         let keys: Vec<Id> = self
             .tiles
@@ -224,6 +228,18 @@ mod tests {
         assert_eq!(assemble(&grid, &tiles).unwrap(), render_sequential(&scene));
         let png = png(37, 21, &render_sequential(&scene)).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn lost_tiles_are_rendered_again() {
+        let grid = TileGrid {
+            width: 16,
+            height: 16,
+            tile: 4,
+        };
+        let mut t = Tiles::new(grid);
+        t.lost(IdRange::new(4, 8));
+        assert_eq!(t.todo(), vec![4, 5, 6, 7]);
     }
 
     #[test]

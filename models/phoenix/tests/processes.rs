@@ -1,0 +1,274 @@
+//! Real mode between OS processes: each machine is a `phoenix-node` process over loopback TCP.
+//! Machines join by starting a process and leave by stopping one (after handing off); every
+//! message must be applied exactly once, in per-(sender, ID) order, to the data of its ID's owner.
+//! Every wait is bounded; children are killed on every exit path.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gridbed_phoenix::ledger::check_exactly_once;
+use gridbed_phoenix::node_report::NodeReport;
+use gridbed_phoenix::Id;
+
+const SPACE: Id = 1000;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One `phoenix-node` child with line-based stdin/stdout.
+struct Proc {
+    host: u32,
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(host: u32, peers: &str, initial: u32) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix-node"))
+            .args(["--host", &host.to_string(), "--peers", peers])
+            .args([
+                "--space",
+                &SPACE.to_string(),
+                "--initial",
+                &initial.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start phoenix-node");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc {
+            host,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn cmd(&mut self, c: &str) {
+        writeln!(self.stdin, "{c}").unwrap_or_else(|e| panic!("h{}: {c}: {e}", self.host));
+    }
+
+    /// The rest of the next line, which must start with `word`.
+    fn expect(&mut self, word: &str) -> String {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("h{}: no '{word}' line: {e}", self.host));
+        let rest = line
+            .strip_prefix(word)
+            .unwrap_or_else(|| panic!("h{}: expected '{word}', got '{line}'", self.host));
+        rest.trim().to_string()
+    }
+
+    fn report(&mut self) -> NodeReport {
+        self.cmd("report");
+        serde_json::from_str(&self.expect("report")).expect("report JSON")
+    }
+
+    /// Waits (bounded) for the process to exit by itself; returns whether it succeeded.
+    fn wait_exit(&mut self) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("h{} did not exit", self.host);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` free loopback addresses (bound then released; the children bind them again).
+fn free_addrs(n: usize) -> String {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let addrs: Vec<SocketAddr> = ls.iter().map(|l| l.local_addr().expect("addr")).collect();
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn processes_join_and_leave_with_exactly_once_delivery() {
+    let peers = free_addrs(4);
+    let mut p: Vec<Proc> = (0..3).map(|h| Proc::start(h, &peers, 3)).collect();
+    for q in &mut p {
+        q.expect("ready");
+    }
+    for q in &mut p {
+        q.cmd("send 200");
+    }
+    for q in &mut p {
+        q.expect("sent");
+    }
+    // h2 leaves (its process stops) while h0 and h1 keep sending, some of it to h2's IDs.
+    p[2].cmd("leave");
+    p[0].cmd("send 300");
+    p[1].cmd("send 300");
+    let left: NodeReport = serde_json::from_str(&p[2].expect("left")).expect("left JSON");
+    assert!(p[2].wait_exit(), "the leaver exits cleanly");
+    assert_eq!(left.phase, "Departed");
+    assert!(
+        left.owned.is_empty() && left.ledger.log.is_empty(),
+        "{left:?}"
+    );
+    p[0].expect("sent");
+    p[1].expect("sent");
+    // A new process joins while traffic continues, then sends too.
+    p[0].cmd("send 300");
+    let mut joiner = Proc::start(3, &peers, 3);
+    joiner.expect("joined");
+    joiner.cmd("send 200");
+    p[1].cmd("send 100");
+    p[0].expect("sent");
+    joiner.expect("sent");
+    p[1].expect("sent");
+    let mut live = vec![p.remove(0), p.remove(0), joiner];
+
+    // Every message sent must be applied; wait (bounded) for the last ones in flight.
+    let mut sent: BTreeMap<(u32, Id), u64> = BTreeMap::new();
+    let end = Instant::now() + WAIT;
+    let reports = loop {
+        let reports: Vec<NodeReport> = live.iter_mut().map(Proc::report).collect();
+        sent.clear();
+        for r in reports.iter().chain([&left]) {
+            for &(id, n) in &r.sent {
+                sent.insert((r.host, id), n);
+            }
+        }
+        let total: u64 = sent.values().sum();
+        let applied: u64 = reports.iter().map(NodeReport::applied).sum();
+        if applied >= total || Instant::now() > end {
+            break reports;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        sent.values().sum::<u64>(),
+        3 * 200 + 2 * 300 + 300 + 200 + 100
+    );
+    let bad = check_exactly_once(&sent, reports.iter().map(|r| &r.ledger));
+    assert!(bad.is_empty(), "{bad:#?}");
+    // Exactly one owner per ID, and each ID's data lives with its owner.
+    let mut owned: Vec<(Id, Id)> = reports
+        .iter()
+        .flat_map(|r| r.owned.iter().map(|o| (o.start, o.end)))
+        .collect();
+    owned.sort();
+    let mut next = 0;
+    for (s, e) in owned {
+        assert_eq!(s, next, "gap or overlap at {s}");
+        next = e;
+    }
+    assert_eq!(next, SPACE);
+    for r in &reports {
+        assert!(
+            r.owned.iter().any(|o| !o.is_empty()),
+            "h{} owns IDs",
+            r.host
+        );
+        for id in r.ledger.log.keys() {
+            assert!(
+                r.owned.iter().any(|o| o.contains(*id)),
+                "h{}: data of {id}",
+                r.host
+            );
+        }
+        assert_eq!(
+            (
+                r.duplicates,
+                r.bound_violations,
+                r.after_departure,
+                r.parked
+            ),
+            (0, 0, 0, 0),
+            "h{}",
+            r.host
+        );
+    }
+    for q in &mut live {
+        q.cmd("quit");
+        assert!(q.wait_exit());
+    }
+}
+
+/// A peer that sends garbage: the connection is dropped and the machine keeps working; a
+/// well-framed transport message with a bad Phoenix body is rejected and counted.
+#[test]
+fn garbage_from_a_peer_is_dropped_and_the_node_survives() {
+    use gridbed_real::frame::Header;
+    let peers = free_addrs(1);
+    let mut q = Proc::start(0, &peers, 1);
+    q.expect("ready");
+    let addr: SocketAddr = peers.parse().expect("one address");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("write garbage");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let body = vec![0xF5, 1, 0xFF, 0xFF, 0xFF];
+    let hdr = Header {
+        from_port: gridbed_phoenix::PORT,
+        to_port: gridbed_phoenix::PORT,
+        from_host: 0,
+        len: body.len() as u32,
+    };
+    s.write_all(&hdr.encode()).expect("header");
+    s.write_all(&body).expect("body");
+    let end = Instant::now() + WAIT;
+    loop {
+        let r = q.report();
+        if r.rejected == 1 || Instant::now() > end {
+            assert_eq!(r.rejected, 1, "{r:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    q.cmd("send 10");
+    q.expect("sent");
+    let r = q.report();
+    assert_eq!(r.applied(), 10, "still delivering after the garbage");
+    q.cmd("quit");
+    assert!(q.wait_exit());
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    for args in [
+        vec!["--host", "3", "--peers", "127.0.0.1:1"],
+        vec!["--host", "0", "--peers", "nonsense"],
+        vec!["--host", "0", "--peers", "127.0.0.1:1", "--initial", "2"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_phoenix-node"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run phoenix-node");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,182 @@
+//! Guest RAM, owned by the monitor and lent to unicorn with `mem_map_ptr`.
+//!
+//! Two reasons not to let unicorn allocate it:
+//! - the monitor reads guest memory on every trap (instruction bytes, IDT gate, descriptors, the
+//!   iret frame); `uc_mem_read` walks QEMU's address space for each call, a plain copy from our
+//!   own buffer does not;
+//! - write-protecting scanned text with `uc_mem_protect` makes unicorn split the 256 MiB region by
+//!   copying all of it; mapping RAM as separate regions with the right permissions up front avoids
+//!   that entirely.
+//!
+//! Monitor *writes* still go through `uc_mem_write`, so QEMU invalidates any translated code on
+//! the written page.
+
+use unicorn_engine::{Prot, Unicorn};
+
+use crate::error::Result;
+use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
+
+/// A zeroed, heap-allocated copy of guest RAM `RAM_BASE..RAM_TOP` (lazily backed by the host OS).
+pub struct GuestRam {
+    ptr: *mut u8,
+    len: usize,
+    /// Per page: mapped read/write but not executable, so unicorn can hold no translated code
+    /// there and the monitor may store into it directly (see `write`).
+    data_only: Vec<bool>,
+}
+
+impl GuestRam {
+    pub fn new() -> Self {
+        let b = vec![0u8; (RAM_TOP - RAM_BASE) as usize].into_boxed_slice();
+        let len = b.len();
+        let ptr = Box::into_raw(b).cast::<u8>();
+        GuestRam {
+            ptr,
+            len,
+            data_only: Vec::new(),
+        }
+    }
+
+    /// Copies guest bytes at `addr` into `buf`; false if the range is not all inside RAM.
+    pub fn read(&self, addr: u32, buf: &mut [u8]) -> bool {
+        let end = addr as u64 + buf.len() as u64;
+        if addr < RAM_BASE || end > RAM_TOP as u64 {
+            return false;
+        }
+        // SAFETY: the range lies inside the allocation (checked above); unicorn only writes this
+        // memory while emulating, never while a monitor hook (our only caller) is running.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.add((addr - RAM_BASE) as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+        true
+    }
+
+    /// Stores `bytes` at guest `addr` directly when every page touched is data-only; false (and
+    /// nothing written) otherwise, and the caller goes through `uc_mem_write`, which also
+    /// invalidates translated code.
+    pub fn write(&mut self, addr: u32, bytes: &[u8]) -> bool {
+        let end = addr as u64 + bytes.len() as u64;
+        if bytes.is_empty() || addr < RAM_BASE || end > RAM_TOP as u64 {
+            return false;
+        }
+        let first = ((addr - RAM_BASE) / PAGE) as usize;
+        let last = ((end as u32 - 1 - RAM_BASE) / PAGE) as usize;
+        if !self
+            .data_only
+            .get(first..=last)
+            .is_some_and(|p| p.iter().all(|d| *d))
+        {
+            return false;
+        }
+        // SAFETY: the range lies inside the allocation (checked above); unicorn is not running
+        // guest code while a monitor hook (our only caller) runs.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add((addr - RAM_BASE) as usize),
+                bytes.len(),
+            );
+        }
+        true
+    }
+
+    /// Decides each page's permissions: pages in `read_only` (write-protected scanned text)
+    /// read+execute, other pages in `exec` (loaded image segments) read/write/execute, the rest
+    /// (stacks, heap, free RAM) read/write. Returns them for [`map`] and remembers which pages
+    /// are data-only.
+    pub fn plan(&mut self, read_only: &[(u32, u32)], exec: &[(u32, u32)]) -> Vec<Prot> {
+        let pages = ((RAM_TOP - RAM_BASE) / PAGE) as usize;
+        let mut prot = vec![Prot::READ | Prot::WRITE; pages];
+        let mut mark = |ranges: &[(u32, u32)], p: Prot| {
+            for (s, e) in ranges {
+                let s = (*s).max(RAM_BASE);
+                let e = (*e).min(RAM_TOP);
+                if s >= e {
+                    continue;
+                }
+                let first = ((s - RAM_BASE) / PAGE) as usize;
+                let last = ((e - 1 - RAM_BASE) / PAGE) as usize;
+                prot[first..=last].fill(p);
+            }
+        };
+        mark(exec, Prot::ALL);
+        mark(read_only, Prot::READ | Prot::EXEC);
+        self.data_only = prot
+            .iter()
+            .map(|p| *p == Prot::READ | Prot::WRITE)
+            .collect();
+        prot
+    }
+
+    /// Start of the buffer (guest address `RAM_BASE`), for [`map`].
+    pub fn base(&self) -> RamBase {
+        RamBase(self.ptr)
+    }
+}
+
+/// The buffer's address, copied out so the engine holding the buffer can be borrowed mutably.
+#[derive(Copy, Clone)]
+pub struct RamBase(*mut u8);
+
+/// Maps the RAM at `base` into `uc` with the per-page permissions `prot` (from
+/// [`GuestRam::plan`]), each run of equal pages as its own region.
+///
+/// Keeping non-code pages non-executable is a speed matter: unicorn keeps every store to an
+/// executable page on its slow "not dirty" path (the page might hold translated code), and the
+/// monitor may write data-only pages directly.
+///
+/// # Safety
+/// `base` must come from a [`GuestRam`] that outlives the engine (e.g. held in its user data).
+pub unsafe fn map<D>(uc: &mut Unicorn<D>, base: RamBase, prot: &[Prot]) -> Result<()> {
+    let pages = prot.len();
+    let mut run = 0usize;
+    for i in 1..=pages {
+        if i == pages || prot[i] != prot[run] {
+            let at = |i: usize| RAM_BASE + (i as u32) * PAGE;
+            map_range(uc, base, at(run), at(i), prot[run])?;
+            run = i;
+        }
+    }
+    Ok(())
+}
+
+fn map_range<D>(
+    uc: &mut Unicorn<D>,
+    base: RamBase,
+    start: u32,
+    end: u32,
+    prot: Prot,
+) -> Result<()> {
+    // SAFETY: `start..end` lies inside RAM_BASE..RAM_TOP, i.e. inside the buffer, which outlives
+    // the engine (contract of `map`).
+    unsafe {
+        uc.mem_map_ptr(
+            start as u64,
+            (end - start) as u64,
+            prot,
+            base.0.add((start - RAM_BASE) as usize).cast(),
+        )?;
+    }
+    Ok(())
+}
+
+impl Default for GuestRam {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of exactly `len` bytes.
+        unsafe {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.ptr, self.len,
+            )));
+        }
+    }
+}
