@@ -34,7 +34,10 @@ fn gridbed_layer() {
         Box::pin(async move {
             let hosts = cluster.hosts();
             let mut mb = hosts[1].bind(1).unwrap();
-            hosts[0].send(1, Addr::new(HostId(1), 1), vec![7u8; BYTES]).await.unwrap();
+            hosts[0]
+                .send(1, Addr::new(HostId(1), 1), vec![7u8; BYTES])
+                .await
+                .unwrap();
             assert_eq!(mb.recv().await.unwrap().payload.len(), BYTES);
         })
     })
@@ -43,7 +46,9 @@ fn gridbed_layer() {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("loopback-40MB");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Bytes(BYTES as u64));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Bytes(BYTES as u64));
     g.bench_function("bare-socket-copy", |b| b.iter(bare_copy));
     g.bench_function("gridbed-real-send", |b| b.iter(gridbed_layer));
     g.finish();

@@ -43,7 +43,12 @@ pub fn run_sink(kind: &str, addr: &str) -> io::Result<()> {
             Box::new(s)
         }
         "unix" => Box::new(UnixStream::connect(addr)?),
-        other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown sink kind '{other}'"))),
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown sink kind '{other}'"),
+            ))
+        }
     };
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -74,7 +79,12 @@ impl Drop for ChildGuard {
 /// Measures the time to move each block size over `path`: the best of `reps` repetitions
 /// (the minimum filters out scheduling noise on a shared machine). `sink_cmd` must start a process
 /// that runs [`run_sink`] with the two arguments appended.
-pub fn measure(sink_cmd: &mut Command, path: BlockPath, sizes: &[usize], reps: usize) -> io::Result<Vec<(usize, f64)>> {
+pub fn measure(
+    sink_cmd: &mut Command,
+    path: BlockPath,
+    sizes: &[usize],
+    reps: usize,
+) -> io::Result<Vec<(usize, f64)>> {
     let dir = std::env::temp_dir().join(format!("gridbed-sink-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let sock_path = dir.join(format!("{:?}.sock", path).replace(['(', ')'], ""));
@@ -82,13 +92,28 @@ pub fn measure(sink_cmd: &mut Command, path: BlockPath, sizes: &[usize], reps: u
     let (mut conn, _child): (Box<dyn Duplex>, ChildGuard) = match path {
         BlockPath::Unix => {
             let l = UnixListener::bind(&sock_path)?;
-            let child = ChildGuard(sink_cmd.arg("unix").arg(&sock_path).stdin(Stdio::null()).spawn()?);
-            (Box::new(accept_within(|| l.accept().map(|(s, _)| s), &l)?), child)
+            let child = ChildGuard(
+                sink_cmd
+                    .arg("unix")
+                    .arg(&sock_path)
+                    .stdin(Stdio::null())
+                    .spawn()?,
+            );
+            (
+                Box::new(accept_within(|| l.accept().map(|(s, _)| s), &l)?),
+                child,
+            )
         }
         _ => {
             let l = TcpListener::bind("127.0.0.1:0")?;
             let addr = l.local_addr()?.to_string();
-            let child = ChildGuard(sink_cmd.arg("tcp").arg(&addr).stdin(Stdio::null()).spawn()?);
+            let child = ChildGuard(
+                sink_cmd
+                    .arg("tcp")
+                    .arg(&addr)
+                    .stdin(Stdio::null())
+                    .spawn()?,
+            );
             let s = accept_tcp_within(&l)?;
             s.set_nodelay(true)?;
             (Box::new(s), child)
@@ -134,14 +159,20 @@ fn accept_tcp_within(l: &TcpListener) -> io::Result<TcpStream> {
                 std::thread::sleep(Duration::from_millis(5))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "sink process did not connect within 10 s"))
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sink process did not connect within 10 s",
+                ))
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-fn accept_within(accept: impl Fn() -> io::Result<UnixStream>, l: &UnixListener) -> io::Result<UnixStream> {
+fn accept_within(
+    accept: impl Fn() -> io::Result<UnixStream>,
+    l: &UnixListener,
+) -> io::Result<UnixStream> {
     l.set_nonblocking(true)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -154,7 +185,10 @@ fn accept_within(accept: impl Fn() -> io::Result<UnixStream>, l: &UnixListener) 
                 std::thread::sleep(Duration::from_millis(5))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "sink process did not connect within 10 s"))
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sink process did not connect within 10 s",
+                ))
             }
             Err(e) => return Err(e),
         }

@@ -84,10 +84,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_version_and_oversize() {
-        let mut b = Header { from_port: 1, to_port: 2, from_host: 3, len: 4 }.encode();
+        let mut b = Header {
+            from_port: 1,
+            to_port: 2,
+            from_host: 3,
+            len: 4,
+        }
+        .encode();
         b[2] = 9;
         assert_eq!(Header::decode(&b), Err(FrameError::BadVersion(9)));
-        let mut b = Header { from_port: 1, to_port: 2, from_host: 3, len: 4 }.encode();
+        let mut b = Header {
+            from_port: 1,
+            to_port: 2,
+            from_host: 3,
+            len: 4,
+        }
+        .encode();
         b[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(Header::decode(&b), Err(FrameError::TooLarge(_))));
     }

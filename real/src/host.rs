@@ -33,7 +33,13 @@ pub struct RealHost {
 
 impl RealHost {
     /// Starts accepting peers on `listener`.
-    pub fn start(id: HostId, listener: TcpListener, addrs: Arc<Vec<SocketAddr>>, epoch: Instant, rt: tokio::runtime::Handle) -> Arc<RealHost> {
+    pub fn start(
+        id: HostId,
+        listener: TcpListener,
+        addrs: Arc<Vec<SocketAddr>>,
+        epoch: Instant,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<RealHost> {
         let host = Arc::new_cyclic(|me| RealHost {
             me: me.clone(),
             id,
@@ -65,22 +71,37 @@ impl RealHost {
         self.conns.lock().clear();
     }
 
-    async fn connection(&self, to: HostId) -> Result<Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>, NetError> {
+    async fn connection(
+        &self,
+        to: HostId,
+    ) -> Result<Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>, NetError> {
         if let Some(c) = self.conns.lock().get(&to.0) {
             return Ok(c.clone());
         }
-        let sa = *self.addrs.get(to.0 as usize).ok_or(NetError::Unreachable(Addr::new(to, 0)))?;
-        let stream = TcpStream::connect(sa).await.map_err(|e| NetError::Io(e.to_string()))?;
+        let sa = *self
+            .addrs
+            .get(to.0 as usize)
+            .ok_or(NetError::Unreachable(Addr::new(to, 0)))?;
+        let stream = TcpStream::connect(sa)
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (_, w) = stream.into_split();
-        let c = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(64 * 1024, w)));
+        let c = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            w,
+        )));
         // Two racing first sends may both connect; keep the first so order per pair is preserved.
         Ok(self.conns.lock().entry(to.0).or_insert(c).clone())
     }
 }
 
 /// Reads frames from one peer connection until it closes or sends garbage.
-async fn read_frames(stream: TcpStream, ports: Ports, parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>) {
+async fn read_frames(
+    stream: TcpStream,
+    ports: Ports,
+    parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
+) {
     // Buffered: a small message costs one read syscall for many frames, not two per frame; large
     // payloads bypass the buffer.
     let mut stream = BufReader::with_capacity(64 * 1024, stream);
@@ -99,11 +120,18 @@ async fn read_frames(stream: TcpStream, ports: Ports, parked: Arc<Mutex<BTreeMap
         // Reading into spare capacity skips zero-filling the buffer (40 ms per GB).
         let len = h.len as usize;
         let mut payload = Vec::with_capacity(len);
-        match (&mut stream).take(len as u64).read_to_end(&mut payload).await {
+        match (&mut stream)
+            .take(len as u64)
+            .read_to_end(&mut payload)
+            .await
+        {
             Ok(n) if n == len => {}
             _ => return,
         }
-        let msg = Message { from: Addr::new(HostId(h.from_host), h.from_port), payload };
+        let msg = Message {
+            from: Addr::new(HostId(h.from_host), h.from_port),
+            payload,
+        };
         let tx = ports.lock().get(&h.to_port).cloned();
         match tx {
             Some(tx) => {
@@ -182,16 +210,36 @@ impl Host for RealHost {
             let _ = tx.send(m);
         }
         ports.insert(port, tx);
-        Ok(Box::new(RealMailbox { addr: Addr::new(self.id, port), rx, ports: self.ports.clone() }))
+        Ok(Box::new(RealMailbox {
+            addr: Addr::new(self.id, port),
+            rx,
+            ports: self.ports.clone(),
+        }))
     }
-    fn send(&self, from_port: u16, to: Addr, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>> {
-        let this = SendCtx { host: self.me.upgrade().expect("host is alive while borrowed"), from_port };
+    fn send(
+        &self,
+        from_port: u16,
+        to: Addr,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>> {
+        let this = SendCtx {
+            host: self.me.upgrade().expect("host is alive while borrowed"),
+            from_port,
+        };
         Box::pin(async move {
             if payload.len() > crate::frame::MAX_PAYLOAD {
-                return Err(NetError::TooLarge { size: payload.len(), limit: crate::frame::MAX_PAYLOAD });
+                return Err(NetError::TooLarge {
+                    size: payload.len(),
+                    limit: crate::frame::MAX_PAYLOAD,
+                });
             }
             let conn = this.host.connection(to.host).await?;
-            let hdr = Header { from_port: this.from_port, to_port: to.port, from_host: this.host.id.0, len: payload.len() as u32 };
+            let hdr = Header {
+                from_port: this.from_port,
+                to_port: to.port,
+                from_host: this.host.id.0,
+                len: payload.len() as u32,
+            };
             let mut w = conn.lock().await;
             let io = async {
                 w.write_all(&hdr.encode()).await?;
@@ -210,4 +258,3 @@ struct SendCtx {
     host: Arc<RealHost>,
     from_port: u16,
 }
-

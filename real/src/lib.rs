@@ -54,21 +54,34 @@ where
     F: FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send + 'static,
 {
     anyhow::ensure!(n_hosts > 0, "a real cluster needs at least one host");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let result = rt.block_on(async move {
         let mut listeners = Vec::with_capacity(n_hosts);
         for _ in 0..n_hosts {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
         }
-        let addrs = Arc::new(listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?);
+        let addrs = Arc::new(
+            listeners
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         let epoch = Instant::now();
         let handle = tokio::runtime::Handle::current();
         let hosts: Vec<_> = listeners
             .into_iter()
             .enumerate()
-            .map(|(i, l)| RealHost::start(HostId(i as u32), l, addrs.clone(), epoch, handle.clone()))
+            .map(|(i, l)| {
+                RealHost::start(HostId(i as u32), l, addrs.clone(), epoch, handle.clone())
+            })
             .collect();
-        let cluster = Arc::new(RealCluster { hosts: hosts.clone(), epoch });
+        let cluster = Arc::new(RealCluster {
+            hosts: hosts.clone(),
+            epoch,
+        });
         let out = tokio::time::timeout(deadline, scenario(cluster)).await;
         for h in &hosts {
             h.stop();

@@ -13,21 +13,27 @@ fn ring(rounds: usize) -> impl FnOnce(ClusterRef) -> BoxFuture<'static, Vec<u32>
             for h in hosts.iter().skip(1) {
                 let mut mb = h.bind(5).unwrap();
                 let me = h.clone();
-                h.spawn("relay", Box::pin(async move {
-                    while let Ok(m) = mb.recv().await {
-                        let next = HostId((me.id().0 + 1) % n);
-                        let mut p = m.payload;
-                        p.push(me.id().0 as u8);
-                        if me.send(5, Addr::new(next, 5), p).await.is_err() {
-                            return;
+                h.spawn(
+                    "relay",
+                    Box::pin(async move {
+                        while let Ok(m) = mb.recv().await {
+                            let next = HostId((me.id().0 + 1) % n);
+                            let mut p = m.payload;
+                            p.push(me.id().0 as u8);
+                            if me.send(5, Addr::new(next, 5), p).await.is_err() {
+                                return;
+                            }
                         }
-                    }
-                }));
+                    }),
+                );
             }
             let mut home = hosts[0].bind(5).unwrap();
             let mut token = Vec::new();
             for _ in 0..rounds {
-                hosts[0].send(5, Addr::new(HostId(1), 5), token).await.unwrap();
+                hosts[0]
+                    .send(5, Addr::new(HostId(1), 5), token)
+                    .await
+                    .unwrap();
                 token = home.recv().await.unwrap().payload;
             }
             token.into_iter().map(u32::from).collect()
@@ -37,7 +43,11 @@ fn ring(rounds: usize) -> impl FnOnce(ClusterRef) -> BoxFuture<'static, Vec<u32>
 
 #[test]
 fn ring_runs_identically_on_sim_and_real_tcp() {
-    let sim = gridbed_sim::run(gridbed_sim::SimConfig::new(gridbed_sim::Platform::lans(1, 4, "gige-tcp").unwrap(), 1), ring(3)).value;
+    let sim = gridbed_sim::run(
+        gridbed_sim::SimConfig::new(gridbed_sim::Platform::lans(1, 4, "gige-tcp").unwrap(), 1),
+        ring(3),
+    )
+    .value;
     let real = gridbed_real::run_local(4, Duration::from_secs(20), ring(3)).unwrap();
     assert_eq!(sim, vec![1, 2, 3, 1, 2, 3, 1, 2, 3]);
     assert_eq!(sim, real);

@@ -11,7 +11,12 @@ use crate::{block_sizes, move_block};
 pub const TRANSPORTS: [(&str, &str, &str, f64); 3] = [
     ("sp2-lapi", "LAPI / SP Switch (sim)", "lapi_mbit_s", 443.0),
     ("sp2-tcp", "TCP / SP Switch (sim)", "sp_tcp_mbit_s", 148.0),
-    ("ethernet-100", "TCP / 100Base-TX (sim)", "ethernet_tcp_mbit_s", 89.7),
+    (
+        "ethernet-100",
+        "TCP / 100Base-TX (sim)",
+        "ethernet_tcp_mbit_s",
+        89.7,
+    ),
 ];
 
 /// Paper: 40 MB (10^6 bytes) moved by LAPI in 0.722 s on average.
@@ -67,7 +72,8 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
     for (preset, label, metric, paper) in TRANSPORTS {
         let (points, t40, t) = sweep(preset, seed)?;
         trace.absorb(t);
-        out.metrics.insert(metric.into(), large_block_mbit_s(&points));
+        out.metrics
+            .insert(metric.into(), large_block_mbit_s(&points));
         out.paper.insert(metric.into(), paper);
         out.tolerance.insert(metric.into(), 0.05);
         if preset == "sp2-lapi" {
@@ -76,7 +82,10 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
             out.tolerance.insert("lapi_40mb_s".into(), 0.05);
             // Knee: at 1 KiB the fixed cost dominates; effective bandwidth is a small fraction.
             let (b, s) = points[0];
-            out.metrics.insert("lapi_1kib_bw_fraction".into(), b as f64 * 8.0 / s / 1e6 / large_block_mbit_s(&points));
+            out.metrics.insert(
+                "lapi_1kib_bw_fraction".into(),
+                b as f64 * 8.0 / s / 1e6 / large_block_mbit_s(&points),
+            );
         }
         let cost = presets::transport(preset).expect("preset exists").cost();
         out.notes.push(format!(
@@ -89,8 +98,17 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
             cost.recv_host_s * 1e6,
             cost.packet_rtt_s * 1e6
         ));
-        time_fig.series.push(Series { name: label.into(), points: points.iter().map(|&(b, s)| (b as f64, s)).collect() });
-        bw_fig.series.push(Series { name: label.into(), points: points.iter().map(|&(b, s)| (b as f64, b as f64 * 8.0 / s / 1e6)).collect() });
+        time_fig.series.push(Series {
+            name: label.into(),
+            points: points.iter().map(|&(b, s)| (b as f64, s)).collect(),
+        });
+        bw_fig.series.push(Series {
+            name: label.into(),
+            points: points
+                .iter()
+                .map(|&(b, s)| (b as f64, b as f64 * 8.0 / s / 1e6))
+                .collect(),
+        });
     }
     out.notes.push("Link rates come from the document (SP Switch 1200 Mbit/s, 100Base-TX 100 Mbit/s); host parameters are era estimates documented in sim/src/presets.rs.".into());
     out.figures = vec![time_fig, bw_fig];
@@ -114,10 +132,16 @@ mod tests {
         let out = simulate(1).unwrap();
         for (name, paper) in paper_values() {
             let got = out.metrics[&name];
-            assert!((got / paper - 1.0).abs() <= 0.05, "{name}: {got} vs paper {paper}");
+            assert!(
+                (got / paper - 1.0).abs() <= 0.05,
+                "{name}: {got} vs paper {paper}"
+            );
         }
         // Latency dominated = the fixed cost exceeds the byte cost, i.e. under half the large-block rate.
-        assert!(out.metrics["lapi_1kib_bw_fraction"] < 0.5, "small blocks must be latency dominated");
+        assert!(
+            out.metrics["lapi_1kib_bw_fraction"] < 0.5,
+            "small blocks must be latency dominated"
+        );
     }
 
     #[test]

@@ -23,7 +23,13 @@ pub async fn move_block(cluster: &ClusterRef, bytes: usize) -> Duration {
     let (src, dst) = (hosts[0].clone(), hosts[1].clone());
     let mut inbox = dst.bind(IMAGE_PORT).expect("image port free");
     let t0 = cluster.now();
-    src.send(IMAGE_PORT, Addr::new(HostId(1), IMAGE_PORT), vec![0u8; bytes]).await.expect("hosts 0 and 1 reach each other");
+    src.send(
+        IMAGE_PORT,
+        Addr::new(HostId(1), IMAGE_PORT),
+        vec![0u8; bytes],
+    )
+    .await
+    .expect("hosts 0 and 1 reach each other");
     let m = inbox.recv().await.expect("destination alive");
     debug_assert_eq!(m.payload.len(), bytes);
     cluster.event(&format!("block {bytes} moved"));

@@ -27,7 +27,9 @@ use std::time::Duration;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Index of a host in the platform (simulated) or in the cluster host list (real).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct HostId(pub u32);
 
 impl fmt::Display for HostId {
@@ -37,7 +39,9 @@ impl fmt::Display for HostId {
 }
 
 /// A message endpoint: a port on a host.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Addr {
     pub host: HostId,
     pub port: u16,
@@ -121,7 +125,12 @@ pub trait Host: Send + Sync {
     fn bind(&self, port: u16) -> Result<Box<dyn Mailbox>, NetError>;
     /// Sends a message from `from_port` on this host to `to`. Resolves when the sender may reuse its
     /// buffer (the bytes have left the sending host), not when the receiver has them.
-    fn send(&self, from_port: u16, to: Addr, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>>;
+    fn send(
+        &self,
+        from_port: u16,
+        to: Addr,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>>;
 
     /// Records an experiment-level event in the run's trace (sim); logs it at debug level (real).
     fn event(&self, what: &str);

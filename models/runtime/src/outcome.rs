@@ -47,7 +47,7 @@ pub struct Figure {
 }
 
 /// Most trace events kept verbatim in a record; beyond it only the digest and count grow.
-pub const TRACE_EVENTS_KEPT: usize = 200_000;
+pub const TRACE_EVENTS_KEPT: usize = 50_000;
 
 /// The trace of one or more simulated runs: every event folded into a SHA-256 digest, and the first
 /// [`TRACE_EVENTS_KEPT`] events kept verbatim so a replay can name where two runs diverge.
@@ -60,7 +60,11 @@ pub struct TraceRecord {
 
 impl Default for TraceRecord {
     fn default() -> Self {
-        TraceRecord { digest: hex_sha256(b""), count: 0, events: Vec::new() }
+        TraceRecord {
+            digest: hex_sha256(b""),
+            count: 0,
+            events: Vec::new(),
+        }
     }
 }
 
