@@ -218,7 +218,7 @@ fn run(config: Config, img: &GuestImage) -> (ArchState, Vec<u8>, Vec<u8>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn vmp_matches_native(ops in prop::collection::vec(op(), 1..40)) {
