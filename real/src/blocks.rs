@@ -100,7 +100,12 @@ pub fn measure(
                     .spawn()?,
             );
             (
-                Box::new(accept_within(|| l.accept().map(|(s, _)| s), &l)?),
+                {
+                    l.set_nonblocking(true)?;
+                    let s =
+                        accept_within(|| l.accept().map(|(s, _)| s), |s| s.set_nonblocking(false))?;
+                    Box::new(s)
+                },
                 child,
             )
         }
@@ -114,7 +119,8 @@ pub fn measure(
                     .stdin(Stdio::null())
                     .spawn()?,
             );
-            let s = accept_tcp_within(&l)?;
+            l.set_nonblocking(true)?;
+            let s = accept_within(|| l.accept().map(|(s, _)| s), |s| s.set_nonblocking(false))?;
             s.set_nodelay(true)?;
             (Box::new(s), child)
         }
@@ -146,39 +152,18 @@ pub fn measure(
     Ok(out)
 }
 
-fn accept_tcp_within(l: &TcpListener) -> io::Result<TcpStream> {
-    l.set_nonblocking(true)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)?;
-                return Ok(s);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "sink process did not connect within 10 s",
-                ))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn accept_within(
-    accept: impl Fn() -> io::Result<UnixStream>,
-    l: &UnixListener,
-) -> io::Result<UnixStream> {
-    l.set_nonblocking(true)?;
+/// Accepts one connection from the sink process (on a listener already set non-blocking), giving up
+/// after 10 s so that a sink that died cannot hang the experiment; `blocking` restores blocking I/O
+/// on the accepted stream.
+fn accept_within<S>(
+    accept: impl Fn() -> io::Result<S>,
+    blocking: impl Fn(&S) -> io::Result<()>,
+) -> io::Result<S> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match accept() {
             Ok(s) => {
-                s.set_nonblocking(false)?;
+                blocking(&s)?;
                 return Ok(s);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {

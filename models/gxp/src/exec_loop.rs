@@ -122,11 +122,7 @@ impl Controller {
         let mut results: BTreeMap<u32, HostResult> = hosts
             .iter()
             .map(|&i| {
-                let name = self
-                    .table
-                    .get(i)
-                    .map(|e| e.name.clone())
-                    .unwrap_or_default();
+                let name = self.table.name_of(i);
                 let r = HostResult {
                     index: i,
                     name,

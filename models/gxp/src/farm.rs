@@ -203,11 +203,7 @@ impl Controller {
                 for e in execs {
                     let r = running.remove(&e).expect("present");
                     if attempts.get(&r.task).copied().unwrap_or(0) >= opts.max_attempts {
-                        let name = self
-                            .table
-                            .get(h)
-                            .map(|e| e.name.clone())
-                            .unwrap_or_default();
+                        let name = self.table.name_of(h);
                         let rec = record(
                             r.task,
                             &tasks[r.task],
@@ -242,11 +238,7 @@ impl Controller {
                     if running.get(&exec).is_some_and(|r| r.host == host) =>
                 {
                     let r = running.remove(&exec).expect("present");
-                    let name = self
-                        .table
-                        .get(host)
-                        .map(|e| e.name.clone())
-                        .unwrap_or_default();
+                    let name = self.table.name_of(host);
                     let rec = record(
                         r.task,
                         &tasks[r.task],

@@ -73,6 +73,11 @@ impl HostTable {
         self.entries.get(i as usize)
     }
 
+    /// The host's name, or "" for an index not in the table.
+    pub fn name_of(&self, i: u32) -> String {
+        self.get(i).map(|e| e.name.clone()).unwrap_or_default()
+    }
+
     pub fn entries(&self) -> &[HostEntry] {
         &self.entries
     }

@@ -48,12 +48,8 @@ impl IdData for Ledger {
     }
 }
 
-/// The guarantee after crashes: messages that were inside a crashed machine or on a link to it are
-/// lost, but nothing is applied twice, out of per-(sender, ID) order, or without having been sent.
-pub fn check_at_most_once<'a>(
-    sent: &BTreeMap<(u32, Id), u64>,
-    ledgers: impl IntoIterator<Item = &'a Ledger>,
-) -> Vec<String> {
+/// Sequence numbers applied per (sender, ID), across all ledgers, in application order.
+fn applied<'a>(ledgers: impl IntoIterator<Item = &'a Ledger>) -> BTreeMap<(u32, Id), Vec<u64>> {
     let mut got: BTreeMap<(u32, Id), Vec<u64>> = BTreeMap::new();
     for l in ledgers {
         for (&id, entries) in &l.log {
@@ -62,6 +58,16 @@ pub fn check_at_most_once<'a>(
             }
         }
     }
+    got
+}
+
+/// The guarantee after crashes: messages that were inside a crashed machine or on a link to it are
+/// lost, but nothing is applied twice, out of per-(sender, ID) order, or without having been sent.
+pub fn check_at_most_once<'a>(
+    sent: &BTreeMap<(u32, Id), u64>,
+    ledgers: impl IntoIterator<Item = &'a Ledger>,
+) -> Vec<String> {
+    let got = applied(ledgers);
     let mut bad = Vec::new();
     for (key, seqs) in got {
         let n = sent.get(&key).copied().unwrap_or(0);
@@ -83,14 +89,7 @@ pub fn check_exactly_once<'a>(
     sent: &BTreeMap<(u32, Id), u64>,
     ledgers: impl IntoIterator<Item = &'a Ledger>,
 ) -> Vec<String> {
-    let mut got: BTreeMap<(u32, Id), Vec<u64>> = BTreeMap::new();
-    for l in ledgers {
-        for (&id, entries) in &l.log {
-            for &(from, seq) in entries {
-                got.entry((from, id)).or_default().push(seq);
-            }
-        }
-    }
+    let mut got = applied(ledgers);
     let mut bad = Vec::new();
     for (&key, &n) in sent {
         let seqs = got.remove(&key).unwrap_or_default();

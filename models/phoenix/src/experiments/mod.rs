@@ -11,3 +11,8 @@ mod series;
 pub use gridbed_runtime::outcome::Mode;
 pub use raytrace::{raytrace, raytrace_with, RaytraceParams};
 pub use scale::{scale, scale_with, ScaleParams};
+
+/// Locks shared experiment state; a panicked task must not hide the rest of the results.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

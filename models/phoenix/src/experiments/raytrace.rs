@@ -16,15 +16,16 @@ use anyhow::{anyhow, bail, Context};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
+use super::lock;
 use super::series::{binned_rate, Steps};
-use crate::ids::{Id, IdRange};
+use crate::ids::Id;
 use crate::node::{Config, Start, Stats};
 use crate::raytrace::scene::Scene;
 use crate::raytrace::tiles::{
     assemble, png, render_sequential, render_tile_rows, TileGrid, TileState, Tiles,
 };
 use crate::runtime::{yield_now, Phoenix};
-use crate::table::{Entry, RoutingTable};
+use crate::table::RoutingTable;
 
 /// CPU cycles charged per ray–object intersection test in the simulator. A ray–sphere test is ~30
 /// floating-point operations (dot products, a square root); at ~0.5 flop/cycle on a mid-2000s x86
@@ -98,26 +99,6 @@ struct RunResult {
     /// Number of machines present over time.
     present: Steps,
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn initial_table(space: Id, machines: u32) -> RoutingTable {
-    let mut t = RoutingTable::whole(space, HostId(0));
-    for i in 1..machines {
-        let r = IdRange::new(
-            space * u64::from(i) / u64::from(machines),
-            space * u64::from(i + 1) / u64::from(machines),
-        );
-        t.merge(Entry {
-            range: r,
-            owner: HostId(i),
-            epoch: 1,
-        });
-    }
-    t
 }
 
 /// The experiment with default parameters.
@@ -283,7 +264,7 @@ fn scenario(
             stats: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
         });
-        let table = initial_table(space, p.initial);
+        let table = RoutingTable::even(space, p.initial);
         let mut capacity = Steps::default();
         let mut present = Steps::default();
         let secs = |d: Duration| d.as_secs_f64();

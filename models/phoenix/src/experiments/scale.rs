@@ -14,11 +14,12 @@ use anyhow::{anyhow, bail};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
+use super::lock;
 use crate::ids::{Id, IdRange};
 use crate::ledger::{check_exactly_once, Ledger};
 use crate::node::{Config, Phase, Start, Stats};
 use crate::runtime::Phoenix;
-use crate::table::{Entry, RoutingTable};
+use crate::table::RoutingTable;
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -79,10 +80,6 @@ struct Shared {
     owners: Arc<Mutex<BTreeMap<HostId, Vec<IdRange>>>>,
     /// Instants at which some ID had two owners (must stay 0).
     multi_owner: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Timeline {
@@ -248,22 +245,6 @@ fn unowned(sh: &Shared, space: Id) -> u64 {
     space.saturating_sub(owned)
 }
 
-fn initial_table(space: Id, machines: u32) -> RoutingTable {
-    let mut t = RoutingTable::whole(space, HostId(0));
-    for i in 1..machines {
-        let r = IdRange::new(
-            space * u64::from(i) / u64::from(machines),
-            space * u64::from(i + 1) / u64::from(machines),
-        );
-        t.merge(Entry {
-            range: r,
-            owner: HostId(i),
-            epoch: 1,
-        });
-    }
-    t
-}
-
 fn scenario(
     cluster: ClusterRef,
     p: ScaleParams,
@@ -291,7 +272,7 @@ fn scenario(
             multi_owner: AtomicU64::new(0),
         });
         let now = |c: &ClusterRef| c.now().as_secs_f64();
-        let table = initial_table(p.space, p.initial);
+        let table = RoutingTable::even(p.space, p.initial);
         let spawn = |h: &HostRef, start: Start| {
             let t = node_task(h.clone(), start, p.clone(), gateways.clone(), sh.clone());
             h.spawn("phoenix-scale", Box::pin(t));
