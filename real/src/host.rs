@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 use crate::frame::{Header, HEADER_LEN};
 
 type Ports = Arc<Mutex<BTreeMap<u16, mpsc::UnboundedSender<Message>>>>;
+type Writer = Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>;
+
+/// Incoming connections by number: the peer host (known after its first frame) and the reader task.
+type Inbound = Arc<Mutex<BTreeMap<u64, (Option<u32>, tokio::task::AbortHandle)>>>;
 
 pub struct RealHost {
     pub id: HostId,
@@ -25,7 +29,8 @@ pub struct RealHost {
     ports: Ports,
     /// Messages for ports not bound yet: kept until a bind (a peer may start first).
     parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
-    conns: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>>>,
+    conns: Mutex<BTreeMap<u32, Writer>>,
+    inbound: Inbound,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Owned handle for futures started from `&self` trait methods.
     me: std::sync::Weak<RealHost>,
@@ -49,13 +54,32 @@ impl RealHost {
             ports: Arc::default(),
             parked: Arc::default(),
             conns: Mutex::default(),
+            inbound: Arc::default(),
             tasks: Mutex::default(),
         });
-        let (ports, parked) = (host.ports.clone(), host.parked.clone());
+        let (ports, parked, inbound) = (
+            host.ports.clone(),
+            host.parked.clone(),
+            host.inbound.clone(),
+        );
         let accept = rt.spawn(async move {
+            let mut next_conn = 0u64;
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(read_frames(stream, ports.clone(), parked.clone()));
+                let conn = next_conn;
+                next_conn += 1;
+                // Registered under the lock so the reader cannot finish before its entry exists.
+                let mut table = inbound.lock();
+                let reader = tokio::spawn(read_frames(
+                    stream,
+                    ports.clone(),
+                    parked.clone(),
+                    Reader {
+                        conn,
+                        inbound: inbound.clone(),
+                    },
+                ));
+                table.insert(conn, (None, reader.abort_handle()));
             }
         });
         host.tasks.lock().push(accept.abort_handle());
@@ -69,12 +93,12 @@ impl RealHost {
         }
         self.ports.lock().clear();
         self.conns.lock().clear();
+        for (_, (_, reader)) in std::mem::take(&mut *self.inbound.lock()) {
+            reader.abort();
+        }
     }
 
-    async fn connection(
-        &self,
-        to: HostId,
-    ) -> Result<Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>, NetError> {
+    async fn connection(&self, to: HostId) -> Result<Writer, NetError> {
         if let Some(c) = self.conns.lock().get(&to.0) {
             return Ok(c.clone());
         }
@@ -96,12 +120,35 @@ impl RealHost {
     }
 }
 
+/// A reader task's entry in the host's table of incoming connections.
+struct Reader {
+    conn: u64,
+    inbound: Inbound,
+}
+
+impl Reader {
+    /// Records which host this connection comes from (so `disconnect` can find it).
+    fn learn_peer(&self, peer: u32) {
+        if let Some(e) = self.inbound.lock().get_mut(&self.conn) {
+            e.0 = Some(peer);
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.inbound.lock().remove(&self.conn);
+    }
+}
+
 /// Reads frames from one peer connection until it closes or sends garbage.
 async fn read_frames(
     stream: TcpStream,
     ports: Ports,
     parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
+    reader: Reader,
 ) {
+    let mut peer = None;
     // Buffered: a small message costs one read syscall for many frames, not two per frame; large
     // payloads bypass the buffer.
     let mut stream = BufReader::with_capacity(64 * 1024, stream);
@@ -117,6 +164,10 @@ async fn read_frames(
                 return;
             }
         };
+        if peer != Some(h.from_host) {
+            peer = Some(h.from_host);
+            reader.learn_peer(h.from_host);
+        }
         // Reading into spare capacity skips zero-filling the buffer (40 ms per GB).
         let len = h.len as usize;
         let mut payload = Vec::with_capacity(len);
@@ -246,11 +297,46 @@ impl Host for RealHost {
                 w.write_all(&payload).await?;
                 w.flush().await
             };
-            io.await.map_err(|e| NetError::Io(e.to_string()))
+            let result = io.await.map_err(|e| NetError::Io(e.to_string()));
+            if result.is_err() {
+                // A broken connection (the peer closed it) is dropped; the next send reconnects.
+                this.host.forget_connection(to.host, &conn);
+            }
+            result
         })
+    }
+    fn disconnect(&self, peer: HostId) {
+        if let Some(w) = self.conns.lock().remove(&peer.0) {
+            // Shut the write side down in the background: the peer's reader sees end of stream.
+            self.rt.spawn(async move {
+                let _ = w.lock().await.get_mut().shutdown().await;
+            });
+        }
+        // Aborted outside the lock: a reader's clean-up takes the same lock.
+        let readers: Vec<_> = self
+            .inbound
+            .lock()
+            .values()
+            .filter(|(from, _)| *from == Some(peer.0))
+            .map(|(_, reader)| reader.clone())
+            .collect();
+        for r in readers {
+            r.abort();
+        }
+        tracing::warn!(host = self.id.0, peer = peer.0, "connection closed");
     }
     fn event(&self, what: &str) {
         tracing::debug!(host = self.id.0, "{what}");
+    }
+}
+
+impl RealHost {
+    /// Removes `conn` from the outgoing connections if it is still the one used for `to`.
+    fn forget_connection(&self, to: HostId, conn: &Writer) {
+        let mut conns = self.conns.lock();
+        if conns.get(&to.0).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(&to.0);
+        }
     }
 }
 

@@ -46,6 +46,10 @@ impl Cluster for RealCluster {
     }
 }
 
+/// Worker threads of the tokio runtime [`run_local`] runs its hosts on: at most this many hosts
+/// compute at the same instant (two = the cores of the CI machine).
+pub const WORKER_THREADS: usize = 2;
+
 /// Runs `scenario` over `n_hosts` real hosts on loopback TCP, with a deadline so a broken scenario
 /// cannot hang the caller.
 pub fn run_local<T, F>(n_hosts: usize, deadline: Duration, scenario: F) -> anyhow::Result<T>
@@ -55,7 +59,7 @@ where
 {
     anyhow::ensure!(n_hosts > 0, "a real cluster needs at least one host");
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKER_THREADS)
         .enable_all()
         .build()?;
     let result = rt.block_on(async move {

@@ -202,6 +202,19 @@ pub enum Pop {
 }
 
 impl Network {
+    /// Discards every message from `peer` to any port of `host` that is still on its way at `now`
+    /// (what a closed connection loses). Returns how many were discarded.
+    pub fn discard_in_flight(&mut self, host: HostId, peer: HostId, now: Duration) -> usize {
+        let mut discarded = 0;
+        for p in self.ports[host.0 as usize].values_mut() {
+            let before = p.queue.len();
+            p.queue
+                .retain(|Reverse(m)| m.from.host != peer || m.arrival <= now);
+            discarded += before - p.queue.len();
+        }
+        discarded
+    }
+
     pub fn pop(
         &mut self,
         specs: &[HostSpec],

@@ -210,6 +210,13 @@ impl Host for SimHost {
         })
     }
 
+    fn disconnect(&self, peer: HostId) {
+        let now = clock::now();
+        let mut st = self.world.state.lock();
+        let n = st.net.discard_in_flight(self.id, peer, now);
+        st.event(format_args!("disconnect {}<-{peer} discarded={n}", self.id));
+    }
+
     fn event(&self, what: &str) {
         self.world
             .state

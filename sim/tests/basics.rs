@@ -144,3 +144,23 @@ fn crash_drops_messages_and_restart_revives() {
     );
     assert!(out.trace.events.iter().any(|e| e.contains("host-down")));
 }
+
+#[test]
+fn disconnect_discards_what_is_still_on_the_wire_and_later_sends_arrive() {
+    let cfg = SimConfig::new(Platform::preset("ethernet-100").unwrap(), 3);
+    let got = run(cfg, |cluster| {
+        Box::pin(async move {
+            let hosts = cluster.hosts();
+            let mut mb = hosts[1].bind(7).unwrap();
+            let to = Addr::new(HostId(1), 7);
+            // A large message is still on the wire when h1 drops the connection.
+            hosts[0].send(7, to, vec![1u8; 1 << 20]).await.unwrap();
+            hosts[1].disconnect(HostId(0));
+            hosts[0].send(7, to, vec![2u8; 8]).await.unwrap();
+            let m = mb.recv().await.unwrap();
+            (m.payload[0], m.payload.len(), mb.try_recv().is_none())
+        })
+    })
+    .value;
+    assert_eq!(got, (2, 8, true));
+}

@@ -55,6 +55,7 @@ impl Host for CountingHost {
     fn send(&self, _: u16, to: Addr, _: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>> {
         Box::pin(async move { Err(NetError::Unreachable(to)) })
     }
+    fn disconnect(&self, _: HostId) {}
     fn event(&self, _: &str) {}
 }
 

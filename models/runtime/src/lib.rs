@@ -132,6 +132,12 @@ pub trait Host: Send + Sync {
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), NetError>>;
 
+    /// Drops the transport connection(s) between this host and `peer`, because `peer` sent something
+    /// this host refuses (a malformed frame): what `peer` sent that has not been read off the
+    /// connection yet is discarded, as a TCP close discards unread bytes. Messages already received
+    /// stay. A later send in either direction opens a new connection.
+    fn disconnect(&self, peer: HostId);
+
     /// Records an experiment-level event in the run's trace (sim); logs it at debug level (real).
     fn event(&self, what: &str);
 }
