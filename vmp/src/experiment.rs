@@ -41,8 +41,9 @@ pub fn modelled_seconds(r: &RunReport, preset: &Preset) -> f64 {
     }
 }
 
-/// Measured by Barham et al. (SOSP 2003, Table 3) on the machine `Preset::PC_2005` describes:
-/// lmbench null call under User-Mode Linux, a ptrace-based VM of the paper's family.
+/// Barham et al. (SOSP 2003, Table 3) on the machine `Preset::PC_2005` describes: lmbench null
+/// call under User-Mode Linux (skas3), a ptrace-based VM of the paper's family. The value is as
+/// recalled, *not verified*: no retrievable copy of the paper includes the table (see `time.rs`).
 pub const UML_NULL_CALL_S: f64 = 24.7e-6;
 
 pub fn getpid(mode: Mode) -> Result<ExperimentOutput> {
@@ -204,6 +205,40 @@ fn getpid_sim() -> Result<ExperimentOutput> {
         (PAPER_VM_S / per_call - per_getpid).max(0.0) * 1e6,
         gap_words,
     ));
+    out.notes.push(
+        "sources: Barham et al.'s text (section 4) confirms the machine (Dell 2650, 2.4 GHz Xeon, one CPU), \
+         Linux 2.4.21, lmbench 3.0-a3 with L-UP/L-SMP kernels and UML in its skas3 variant; the four table \
+         values used (null call 0.45 us, sig hndl 2.49 us, ctx 2p/0K 0.77 us, UML null call 24.7 us) could \
+         not be verified: every copy reachable here (docslib.org/doc/6616819, ru.scribd.com/document/330821283, \
+         an OCR extraction of the PDF) lacks or truncates Tables 3-4; nothing found contradicts them"
+            .into(),
+    );
+    out.notes.push(
+        "cross-checks (not model inputs): the UML authors count four host context switches per UML system \
+         call under PTRACE_SYSCALL, i.e. two per ptrace stop as modelled \
+         (user-mode-linux.sourceforge.net/old/slides/ols2002/text18.html), and list two host kernel \
+         entries/exits as the floor without a tracing thread (.../text20.html); the SYSEMU patch page \
+         (sysemu.sourceforge.net) says UML, without that patch, replaces each intercepted call by a \
+         host getpid(), which \"generates two context-switches instead of one\"; King & Chen (UMLinux, 2002 tech report, citeseerx 10.1.1.175.3648) report \
+         819-1240% overhead for system-call/I-O intensive workloads before their KTrace/MMA host \
+         extensions. No per-operation numbers for UMLinux (King, Dunlap & Chen, USENIX 2003) or LilyVM \
+         (Eiraku et al. 2003) were found with the tools available"
+            .into(),
+    );
+    let gap_s = (PAPER_VM_S / per_call - per_getpid).max(0.0);
+    out.notes.push(format!(
+        "explanation hypothesis (not modelled: its parameters are undocumented): the slides call the \
+         prototype's consistency control partly naive, and its protocol write-protects *all* guest pages at \
+         every synchronisation point; iret is a serialising instruction on IA-32, so a naive 1-CPU run \
+         could re-protect all guest memory once per getpid. The {:.0} us gap per call would then need \
+         {:.0} ns ({:.0} cycles at 2.4 GHz) per page for a 64 MiB guest, {:.0} ns for 128 MiB, plus the \
+         write faults and 4 KiB twin copies that follow; the prototype's guest memory size, its \
+         re-protection points and the 2005 per-page mprotect cost are not given, so this stays a hypothesis",
+        gap_s * 1e6,
+        gap_s / 16384.0 * 1e9,
+        gap_s / 16384.0 * 2.4e9,
+        gap_s / 32768.0 * 1e9,
+    ));
     out.trace = Some(TraceRecord::from_events(events));
     Ok(out)
 }
@@ -278,7 +313,10 @@ fn getpid_real() -> Result<ExperimentOutput> {
          ring-0 SS load that unicorn refuses at CPL 3; the monitor drops CR0.PE for one SS load, and each \
          PE toggle flushes QEMU's TLB and jump cache (about 40% of native time in a perf profile). `vmp` \
          never changes the real CPL (guest kernel and user both run at ring 3), so it avoids that cost \
-         and comes out faster; host_getpid_wall_s is the real-machine reference"
+         and comes out faster; `vmp` also fills unicorn's TLB itself while the guest has paging off, \
+         which keeps guest stores to data pages on the fast path, while `native` keeps the processor's \
+         own page walk (the guest may enable paging behind the monitor's back there); \
+         host_getpid_wall_s is the real-machine reference"
             .into(),
     );
     Ok(out)

@@ -68,9 +68,20 @@ impl Preset {
     /// The paper's mid-2000s IA-32 PC. The slides give no machine details, so every number is a
     /// *published measurement of a comparable machine*: lmbench on a 2.4 GHz Xeon (Pentium 4
     /// core) under Linux 2.4.21, uniprocessor kernel, as reported by Barham et al., "Xen and the
-    /// Art of Virtualization", SOSP 2003, Tables 3-4 (the "L-UP" rows). The same paper measured
-    /// User-Mode Linux, a ptrace-based VM of the same family, at 24.7 us per null system call on
-    /// that machine, which this model's per-trap cost can be checked against (see `notes`).
+    /// Art of Virtualization", SOSP 2003 (doi:10.1145/945445.945462), Tables 3-4, "L-UP" rows.
+    ///
+    /// Verification status (checked with the project's search tools, see the vmp report):
+    /// - *verified* from the text of the paper's section 4 (an OCR extraction of the published
+    ///   PDF, `section: "4" EVALUATION`, found through the code index; the same paper is at
+    ///   <https://docslib.org/doc/6616819/xen-and-the-art-of-virtualization> and
+    ///   <https://ru.scribd.com/document/330821283/Articulo-Xen-pdf>): the machine (Dell 2650,
+    ///   2.4 GHz Xeon, SMT off, one CPU for these runs), Linux 2.4.21, lmbench 3.0-a3, native
+    ///   figures for both a uniprocessor (L-UP) and an SMP (L-SMP) kernel, and UML measured in
+    ///   its `skas3` variant;
+    /// - *not verified*: the table values themselves (null call 0.45 us, sig hndl 2.49 us,
+    ///   ctx 2p/0K 0.77 us, UML null call 24.7 us). The extraction drops Tables 3-4 and the other
+    ///   copies could only be read up to their first page, so these four numbers remain as
+    ///   recalled by an earlier session; no copy found contradicts them either.
     pub const PC_2005: Preset = Preset {
         name: "pc2005",
         cpu: CpuModel {
@@ -79,16 +90,21 @@ impl Preset {
             // NetBurst sustains roughly one simple integer instruction per cycle (estimate; the
             // guest's own instructions are a negligible share of either configuration's time).
             cpi: 1.0,
-            // lmbench `null call` (getppid round trip), L-UP: 0.45 us (Barham et al., Table 3).
+            // lmbench `null call` (getppid round trip), L-UP: 0.45 us (Barham et al., Table 3;
+            // value unverified, see above).
             int_round_trip_s: 0.45e-6,
         },
         trap: TrapCostModel {
-            // lmbench `sig hndl` (signal delivered to a handler), L-UP: 2.49 us (Table 3). A
-            // ptrace stop sends the same signal but parks the task instead of running a handler.
+            // lmbench `sig hndl` (signal delivered to a handler), L-UP: 2.49 us (Table 3; value
+            // unverified). A ptrace stop sends the same signal but parks the task instead of
+            // running a handler.
             signal_s: 2.49e-6,
-            // lmbench `lat_ctx` 2 processes / 0 KB, L-UP: 0.77 us (Table 4).
+            // lmbench `lat_ctx` 2 processes / 0 KB, L-UP: 0.77 us (Table 4; value unverified).
+            // Two per stop/resume round trip: the UML authors count "four host context switches
+            // per UML system call" under PTRACE_SYSCALL, i.e. two per ptrace stop
+            // (<https://user-mode-linux.sourceforge.net/old/slides/ols2002/text18.html>).
             context_switch_s: 0.77e-6,
-            // lmbench `null call`, L-UP: 0.45 us (Table 3).
+            // lmbench `null call`, L-UP: 0.45 us (Table 3; value unverified).
             syscall_s: 0.45e-6,
             // A ptrace request is a system call that also looks up and locks the traced task and,
             // for PEEK/POKEDATA, pins and maps the target page (access_process_vm): modelled as
@@ -120,11 +136,13 @@ impl Preset {
             context_switch_s: 0.0,
             syscall_s: 0.0,
             ptrace_call_s: 0.0,
-            // Hook + decode + emulate + unicorn's re-entry: measured here (experiment `vmp-getpid`
-            // real mode, `vmp_cpu_ns_per_trap`) at ~1.5 us per getpid trap (int/iret: ring
-            // switches with segment loads); a simple trap such as `cli` costs ~0.5 us (`trap`
-            // bench). The heavier figure is used: system calls dominate trapping workloads.
-            emulate_s: 1.5e-6,
+            // Hook + decode + emulate + unicorn's re-entry, measured here in thread CPU time
+            // (`cargo run --release -p gridbed-vmp --example trap_cost getpid-vmp`): ~0.77 us per
+            // getpid, i.e. ~0.39 us per int/iret trap (1.3 us per getpid before the monitor kept
+            // CS/SS loads lazy and filled the TLB itself, see `machine::segs`/`machine::vtlb`);
+            // a simple trap such as `cli` costs ~0.1 us. The int/iret figure is used: system
+            // calls dominate trapping workloads.
+            emulate_s: 0.39e-6,
             mprotect_page_s: 0.0,
         },
     };

@@ -5,6 +5,7 @@
 use unicorn_engine::{RegisterX86 as X, Unicorn};
 
 use super::hooks::{self, retire_upto};
+use super::segs::{self, Seg};
 use super::{emulate, regs, ArchState, Config, Monitor};
 use crate::error::{Result, VmpError};
 use crate::ffi::{self};
@@ -143,6 +144,16 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
     }
     let target = descriptor(uc, gdt_base, selector)?;
     let new_cpl = desc_dpl(target);
+    if vmp && target & 1 << 40 == 0 {
+        // Like the processor loading CS through the gate: mark the guest's descriptor accessed
+        // (the real load only touches the shadow copy).
+        let access = ((target >> 40) as u8) | 1;
+        poke(
+            uc,
+            gdt_base.wrapping_add((selector & !7) as u32 + 5),
+            &[access],
+        )?;
+    }
     let real_flags = regs::get(uc, X::EFLAGS)?;
     let flags_image = if vmp {
         let v = &uc.get_data().vcpu;
@@ -150,7 +161,14 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
     } else {
         real_flags
     };
-    let cs = regs::get(uc, X::CS)?;
+    if vmp && cpl == 3 {
+        segs::resync(uc)?;
+    }
+    let cs = if vmp {
+        segs::guest_cs(uc)? as u32
+    } else {
+        regs::get(uc, X::CS)?
+    };
     // The frame, outermost word first (at most SS, ESP, EFLAGS, CS, EIP, error code).
     let mut frame = [0u32; 6];
     let mut n = 0usize;
@@ -163,7 +181,7 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
         let (old_ss, old_esp) = (regs::get(uc, X::SS)?, esp);
         let (ss0, esp0) = tss_stack(uc, vmp, gdt_base)?;
         if vmp {
-            regs::set(uc, X::SS, (ss0 | 3) as u32)?;
+            segs::load(uc, Seg::Ss, ss0 | 3, new_cpl != 3)?;
             let m = uc.get_data_mut();
             m.vcpu.ss = ss0;
             m.stats.cpl_switches += 1;
@@ -188,7 +206,11 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
     esp = esp.wrapping_sub(4 * n as u32);
     poke(uc, esp, &bytes[..4 * n])?;
     regs::set(uc, X::ESP, esp)?;
-    regs::set(uc, X::CS, selector as u32)?;
+    if vmp {
+        segs::load(uc, Seg::Cs, selector, new_cpl != 3)?;
+    } else {
+        regs::set(uc, X::CS, selector as u32)?;
+    }
     regs::set(uc, X::EIP, offset)?;
     let mut nf = real_flags & !(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM);
     let interrupt_gate = gate_type == 0xE;
@@ -261,7 +283,7 @@ pub(super) fn emulate_iret(uc: &mut Uc) -> Result<()> {
         X::EFLAGS,
         (flags & !keep) | (real & EFLAGS_VM) | EFLAGS_IF | 2,
     )?;
-    regs::set(uc, X::CS, cs as u32)?;
+    segs::load(uc, Seg::Cs, cs, new_cpl != 3)?;
     regs::set(uc, X::EIP, eip)?;
     {
         let v = &mut uc.get_data_mut().vcpu;
@@ -275,8 +297,9 @@ pub(super) fn emulate_iret(uc: &mut Uc) -> Result<()> {
     if new_cpl > cpl {
         let new_esp = peek32(uc, esp + 12)?;
         let new_ss = peek32(uc, esp + 16)? as u16;
-        regs::set(uc, X::SS, new_ss as u32)?;
+        segs::load(uc, Seg::Ss, new_ss, new_cpl != 3)?;
         regs::set(uc, X::ESP, new_esp)?;
+        segs::null_inner_data_segments(uc, new_cpl)?;
         let m = uc.get_data_mut();
         m.vcpu.ss = new_ss;
         m.vcpu.cpl = new_cpl;
@@ -428,6 +451,7 @@ pub(super) fn arch_state(uc: &Uc) -> Result<ArchState> {
     };
     match m.config {
         Config::Vmp => {
+            s.cs = segs::guest_cs(uc)?;
             let v = &m.vcpu;
             s.eflags = (real_flags & !(EFLAGS_IF | EFLAGS_IOPL))
                 | ((v.vif as u32) << 9)

@@ -435,7 +435,8 @@ fn load_ss(uc: &mut Uc, sel: u16) -> Result<()> {
         poke(uc, at, &[b[0] | 1])?;
     }
     // The real SS must carry RPL 3 (real CPL); the guest's view keeps what it loaded.
-    regs::set(uc, X::SS, (sel | 3) as u32)?;
+    let lazy = uc.get_data().vcpu.cpl != 3;
+    super::segs::load(uc, super::segs::Seg::Ss, sel | 3, lazy)?;
     uc.get_data_mut().vcpu.ss = sel;
     Ok(())
 }
@@ -448,6 +449,10 @@ fn set_cr(uc: &mut Uc, cr: Register, v: u32) -> Result<()> {
             uc.get_data_mut().vcpu.cr0 = v;
             // Paging follows the guest's wish; protection stays on.
             let real = regs::get(uc, X::CR0)?;
+            let paging = v & 0x8000_0000 != 0;
+            if paging != (real & 0x8000_0000 != 0) {
+                super::vtlb::set_paging(uc, paging)?;
+            }
             regs::set(uc, X::CR0, (real & !0x8001_0000) | (v & 0x8001_0000) | 1)?;
         }
         Register::CR2 => uc.get_data_mut().vcpu.cr2 = v,

@@ -9,6 +9,10 @@
 //! - anything else that faults (a privileged instruction outside scanned text, a user-mode #GP, #PF,
 //!   #DE, ...) arrives in the interrupt hook, which first resets QEMU's "exception in flight" state
 //!   (`ffi::ExceptionReset`) so the next fault is again a first fault, never a double fault.
+//!
+//! Trap cost (`vmp`): kernel<->user switches skip CS/SS loads the guest cannot observe (`segs`),
+//! and while the guest has paging off the monitor fills unicorn's TLB itself so guest stores to
+//! data pages stay on the fast path (`vtlb`).
 
 mod blocks;
 mod deliver;
@@ -17,7 +21,9 @@ mod hooks;
 mod ram;
 pub mod regs;
 mod scan;
+mod segs;
 mod shadow;
+mod vtlb;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -98,6 +104,8 @@ pub struct Monitor {
     unmapped_at: Option<u64>,
     /// Guest RAM, lent to unicorn (see `ram`).
     ram: ram::GuestRam,
+    /// What the real CS/SS hold (`vmp`: loads skipped where invisible, see `segs`).
+    segs: segs::SegState,
 }
 
 impl Monitor {
@@ -150,6 +158,7 @@ impl Machine {
             text_protected: false,
             unmapped_at: None,
             ram: ram::GuestRam::new(),
+            segs: segs::SegState::default(),
         };
         let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
         let read_only = scan::protected_ranges(config, image);
@@ -175,6 +184,9 @@ impl Machine {
         let reset = ExceptionReset::new(&uc)?;
         uc.get_data_mut().reset = Some(reset);
         hooks::install(&mut uc)?;
+        if config == Config::Vmp {
+            vtlb::install(&mut uc)?;
+        }
         let mut m = Machine { uc };
         m.boot(image.entry)?;
         Ok(m)
@@ -212,6 +224,10 @@ impl Machine {
         let gdt: [u64; 5] = [0, flat(0xFA), flat(0xF2), flat(0x9A), flat(0x92)];
         let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
         uc.mem_write(MONITOR_BASE as u64, &bytes)?;
+        // What the guest may use of it is the loader's GDT (ring-0 flat code/data at 0x08/0x10).
+        uc.get_data_mut()
+            .segs
+            .set_shadow(&bytes, vec![0, 0x9A, 0x92, 0x9A, 0x92]);
         ffi::write_mmr(
             uc,
             X::GDTR,

@@ -84,6 +84,17 @@ impl GuestRam {
         true
     }
 
+    /// Whether guest `addr` lies in a page mapped read/write but not executable.
+    pub fn is_data_only(&self, addr: u64) -> bool {
+        let Some(off) = addr.checked_sub(RAM_BASE as u64) else {
+            return false;
+        };
+        self.data_only
+            .get((off / PAGE as u64) as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Decides each page's permissions: pages in `read_only` (write-protected scanned text)
     /// read+execute, other pages in `exec` (loaded image segments) read/write/execute, the rest
     /// (stacks, heap, free RAM) read/write. Returns them for [`map`] and remembers which pages
@@ -125,9 +136,9 @@ pub struct RamBase(*mut u8);
 /// Maps the RAM at `base` into `uc` with the per-page permissions `prot` (from
 /// [`GuestRam::plan`]), each run of equal pages as its own region.
 ///
-/// Keeping non-code pages non-executable is a speed matter: unicorn keeps every store to an
-/// executable page on its slow "not dirty" path (the page might hold translated code), and the
-/// monitor may write data-only pages directly.
+/// Keeping non-code pages non-executable is a speed matter: the monitor may write data-only pages
+/// directly, and in `vmp` the monitor's own TLB fill (`vtlb`) keeps stores to them off unicorn's
+/// slow "not dirty" path (the processor's fill marks every page executable without paging).
 ///
 /// # Safety
 /// `base` must come from a [`GuestRam`] that outlives the engine (e.g. held in its user data).

@@ -7,7 +7,7 @@
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use unicorn_engine::{HookType, MemType, Unicorn};
 
-use super::{emulate, Config, GuestImage, Monitor};
+use super::{emulate, segs, Config, GuestImage, Monitor};
 use crate::error::Result;
 use crate::layout::PAGE;
 use crate::vcpu::TrapPath;
@@ -47,7 +47,7 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
         let mut text = vec![0u8; (end - start) as usize];
         uc.mem_read(start as u64, &mut text)?;
         let mut d = Decoder::with_ip(32, &text, start as u64, DecoderOptions::NONE);
-        let mut found = Vec::new();
+        let (mut found, mut cs_users) = (Vec::new(), Vec::new());
         while d.can_decode() {
             let i = d.decode();
             let sensitive = if kernel {
@@ -57,6 +57,8 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
             };
             if sensitive {
                 found.push(i);
+            } else if kernel && segs::touches_cs(&i) {
+                cs_users.push(i.ip32());
             }
         }
         for i in found {
@@ -64,6 +66,16 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
             uc.get_data_mut().decoded.insert(addr, i);
             let id = uc.add_code_hook(addr as u64, addr as u64, |uc, a, _| {
                 if let Err(e) = emulate::emulate_at(uc, a as u32, TrapPath::Hook) {
+                    uc.get_data_mut().fail(e);
+                    let _ = uc.emu_stop();
+                }
+            })?;
+            uc.get_data_mut().sensitive_hooks.insert(addr, id);
+        }
+        for addr in cs_users {
+            // Not a trap: the instruction then runs natively with the guest's CS loaded.
+            let id = uc.add_code_hook(addr as u64, addr as u64, |uc, _, _| {
+                if let Err(e) = segs::materialize(uc) {
                     uc.get_data_mut().fail(e);
                     let _ = uc.emu_stop();
                 }

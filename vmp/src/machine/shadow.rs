@@ -7,7 +7,7 @@
 use unicorn_engine::{RegisterX86 as X, Unicorn};
 
 use super::deliver::peek;
-use super::Monitor;
+use super::{segs, Monitor};
 use crate::error::Result;
 use crate::ffi::{self, Mmr};
 use crate::layout::{MONITOR_BASE, MONITOR_SIZE};
@@ -20,6 +20,7 @@ pub(super) fn load_shadow(uc: &mut Unicorn<'_, Monitor>, gdtr: TableReg) -> Resu
     let len = (gdtr.limit as u32 + 1).min(SHADOW_MAX) as usize;
     let mut table = vec![0u8; len];
     peek(uc, gdtr.base, &mut table)?;
+    let guest_access = table.chunks_exact(8).map(|d| d[5]).collect();
     for d in table.chunks_exact_mut(8) {
         let access = d[5];
         let code_or_data = access & 0x10 != 0;
@@ -27,7 +28,10 @@ pub(super) fn load_shadow(uc: &mut Unicorn<'_, Monitor>, gdtr: TableReg) -> Resu
             d[5] = access | 0x60;
         }
     }
+    // A deferred CS load must read the old shadow, as the processor loaded it before `lgdt`.
+    segs::materialize(uc)?;
     uc.mem_write(MONITOR_BASE as u64, &table)?;
+    uc.get_data_mut().segs.set_shadow(&table, guest_access);
     ffi::write_mmr(
         uc,
         X::GDTR,
