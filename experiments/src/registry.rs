@@ -87,6 +87,23 @@ pub fn all() -> Vec<Experiment> {
         }),
     },
     Experiment {
+        name: "phoenix-routes",
+        about: "Routing tables built by the machines themselves over NAT/firewall-restricted links: 400 simulated machines in 3 LANs (two private), distance vector vs the offline computation; then a leave and a rejoin.",
+        reproduces: "Kaneda, Taura, Yonezawa, CCGrid 2004 (follow-up Phoenix paper): table construction on 400 nodes in 3 LANs takes about twice the offline route calculation",
+        modes: &[Mode::Sim],
+        run: |m, seed| {
+            sim_only(m, "phoenix-routes")?;
+            gridbed_phoenix::experiments::routes(seed)
+        },
+        quick: Some(|seed| {
+            let p = gridbed_phoenix::experiments::RoutesParams {
+                lans: vec![12, 10, 10],
+                ..Default::default()
+            };
+            gridbed_phoenix::experiments::routes_with(seed, &p)
+        }),
+    },
+    Experiment {
         name: "vmp-getpid",
         about: "getpid() 1000 times in a paravirtual IA-32 guest under the trap-and-emulate monitor vs natively; modelled on a 2005 PC (sim) and measured on this machine (real).",
         reproduces: "document 2, VMP: 1000 getpid() in 0.54 s under the VM, about 500x a real machine",

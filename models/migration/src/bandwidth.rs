@@ -23,9 +23,12 @@ pub const TRANSPORTS: [(&str, &str, &str, f64); 3] = [
 pub const LAPI_40MB_PAPER_S: f64 = 0.722;
 const MB40: usize = 40_000_000;
 
+/// One sweep: (block bytes, seconds) per size, the 40 MB block's seconds, and the run's trace.
+pub type Sweep = (Vec<(usize, f64)>, f64, TraceRecord);
+
 /// Sweeps every block size over one preset in one simulated run; returns (bytes, seconds) and the
 /// trace. The 40 MB block of the paper's text is moved last.
-pub fn sweep(preset: &str, seed: u64) -> anyhow::Result<(Vec<(usize, f64)>, f64, TraceRecord)> {
+pub fn sweep(preset: &str, seed: u64) -> anyhow::Result<Sweep> {
     let cfg = SimConfig::new(Platform::preset(preset)?, seed);
     let out = run(cfg, |cluster| {
         Box::pin(async move {

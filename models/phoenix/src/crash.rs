@@ -1,36 +1,74 @@
 //! Crash recovery: a machine that stops without leaving.
 //!
 //! Detection is outside the protocol: a failure detector or the application calls
-//! [`Node::report_crash`] on any member, which tells the coordinator. The coordinator starts the
-//! recovery at once (a join or leave in progress may be waiting on the crashed machine; joins and
-//! leaves not yet started wait until the recovery ends) and runs it in three steps:
+//! [`Node::report_crash`] on any member, which tells the coordinator (a member that later learns of
+//! a new coordinator repeats its unconfirmed reports to it, since the old one may have died with
+//! them). The coordinator starts the recovery at once (a join or leave in progress may be waiting
+//! on the crashed machine; joins and leaves not yet started wait until the recovery ends) and runs
+//! it in three steps:
 //! 1. `CrashBegin` to every live member. From then on a member drops every frame from the crashed
 //!    machine (a late hand-off from it must not resurrect IDs), never sends to it (messages for its
 //!    IDs are parked), and *freezes* ID movement: hand-offs, donations and assumes it would make are
 //!    postponed. It sends a `CrashFlush` marker to every other member.
 //! 2. Once a member has the markers of all others, every hand-off made before recovery has landed
 //!    (links are FIFO, markers follow them), and none is in flight: it sends the coordinator its
-//!    `Census` (owned pieces, highest epoch it knows).
+//!    `Census` (owned pieces, highest epoch it knows, its life stage, the members it knows of).
 //! 3. The owned pieces of all live members are the whole truth; the IDs nobody owns are the crashed
 //!    machine's (and any hand-off that was on its way to it). The coordinator gives each such range
 //!    to the owner of the neighbouring ID at an epoch above every epoch any member knows, and sends
 //!    the complete map in `Reclaim`. Members merge it (no fact names the crashed machine any more),
-//!    unfreeze, run the postponed hand-offs and re-route parked messages to the new owners. A join
-//!    in progress gets a fresh donation request (the first may have died with the machine).
+//!    unfreeze, run the postponed hand-offs and re-route parked messages to the new owners.
+//!    The coordinator then brings joins and leaves in line with the reported life stages: a joiner
+//!    still joining gets a fresh donation request, a join whose `JoinDone` was lost is finished, a
+//!    leave whose `LeaveGo` was lost is granted again, a lost leave request is queued again.
 //!
 //! A crash during a recovery, or a member leaving before it heard of it, restarts the recovery as a
 //! new round without that machine; stale markers and census replies of older rounds are ignored.
+//! A census naming a member the round did not ask restarts it with that member.
+//!
+//! **Coordinator crash.** A report about the coordinator goes to the member holding its replica
+//! (see `membership.rs`): each machine that gets it without holding the replica passes it to every
+//! member it knows (once per crash), so the replica holder learns it. The holder takes the role
+//! (generation + 1) with the replicated state merged with its own view, and runs the recovery of
+//! the crashed coordinator as above; the census rebuilds what the replica missed, and the
+//! reconciliation completes or restarts the join or leave that was in progress. Rounds are ordered
+//! by (generation, lower coordinator first, round), and round numbers of generation g start at
+//! g·2¹⁶, so a successor's rounds supersede its predecessor's; a member that knows its coordinator
+//! crashed accepts the next coordinator's rounds. Only a replica holder takes over: a machine
+//! without the replica may not know every member, and a census missing a member that holds IDs
+//! would reclaim them while it still owns them.
+//!
+//! **Messages lost in a crash** (inside the machine, on a link to it, or forwarded through it):
+//! after a recovery every member sends, for each ID it ever sent to, a `Floor` with its next
+//! sequence number. The owner delivers the held later messages in order and stops waiting for the
+//! missing ones; an earlier one that still turns up (a straggler parked elsewhere) is dropped. So no
+//! receiver waits forever behind a lost sequence number, delivery stays at-most-once and in order
+//! per (sender, ID), and crash-free runs send no floors (exactly-once is untouched).
 //!
 //! What the application sees: the reclaimed ranges appear in [`Node::take_lost`] and
 //! [`IdData::lost`] is called for them — their data died with the machine and the application may
-//! restore it from its own checkpoint (the ray tracer re-renders the tiles). Messages that were in
-//! the crashed machine or on a link to it are lost (Phoenix does not retransmit); messages parked
+//! restore it from its own checkpoint (the ray tracer re-renders the tiles). Messages parked
 //! elsewhere are delivered to the new owner. Delivery to a reclaimed ID resumes at the first message
-//! per sender that arrives, so it stays at-most-once and in order per (sender, ID).
+//! per sender that arrives.
 //!
-//! Cost: the flush is all-to-all (n² small frames) and the map is sent to every member; fine for a
-//! lab cluster, not tuned for 1000 machines. The coordinator itself must not crash, and detection
-//! must be accurate (a machine wrongly declared crashed would keep serving IDs now owned by others).
+//! Assumptions and limits:
+//! - Detection must be accurate (fail-stop): a machine wrongly declared crashed would keep serving
+//!   IDs now owned by others. It must also be eventually complete: every crash is reported again
+//!   until the coordinator has handled it (a report can die with its reporter).
+//! - The coordinator and its replica holder must not both crash before the coordinator has learned
+//!   of the first crash and re-replicated (one crash among {coordinator, deputy} at a time):
+//!   otherwise nobody can take over and recovery stalls (safety is kept: nothing is reclaimed).
+//!   The same holds for a coordinator that was just handed the role: its predecessor keeps the
+//!   handed state and takes the role back if the successor crashes first.
+//! - If a joiner with a host ID below the deputy's joins while an older replica survives on a
+//!   former deputy, both may try to take over; members follow the lower one. Not observed in the
+//!   suites, but not excluded by construction.
+//! - A machine that left is asked to answer a later round's `CrashBegin` with `LeaveComplete` if
+//!   a successor never saw its departure; a stopped process cannot, so in real mode a leave whose
+//!   completion died with the coordinator relies on the successor having seen the leaver's `Gone`.
+//! - Cost: the flush is all-to-all (n² small frames), the map goes to every member, a coordinator
+//!   crash is spread by every member once (n² frames), and every member sends one floor per ID it
+//!   ever sent to; fine for a lab cluster, not tuned for 1000 machines.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,16 +79,24 @@ use crate::ids::{Epoch, IdRange, Piece};
 use crate::membership::Change;
 use crate::node::{Node, Phase, PhoenixError};
 use crate::table::Entry;
-use crate::wire::Body;
+use crate::wire::{Body, MemberStatus, RoutedKind};
 
 /// A member's part in a recovery in progress.
 #[derive(Debug)]
 pub(crate) struct Recovery {
+    /// (coordinator generation, round): a later pair supersedes.
+    gen: u32,
     round: u32,
     /// Where the census goes (a joiner may not know the coordinator yet).
     coordinator: HostId,
     members: Vec<HostId>,
     census_sent: bool,
+}
+
+impl Recovery {
+    pub(crate) fn coordinator(&self) -> HostId {
+        self.coordinator
+    }
 }
 
 /// The coordinator's collection of census replies for one round.
@@ -61,14 +107,20 @@ pub(crate) struct CensusState {
     awaiting: BTreeSet<HostId>,
     owned: Vec<Entry>,
     max_epoch: Epoch,
+    /// Each member's life stage, to rebuild joins and leaves the coordinator lost track of.
+    status: BTreeMap<HostId, MemberStatus>,
+    /// Members someone knows of (a successor's member set may lack recent joiners).
+    known: BTreeSet<HostId>,
 }
 
 impl<D: IdData> Node<D> {
     /// Declares `host` crashed (from a failure detector or the application; it must really have
     /// stopped: fail-stop). Recovery runs in the background; [`Node::recovering`] is true on a
     /// member while its ID movement is frozen.
+    /// The report goes to the coordinator; if the crashed machine *is* the coordinator, to its
+    /// successor: the lowest live member this machine knows of.
     pub fn report_crash(&mut self, host: HostId) -> Result<(), PhoenixError> {
-        if host == self.me || host == self.coordinator {
+        if host == self.me {
             return Err(PhoenixError::CannotReclaim(host));
         }
         match self.phase {
@@ -76,7 +128,7 @@ impl<D: IdData> Node<D> {
             Phase::Departed => return Err(PhoenixError::Leaving),
             _ => {}
         }
-        self.emit(self.coordinator, Body::Suspect { host });
+        self.emit(self.me, Body::Suspect { host });
         self.settle();
         Ok(())
     }
@@ -98,18 +150,82 @@ impl<D: IdData> Node<D> {
     }
 
     pub(crate) fn on_suspect(&mut self, host: HostId) {
-        let Some(co) = self.coord.as_mut() else {
-            self.reject(host, "crash report to a machine that does not coordinate");
-            return;
-        };
-        if host == self.me {
+        if host == self.me || self.crashed.contains(&host) {
             return;
         }
+        if let Some(st) = self.leave.as_mut() {
+            // Detection is accurate (fail-stop): a crashed machine will send nothing more, so a
+            // leaver need not wait for its farewell (nor for a recovery run by a coordinator
+            // that may itself be gone).
+            st.forget(host);
+        }
+        if self.coord.is_none() {
+            self.suspected.insert(host);
+            if !self.suspected.contains(&self.coordinator) {
+                if self.coordinator != self.me {
+                    self.emit(self.coordinator, Body::Suspect { host });
+                }
+                return;
+            }
+            // The coordinator itself crashed. Its successor is the machine holding its replica
+            // (its deputy: the lowest live member). Only that machine may take over: one without
+            // the replica may not know every member, and a census that misses a member would
+            // reclaim IDs it still holds. A draining deputy passes the replica on.
+            let skip: Vec<HostId> = self.suspected.iter().copied().collect();
+            let draining = self.phase == Phase::Draining;
+            let replica = self.synced.as_ref().is_some_and(|s| s.gen == self.gen);
+            if !replica || draining {
+                let next = self.live_member_below(None, &skip);
+                // Spread the news (once per crashed machine) so the replica holder learns it.
+                let coordinator = self.coordinator;
+                let targets: Vec<HostId> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        *m != self.me
+                            && !skip.contains(m)
+                            && !self.crashed.contains(m)
+                            && !self.gone.contains(m)
+                    })
+                    .collect();
+                for h in skip {
+                    if self.flooded.insert((coordinator, h)) {
+                        for &t in &targets {
+                            self.emit(t, Body::Suspect { host: h });
+                        }
+                    }
+                }
+                if let (true, Some(s), Some(state)) = (draining, next, self.synced.clone()) {
+                    // Behind the crash reports on the same link: the receiver then takes over.
+                    self.emit(
+                        s,
+                        Body::CoordState {
+                            state,
+                            take_over: false,
+                        },
+                    );
+                }
+                return;
+            }
+            self.take_over_after_crash();
+            let rest: Vec<HostId> = std::mem::take(&mut self.suspected).into_iter().collect();
+            for h in rest {
+                self.on_suspect(h);
+            }
+            return;
+        }
+        let Some(co) = self.coord.as_mut() else {
+            return;
+        };
         co.queue
             .retain(|c| !matches!(c, Change::Join(h) | Change::Leave(h) if *h == host));
         if !co.members.contains(&host) {
-            // Not a member (yet): nothing to reclaim, but it must never become one.
+            // Not a member as far as this coordinator knows: it must never become one. It may
+            // still matter to others (a member admitted by a crashed predecessor that a leaver
+            // waits for, or a rival successor some members follow), so a round tells everyone.
             self.crashed.insert(host);
+            self.begin_recovery(Some(host));
             return;
         }
         // A change the crashed machine itself was in will never finish: drop it.
@@ -119,6 +235,49 @@ impl<D: IdData> Node<D> {
         // Recovery starts at once, even during a join or leave (which may wait on the crashed
         // machine); a crash during a recovery starts a new round that supersedes it.
         self.begin_recovery(Some(host));
+    }
+
+    /// Crash reports this machine made or passed on may have gone to a coordinator that crashed
+    /// before acting on them: repeat them to the current one (duplicates are ignored).
+    pub(crate) fn resend_suspicions(&mut self) {
+        if self.coord.is_some() || self.coordinator == self.me {
+            return;
+        }
+        self.suspected.retain(|h| !self.crashed.contains(h));
+        let again: Vec<HostId> = self.suspected.iter().copied().collect();
+        for host in again {
+            if host != self.coordinator {
+                self.emit(self.coordinator, Body::Suspect { host });
+            }
+        }
+    }
+
+    /// The successor of a crashed coordinator takes the role: its state is the deputy's replica
+    /// (if this machine was the deputy) merged with this machine's own view of the members; a
+    /// census round (started by the caller's `on_suspect`) then finds any member both missed and
+    /// the joins and leaves that were in progress.
+    fn take_over_after_crash(&mut self) {
+        let old = self.coordinator;
+        let mut co = match self.synced.take() {
+            Some(s) if s.gen == self.gen => {
+                self.crashed.extend(s.crashed.iter().copied());
+                crate::membership::Coordinator::from_snapshot(&s)
+            }
+            _ => crate::membership::Coordinator::new(BTreeSet::new()),
+        };
+        co.members.extend(self.members.iter().copied());
+        co.members.insert(self.me);
+        // Leavers stay members until their last frame (`Gone`): one may still be draining.
+        co.members
+            .retain(|m| !self.gone.contains(m) && !self.crashed.contains(m));
+        co.queue
+            .retain(|c| !matches!(c, Change::Leave(h) if self.gone.contains(h)));
+        co.rounds = co.rounds.max(self.rounds_seen);
+        self.gen += 1;
+        self.coordinator = self.me;
+        self.coord = Some(co);
+        self.stats.takeovers += 1;
+        tracing::warn!(me = %self.me, crashed = %old, gen = self.gen, "coordinator crashed: took over its role");
     }
 
     /// Coordinator: if the recovery in progress waits for `gone`'s census, restarts it without.
@@ -141,8 +300,15 @@ impl<D: IdData> Node<D> {
         };
         if let Some(x) = crashed {
             co.members.remove(&x);
+            co.queue
+                .retain(|c| !matches!(c, Change::Join(h) | Change::Leave(h) if *h == x));
+            if matches!(co.busy, Some(Change::Join(h) | Change::Leave(h)) if h == x) {
+                co.busy = None;
+            }
         }
-        co.rounds += 1;
+        // Round numbers grow across coordinators: a generation starts its rounds at gen << 16,
+        // above any round a crashed predecessor may have started unseen.
+        co.rounds = co.rounds.max(self.rounds_seen).max(self.gen << 16) + 1;
         let round = co.rounds;
         let members: Vec<HostId> = co.members.iter().copied().collect();
         co.census = Some(CensusState {
@@ -151,29 +317,75 @@ impl<D: IdData> Node<D> {
             awaiting: members.iter().copied().collect(),
             owned: Vec::new(),
             max_epoch: 0,
+            status: BTreeMap::new(),
+            known: BTreeSet::new(),
         });
+        let gen = self.gen;
         for m in members.clone() {
             self.emit(
                 m,
                 Body::CrashBegin {
+                    gen,
                     round,
                     crashed,
                     members: members.clone(),
                 },
             );
         }
+        self.sync_deputy();
     }
 
     pub(crate) fn on_crash_begin(
         &mut self,
         from: HostId,
+        gen: u32,
         round: u32,
         crashed: Option<HostId>,
         members: Vec<HostId>,
     ) {
-        if crashed == Some(self.me) || self.recovery.as_ref().is_some_and(|r| r.round >= round) {
-            self.reject(from, "crash notice about this machine, or of an old round");
+        if crashed == Some(self.me) {
+            self.reject(from, "crash notice about this machine");
             return;
+        }
+        // Rounds are ordered by (generation, lower coordinator first, round): a successor's
+        // rounds supersede its predecessor's; of two rival successors the lower one wins.
+        // A coordinator known (or reported) to have crashed has no claim any more.
+        let key = |g: u32, c: HostId, r: u32| (g, std::cmp::Reverse(c), r);
+        let dead = |c: &HostId| self.suspected.contains(c) || self.crashed.contains(c);
+        let leader_dead = dead(&self.coordinator);
+        let current = key(self.gen, self.coordinator, 0);
+        let superseded = (!leader_dead && key(gen, from, round) < current)
+            || self.recovery.as_ref().is_some_and(|r| {
+                !dead(&r.coordinator) && key(r.gen, r.coordinator, r.round) >= key(gen, from, round)
+            });
+        if superseded {
+            tracing::debug!(me = %self.me, %from, gen, round, "superseded recovery round ignored");
+            return;
+        }
+        if leader_dead
+            || (gen, std::cmp::Reverse(from)) > (self.gen, std::cmp::Reverse(self.coordinator))
+        {
+            if self.coord.is_some() && from != self.me {
+                // A rival successor with a better claim: it rebuilds the state from its census.
+                tracing::warn!(me = %self.me, winner = %from, "coordinator role lost to a rival successor");
+                self.coord = None;
+                self.last_sync = None;
+            }
+            self.gen = gen;
+            self.coordinator = from;
+            // A replica from the new coordinator may have overtaken this notice.
+            self.synced.take_if(|s| s.gen < gen);
+        }
+        self.rounds_seen = self.rounds_seen.max(round);
+        self.members = members.iter().copied().collect();
+        if let Some(x) = crashed {
+            self.suspected.remove(&x);
+        }
+        self.resend_suspicions();
+        if let Some(st) = self.leave.as_mut() {
+            // The coordinator's member list is exact: a machine missing from it crashed or left
+            // (possibly unseen by us, if its crash was handled by a coordinator that died).
+            st.retain_members(&members);
         }
         if let Some(x) = crashed {
             self.crashed.insert(x);
@@ -184,11 +396,16 @@ impl<D: IdData> Node<D> {
             }
         }
         for &m in &members {
-            if m != self.me {
+            if self.crashed.contains(&m) {
+                // A crash this coordinator has not heard of (its predecessor's recovery of it
+                // died with the predecessor): report it, or this round would wait forever.
+                self.emit(from, Body::Suspect { host: m });
+            } else if m != self.me {
                 self.emit(m, Body::CrashFlush { round });
             }
         }
         self.recovery = Some(Recovery {
+            gen,
             round,
             coordinator: from,
             members,
@@ -229,12 +446,26 @@ impl<D: IdData> Node<D> {
             r.census_sent = true;
         }
         self.flush_seen.retain(|&k, _| k > round);
+        let status = match self.phase {
+            Phase::Joining => MemberStatus::Joining,
+            Phase::LeaveRequested => MemberStatus::LeaveRequested,
+            Phase::Draining | Phase::Departed => MemberStatus::Draining,
+            Phase::Active => MemberStatus::Active,
+        };
+        let known = self
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !self.gone.contains(m) && !self.crashed.contains(m))
+            .collect();
         self.emit(
             coordinator,
             Body::Census {
                 round,
                 owned,
                 max_epoch,
+                status,
+                known,
             },
         );
     }
@@ -245,6 +476,8 @@ impl<D: IdData> Node<D> {
         round: u32,
         owned: Vec<Piece>,
         max_epoch: Epoch,
+        status: MemberStatus,
+        known: Vec<HostId>,
     ) {
         if owned.iter().any(|p| self.check_range(p.range).is_err()) {
             self.reject(from, "census outside the space");
@@ -265,9 +498,31 @@ impl<D: IdData> Node<D> {
             epoch: p.epoch,
         }));
         st.max_epoch = st.max_epoch.max(max_epoch);
+        st.status.insert(from, status);
+        st.known.extend(known);
         if !st.awaiting.is_empty() {
             return;
         }
+        // A member someone knows of but this round did not ask (a successor's view can miss a
+        // recent joiner, which may own IDs): ask again, with it.
+        let missing: Vec<HostId> = st
+            .known
+            .iter()
+            .copied()
+            .filter(|m| {
+                !st.members.contains(m) && !self.gone.contains(m) && !self.crashed.contains(m)
+            })
+            .collect();
+        if !missing.is_empty() {
+            if let Some(co) = self.coord.as_mut() {
+                co.members.extend(missing);
+            }
+            self.begin_recovery(None);
+            return;
+        }
+        let Some(st) = self.coord.as_mut().and_then(|c| c.census.as_mut()) else {
+            return;
+        };
         let (map, reclaimed) = reclaim_map(space, &st.owned, st.max_epoch + 1, self.me);
         let members: Vec<HostId> = self
             .coord
@@ -330,27 +585,13 @@ impl<D: IdData> Node<D> {
         if self.recovery.as_ref().is_some_and(|r| r.round == round) {
             self.recovery = None;
         }
-        let mut rejoin = None;
+        let mut status = BTreeMap::new();
         if let Some(co) = self.coord.as_mut() {
             if co.census.as_ref().is_some_and(|c| c.round == round) {
-                co.census = None;
-                if let Some(Change::Join(j)) = co.busy {
-                    rejoin = Some(j);
-                }
+                status = co.census.take().map(|c| c.status).unwrap_or_default();
             }
         }
-        if let Some(j) = rejoin {
-            // The donation request may have died with the crashed machine: ask again. A second
-            // donation to a joiner that already got one only gives it more IDs.
-            let target = self.next_rand() % self.cfg.space;
-            self.route_new(
-                target,
-                crate::wire::RoutedKind::Donate {
-                    joiner: j,
-                    tries: 0,
-                },
-            );
-        }
+        self.reconcile(&status);
         for (ranges, to, bootstrap) in std::mem::take(&mut self.deferred) {
             // A target that crashed or left meanwhile: keep the IDs (a leaver re-hands them below).
             if !self.crashed.contains(&to) && !self.departed.contains(&to) {
@@ -358,6 +599,7 @@ impl<D: IdData> Node<D> {
             }
         }
         self.retry_parked();
+        self.send_floors();
         if self.phase == Phase::Draining {
             // The reclaim map names this leaver for whatever it still held (hand-offs postponed
             // by the freeze, reclaimed neighbours): hand those on and announce it once more.
@@ -368,6 +610,107 @@ impl<D: IdData> Node<D> {
         }
         self.check_departed();
         self.pump();
+    }
+}
+
+impl<D: IdData> Node<D> {
+    /// Coordinator, at the end of a recovery: brings the joins and leaves in progress in line
+    /// with what the members reported. A no-op for a coordinator that saw every change (its
+    /// frames precede the census on each link); after a takeover it restarts what the crashed
+    /// coordinator had started, so no join or leave is wedged.
+    fn reconcile(&mut self, status: &BTreeMap<HostId, MemberStatus>) {
+        let Some(co) = self.coord.as_mut() else {
+            return;
+        };
+        if matches!(co.busy, Some(Change::Join(h) | Change::Leave(h)) if !co.members.contains(&h)) {
+            // A leaver that completed (its `LeaveComplete` went to a crashed coordinator).
+            co.busy = None;
+        }
+        if let Some(Change::Join(j)) = co.busy {
+            if status.get(&j).is_some_and(|&s| s != MemberStatus::Joining) {
+                // Its `JoinDone` (or our record of it) went down with a crashed coordinator.
+                co.busy = None;
+            }
+        }
+        // A donation still waiting for the deputy's acknowledgement is made by the loop below.
+        co.pending_donation = None;
+        let mut donate = Vec::new();
+        let mut leave_go = Vec::new();
+        for (&m, &st) in status {
+            if !co.members.contains(&m) {
+                continue;
+            }
+            match st {
+                MemberStatus::Joining if co.busy == Some(Change::Join(m)) => donate.push(m),
+                MemberStatus::Joining if co.busy.is_none() => {
+                    co.busy = Some(Change::Join(m));
+                    donate.push(m);
+                }
+                MemberStatus::Joining => {
+                    // Admitted by a lost coordinator while another change runs: ask for a
+                    // donation again later. It stays a member meanwhile (a postponed donation
+                    // may still reach it, so every census must include it).
+                    co.redonate.insert(m);
+                    if !co.queue.contains(&Change::Join(m)) {
+                        co.queue.push_back(Change::Join(m));
+                    }
+                }
+                MemberStatus::Active => {
+                    if co.busy == Some(Change::Join(m)) {
+                        // Its `JoinDone` went to the crashed coordinator.
+                        co.busy = None;
+                    }
+                }
+                MemberStatus::LeaveRequested => {
+                    if co.busy == Some(Change::Leave(m)) {
+                        leave_go.push(m);
+                    } else if !co.queue.contains(&Change::Leave(m)) {
+                        co.queue.push_back(Change::Leave(m));
+                    }
+                }
+                MemberStatus::Draining => {
+                    if co.busy.is_none() {
+                        co.busy = Some(Change::Leave(m));
+                    }
+                }
+            }
+        }
+        for j in donate {
+            // The donation request may have died with the crashed machine: ask again. A second
+            // donation to a joiner that already got one only gives it more IDs.
+            let target = self.next_rand() % self.cfg.space;
+            self.route_new(
+                target,
+                RoutedKind::Donate {
+                    joiner: j,
+                    tries: 0,
+                },
+            );
+        }
+        for l in leave_go {
+            let members = self
+                .coord
+                .as_ref()
+                .map(|c| c.members.iter().copied().filter(|&m| m != l).collect())
+                .unwrap_or_default();
+            self.emit(l, Body::LeaveGo { members });
+        }
+    }
+
+    /// Every member, at the end of a recovery: for each ID it ever sent to, tells the owner not
+    /// to wait for its earlier messages (they may have died with the crashed machine, as its
+    /// owner or on a forwarding path through it). Sent after this machine's parked messages were
+    /// re-routed; a straggler parked elsewhere that arrives after the floor is dropped.
+    fn send_floors(&mut self) {
+        if matches!(self.phase, Phase::Joining | Phase::Departed) {
+            return;
+        }
+        // Not only reclaimed IDs: a message forwarded through the crashed machine (a stale
+        // route) died too, whatever its ID. One floor per ID this machine ever sent to.
+        let floors: Vec<(u64, u64)> = self.seq_out.iter().map(|(&id, &n)| (id, n)).collect();
+        for (id, upto) in floors {
+            self.route_new(id, RoutedKind::Floor { upto });
+        }
     }
 }
 

@@ -70,9 +70,20 @@ impl<D: IdData> Node<D> {
             .iter()
             .flat_map(|p| self.resync.within(p.range))
             .collect();
+        let floored_keys: Vec<(Id, HostId)> = self
+            .floored
+            .iter()
+            .filter(|k| moving.owns(k.0))
+            .copied()
+            .collect();
+        for k in &floored_keys {
+            self.floored.remove(k);
+        }
         let bootstrap = bootstrap.then(|| Bootstrap {
             table: self.table.entries(),
             coordinator: self.coordinator,
+            gen: self.gen,
+            members: self.members.iter().copied().collect(),
             departed: self.departed.iter().copied().collect(),
             crashed: self.crashed.iter().copied().collect(),
         });
@@ -86,6 +97,7 @@ impl<D: IdData> Node<D> {
                 next_seq,
                 bootstrap,
                 resync,
+                floored: floored_keys,
             }),
         );
     }
@@ -112,12 +124,25 @@ impl<D: IdData> Node<D> {
                         return;
                     }
                 }
-                self.coordinator = b.coordinator;
+                // A joiner that took part in a recovery may already know a newer coordinator.
+                if (b.gen, std::cmp::Reverse(b.coordinator))
+                    > (self.gen, std::cmp::Reverse(self.coordinator))
+                    || self.coordinator == self.me
+                {
+                    self.coordinator = b.coordinator;
+                    self.gen = b.gen;
+                }
+                self.members.extend(b.members.iter().copied());
+                self.members.insert(self.me);
                 self.departed.extend(b.departed.iter().copied());
                 self.gone.extend(b.departed.iter().copied());
                 self.crashed.extend(b.crashed.iter().copied());
                 self.gone.extend(b.crashed.iter().copied());
                 self.phase = Phase::Active;
+                self.emit(self.coordinator, Body::JoinDone { joiner: self.me });
+            } else {
+                // A second donation (re-sent after a crash): confirm again, idempotently; the
+                // first confirmation may have gone to a coordinator that crashed.
                 self.emit(self.coordinator, Body::JoinDone { joiner: self.me });
             }
         }
@@ -140,6 +165,8 @@ impl<D: IdData> Node<D> {
         for r in &h.resync {
             self.resync.insert(*r);
         }
+        self.floored
+            .extend(h.floored.iter().filter(|k| k.0 < self.cfg.space).copied());
         self.inbox.extend(h.inbox);
         for (id, origin, n) in h.next_seq {
             self.next_seq.insert((id, origin), n);
@@ -214,6 +241,7 @@ impl<D: IdData> Node<D> {
         }
         // Either a real share, or (after all tries) an empty one: the joiner still gets the
         // routing table and becomes a member without IDs.
+        self.members.insert(joiner);
         self.hand_off(&give, joiner, true);
     }
 

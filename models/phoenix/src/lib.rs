@@ -16,7 +16,11 @@
 //!   application and what a `phoenix-node` process reports.
 //! - `src/bin/phoenix-node.rs`: one machine per OS process over TCP; joining and leaving are starting
 //!   and stopping processes (`tests/processes.rs`).
-//! - [`raytrace`], [`experiments`]: the slides' ray-tracing evaluation and the scale experiment.
+//! - `src/bin/phoenix-raytracer.rs`: one ray-tracing machine per OS process, started and stopped
+//!   by the real mode of `phoenix-raytrace` ([`raytrace`]'s `driver`).
+//! - [`overlay`]: machine-level routing tables built over the allowed connections only.
+//! - [`raytrace`], [`experiments`]: the slides' ray-tracing evaluation, the scale experiment and the
+//!   routing-table construction experiment (`phoenix-routes`).
 //!
 //! # Routing and its hop bound
 //! Every machine keeps a table of ID ranges → (owner, epoch) covering the whole space; an ID's epoch
@@ -37,22 +41,30 @@
 //!   `v` when it is delivered and holds `v`'s data, in order per (sender, ID), across any sequence
 //!   of joins, leaves and ID moves; at every instant an ID has at most one owner, and exactly one
 //!   once hand-offs have landed.
-//! - Crashes ([`crash`]): the crashed machine's IDs are reclaimed by the owners of neighbouring IDs
-//!   (exactly one owner again, never two), messages parked for it are rerouted, and the loss of its
-//!   data is reported to the application ([`IdData::lost`], [`Node::take_lost`]). Messages that
-//!   were inside the crashed machine or on a link to it are lost; delivery stays at-most-once and
-//!   in order per (sender, ID).
+//! - Crashes ([`crash`]), the coordinator's included: the crashed machine's IDs are reclaimed by
+//!   the owners of neighbouring IDs (exactly one owner again, never two), messages parked for it
+//!   are rerouted, and the loss of its data is reported to the application ([`IdData::lost`],
+//!   [`Node::take_lost`]). Messages that were inside the crashed machine, on a link to it or
+//!   forwarded through it are lost; delivery stays at-most-once and in order per (sender, ID),
+//!   and no owner waits forever behind a lost one.
 //!
 //! # Limits
-//! - The membership coordinator (the lowest initial machine) can neither leave nor crash.
+//! - The membership coordinator can leave (it hands the role to a successor first) and crash (the
+//!   member holding its replica takes over); see [`membership`] and [`crash`] for the failure
+//!   model this needs (one crash among the coordinator and its replica holder at a time).
 //! - Crash detection is external: a failure detector or the application calls `report_crash`; it
-//!   must be accurate (fail-stop). The flush during recovery is all-to-all (n² small frames).
-//! - A joiner whose contact leaves or crashes before forwarding its request is not retried.
-//! - After a crash, a message to a reclaimed ID can wait behind a lost earlier one from the same
-//!   sender (per-sender order is kept by holding it) when the two took different paths.
+//!   must be accurate (fail-stop) and must repeat a report until it is acted on. The flush during
+//!   recovery is all-to-all (n² small frames).
+//! - A joiner retries its request on timeout only if the driver calls [`Node::tick`]; with
+//!   `Start::Join` it has a single contact, so `Start::JoinAny` (several contacts) is needed to
+//!   survive a contact that crashed or left.
+//! - After a crash, each member sends one `Floor` per ID it ever sent to, so owners stop waiting
+//!   for messages lost with the crashed machine; a straggler that arrives after its floor is
+//!   dropped (at-most-once), even if it had not died.
 
 pub mod crash;
 pub mod data;
+pub mod envelope;
 pub mod experiments;
 pub mod handoff;
 pub mod ids;
@@ -60,6 +72,7 @@ pub mod ledger;
 pub mod membership;
 pub mod node;
 pub mod node_report;
+pub mod overlay;
 pub mod raytrace;
 pub mod relay;
 pub mod runtime;
@@ -75,3 +88,5 @@ pub use wire::Delivery;
 
 #[cfg(test)]
 mod testnet;
+#[cfg(test)]
+mod testnet_roles;

@@ -22,6 +22,7 @@
 //! and owners deliver by per-(id, sender) sequence numbers whose counters move with the IDs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use gridbed_runtime::HostId;
 
@@ -29,7 +30,7 @@ use crate::data::IdData;
 use crate::ids::{Id, IdRange, Ownership, Piece};
 use crate::membership::Coordinator;
 use crate::table::{Entry, RoutingTable};
-use crate::wire::{self, Body, Delivery, Frame, Routed, RoutedKind, WireError};
+use crate::wire::{self, Body, CoordSnapshot, Delivery, Frame, Routed, RoutedKind, WireError};
 
 /// Static configuration shared by all machines of a run.
 #[derive(Clone, Debug)]
@@ -38,6 +39,12 @@ pub struct Config {
     pub space: Id,
     /// How many random owners a join request tries before falling back to the largest known range.
     pub donate_tries: u32,
+    /// How long a joiner waits to be admitted before it re-sends its request to its next contact
+    /// (doubling after every retry, up to 8 times this). Only effective when the driver calls
+    /// [`Node::tick`]. Default 500 ms: an estimate, far above a join's cost on a LAN (a few
+    /// round-trips and one hand-off, well under 10 ms in the simulated gige platform) while the
+    /// coordinator serves one change at a time, so a joiner queued behind others retries rarely.
+    pub join_timeout: Duration,
 }
 
 impl Config {
@@ -46,6 +53,7 @@ impl Config {
         Config {
             space,
             donate_tries: 8,
+            join_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -56,8 +64,27 @@ pub enum Start {
     /// One of the initial machines; `table` is the initial layout, known to all of them. The lowest
     /// machine of the layout coordinates membership changes.
     Initial { table: RoutingTable },
-    /// A new machine: asks `contact` (any member) to let it join.
+    /// A new machine: asks `contact` (any member) to let it join; on timeout it asks again.
     Join { contact: HostId },
+    /// A new machine that knows several members: asks the first, and on every timeout the next
+    /// (round robin), so a contact that crashed or left does not strand it.
+    JoinAny { contacts: Vec<HostId> },
+}
+
+impl Start {
+    /// A joiner of a run whose initial machines are `0..initial`: asks `contact` first, then the
+    /// other initial machines in turn (any of them may have left or crashed meanwhile).
+    pub fn join_via(contact: HostId, initial: u32) -> Start {
+        let others = (0..initial).map(HostId).filter(|&h| h != contact);
+        Start::JoinAny {
+            contacts: std::iter::once(contact).chain(others).collect(),
+        }
+    }
+
+    /// Whether this machine starts by joining.
+    pub fn is_join(&self) -> bool {
+        matches!(self, Start::Join { .. } | Start::JoinAny { .. })
+    }
 }
 
 /// Where a machine is in its life.
@@ -85,13 +112,14 @@ pub enum PhoenixError {
     NotJoined,
     #[error("this machine is leaving or has left")]
     Leaving,
+    /// Kept for compatibility: the coordinator now hands its role on and leaves.
     #[error("the coordinator cannot leave")]
     CoordinatorCannotLeave,
     #[error("no other machine to hand IDs to")]
     NoHeir,
     #[error("{0} is not a live member")]
     NotMember(HostId),
-    #[error("{0} cannot be declared crashed by this machine (itself or the coordinator)")]
+    #[error("{0} cannot be declared crashed by this machine (it is this machine)")]
     CannotReclaim(HostId),
 }
 
@@ -121,6 +149,12 @@ pub struct Stats {
     /// Messages to reclaimed IDs dropped because a later one from the same sender was already
     /// delivered (only possible after a crash: sequence counters were lost with the machine).
     pub stale_dropped: u64,
+    /// Messages skipped by a `Floor` after a crash (never delivered: presumed lost in the crash).
+    pub floor_skipped: u64,
+    /// Join requests re-sent after `Config::join_timeout`.
+    pub join_retries: u64,
+    /// Times this machine took over the coordinator role (successor after a crash or a leave).
+    pub takeovers: u64,
 }
 
 /// One Phoenix machine.
@@ -132,8 +166,26 @@ pub struct Node<D: IdData> {
     pub(crate) owned: Ownership,
     pub(crate) table: RoutingTable,
     pub(crate) coordinator: HostId,
+    /// Generation of `coordinator`: bumped by every hand-over or takeover; higher wins.
+    pub(crate) gen: u32,
     /// Present on the coordinator only.
     pub(crate) coord: Option<Coordinator>,
+    /// This machine's view of the members (exact on the coordinator; elsewhere enough to pick
+    /// the successor of a crashed coordinator).
+    pub(crate) members: BTreeSet<HostId>,
+    /// The coordinator's state as last replicated here (on its deputy).
+    pub(crate) synced: Option<CoordSnapshot>,
+    /// On the coordinator: the last state replicated, and to whom.
+    pub(crate) last_sync: Option<(HostId, CoordSnapshot)>,
+    /// On a coordinator that was handed the role: its predecessor, the deputy until it drains.
+    pub(crate) pinned_deputy: Option<HostId>,
+    /// Highest recovery round seen (a successor numbers its rounds above it).
+    pub(crate) rounds_seen: u32,
+    /// A joiner's contacts, the next one to try, and when to retry (set by the first tick).
+    pub(crate) contacts: Vec<HostId>,
+    pub(crate) next_contact: usize,
+    pub(crate) join_deadline: Option<Duration>,
+    pub(crate) join_wait: Duration,
     /// Machines known to have left: never a hand-off target.
     pub(crate) departed: BTreeSet<HostId>,
     /// Departed machines whose last frame (`Gone`) has arrived: nothing more will come from them.
@@ -156,8 +208,14 @@ pub struct Node<D: IdData> {
     pub(crate) deferred: Vec<(Vec<IdRange>, HostId, bool)>,
     /// IDs reclaimed after a crash: their first message per sender sets the sequence counter.
     pub(crate) resync: crate::ids::RangeSet,
+    /// (id, sender) pairs whose counter a `Floor` advanced past messages presumed lost.
+    pub(crate) floored: BTreeSet<(Id, HostId)>,
     /// Reclaimed ranges whose data was lost, not yet taken by the application.
     pub(crate) lost: Vec<(u32, IdRange)>,
+    /// Machines this one has been told (or decided) crashed, before the recovery confirms it.
+    pub(crate) suspected: BTreeSet<HostId>,
+    /// (crashed coordinator, crashed machine) reports already spread to every known member.
+    pub(crate) flooded: BTreeSet<(HostId, HostId)>,
     pub(crate) rng: u64,
     pub(crate) out: Vec<Frame>,
     local: VecDeque<Frame>,
@@ -176,7 +234,17 @@ impl<D: IdData> Node<D> {
             owned: Ownership::new(),
             table: RoutingTable::whole(space, me),
             coordinator: me,
+            gen: 0,
             coord: None,
+            members: BTreeSet::new(),
+            synced: None,
+            last_sync: None,
+            pinned_deputy: None,
+            rounds_seen: 0,
+            contacts: Vec::new(),
+            next_contact: 0,
+            join_deadline: None,
+            join_wait: Duration::ZERO,
             departed: BTreeSet::new(),
             gone: BTreeSet::new(),
             held: Default::default(),
@@ -191,7 +259,10 @@ impl<D: IdData> Node<D> {
             flush_seen: BTreeMap::new(),
             deferred: Vec::new(),
             resync: Default::default(),
+            floored: BTreeSet::new(),
             lost: Vec::new(),
+            suspected: BTreeSet::new(),
+            flooded: BTreeSet::new(),
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             out: Vec::new(),
             local: VecDeque::new(),
@@ -209,12 +280,15 @@ impl<D: IdData> Node<D> {
                     node.held.insert(e.range);
                 }
                 node.table = table;
+                node.members = members.clone();
                 if node.coordinator == me {
                     node.coord = Some(Coordinator::new(members));
+                    node.sync_deputy();
                 }
                 node.phase = Phase::Active;
             }
-            Start::Join { contact } => node.emit(contact, Body::JoinReq { joiner: me }),
+            Start::Join { contact } => node.start_join(vec![contact]),
+            Start::JoinAny { contacts } => node.start_join(contacts),
         }
         node.settle();
         node
@@ -228,6 +302,14 @@ impl<D: IdData> Node<D> {
     }
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+    /// The machine this one believes coordinates membership, and that role's generation.
+    pub fn coordinator(&self) -> (HostId, u32) {
+        (self.coordinator, self.gen)
+    }
+    /// Whether this machine holds the coordinator role.
+    pub fn is_coordinator(&self) -> bool {
+        self.coord.is_some()
     }
     pub fn owned(&self) -> Vec<Piece> {
         self.owned.pieces()
@@ -271,14 +353,7 @@ impl<D: IdData> Node<D> {
         let seq = self.seq_out.entry(id).or_insert(0);
         let kind = RoutedKind::App { seq: *seq, payload };
         *seq += 1;
-        self.route(Routed {
-            id,
-            origin: self.me,
-            e0: 0,
-            believed: 0,
-            hops: 0,
-            kind,
-        });
+        self.route_new(id, kind);
         self.settle();
         Ok(())
     }
@@ -334,7 +409,7 @@ impl<D: IdData> Node<D> {
 
     /// Queues a frame; frames to self are handled locally, after the current step.
     pub(crate) fn emit(&mut self, dst: HostId, body: Body) {
-        if self.crashed.contains(&dst) {
+        if self.crashed.contains(&dst) || (self.suspected.contains(&dst) && dst != self.me) {
             // Farewells, corrections and the like to a crashed machine have no one to read them.
             return;
         }
@@ -366,12 +441,26 @@ impl<D: IdData> Node<D> {
             return;
         }
         if self.phase == Phase::Departed {
+            if self.suspected.contains(&from) {
+                // A late frame of a machine that crashed (we left without its farewell).
+                return;
+            }
+            if let Body::CrashBegin { .. } = frame.body {
+                // A recovery that started while this machine was completing its leave: tell its
+                // coordinator (possibly a successor that never saw our `LeaveComplete`) that we
+                // are gone, so it restarts the round without us.
+                self.emit(from, Body::LeaveComplete { leaver: self.me });
+                return;
+            }
             if matches!(
                 frame.body,
-                Body::CrashBegin { .. } | Body::CrashFlush { .. } | Body::Reclaim { .. }
+                Body::CrashFlush { .. }
+                    | Body::Reclaim { .. }
+                    | Body::JoinReq { .. }
+                    | Body::Suspect { .. }
             ) {
-                // A recovery that started while this machine was completing its leave: the
-                // coordinator restarts it without us when our `LeaveComplete` arrives.
+                // Late recovery frames, and join requests or crash reports from machines that
+                // picked us from an old view: the senders retry elsewhere.
                 return;
             }
             self.stats.after_departure += 1;
@@ -403,20 +492,34 @@ impl<D: IdData> Node<D> {
             Body::LeaveComplete { leaver } => self.on_leave_complete(leaver),
             Body::Gone => {
                 self.gone.insert(from);
+                self.members.remove(&from);
                 self.check_departed();
             }
-            Body::Suspect { host } => self.on_suspect(host),
+            Body::Suspect { host } => {
+                self.on_suspect(host);
+                self.check_departed();
+            }
+            Body::CoordState { state, take_over } => self.on_coord_state(from, state, take_over),
+            Body::CoordAck { busy } => self.on_coord_ack(busy),
+            Body::NewCoordinator {
+                gen,
+                coordinator,
+                members,
+            } => self.on_new_coordinator(gen, coordinator, members),
             Body::CrashBegin {
+                gen,
                 round,
                 crashed,
                 members,
-            } => self.on_crash_begin(from, round, crashed, members),
+            } => self.on_crash_begin(from, gen, round, crashed, members),
             Body::CrashFlush { round } => self.on_crash_flush(from, round),
             Body::Census {
                 round,
                 owned,
                 max_epoch,
-            } => self.on_census(from, round, owned, max_epoch),
+                status,
+                known,
+            } => self.on_census(from, round, owned, max_epoch, status, known),
             Body::Reclaim {
                 round,
                 map,
@@ -441,7 +544,9 @@ impl<D: IdData> Node<D> {
             }
         }
         if let Some(piece) = self.owned.get(r.id) {
-            if self.recovery.is_some() && !matches!(r.kind, RoutedKind::App { .. }) {
+            if self.recovery.is_some()
+                && !matches!(r.kind, RoutedKind::App { .. } | RoutedKind::Floor { .. })
+            {
                 // Donations and assumes move IDs: they wait until the crash recovery ends.
                 self.parked.push(r);
                 return;
@@ -495,7 +600,43 @@ impl<D: IdData> Node<D> {
             }
             RoutedKind::Donate { joiner, tries } => self.on_donate(r.id, joiner, tries),
             RoutedKind::Assume { range, requester } => self.on_assume(r.id, range, requester),
+            RoutedKind::Floor { upto } => self.apply_floor(r.id, r.origin, upto),
         }
+    }
+
+    /// After a crash: stops waiting for `from`'s messages to `id` numbered below `upto` (they may
+    /// have died with the crashed machine). Held later ones are delivered in order; an earlier
+    /// one that still turns up is dropped, so delivery stays at-most-once and in order.
+    pub(crate) fn apply_floor(&mut self, id: Id, from: HostId, upto: u64) {
+        let key = (id, from);
+        let expected = match self.next_seq.get(&key) {
+            Some(&n) => n,
+            // No counter on a reclaimed ID: nothing held either, resume at the floor.
+            None if self.resync.contains(id) => upto,
+            None => 0,
+        };
+        if upto <= expected {
+            self.next_seq.entry(key).or_insert(expected);
+            return;
+        }
+        let held: Vec<u64> = self
+            .early
+            .range((id, from, expected)..(id, from, upto))
+            .map(|(k, _)| k.2)
+            .collect();
+        self.stats.floor_skipped += upto - expected - held.len() as u64;
+        self.floored.insert(key);
+        for s in held {
+            if let Some(d) = self.early.remove(&(id, from, s)) {
+                self.record_delivery(d);
+            }
+        }
+        let mut next = upto;
+        while let Some(d) = self.early.remove(&(id, from, next)) {
+            self.record_delivery(d);
+            next += 1;
+        }
+        self.next_seq.insert(key, next);
     }
 
     /// Puts a delivery in the inbox in per-(id, sender) order; holds early ones, drops duplicates.
@@ -507,7 +648,7 @@ impl<D: IdData> Node<D> {
             None if self.resync.contains(d.id) => d.seq,
             None => 0,
         };
-        if d.seq < expected && self.resync.contains(d.id) {
+        if d.seq < expected && (self.resync.contains(d.id) || self.floored.contains(&key)) {
             self.stats.stale_dropped += 1;
             tracing::warn!(me = %self.me, id = d.id, from = %d.from, seq = d.seq, "message older than one delivered after a crash dropped");
             return;
@@ -559,6 +700,7 @@ pub fn kind_name(body: &Body) -> &'static str {
             RoutedKind::App { .. } => "app",
             RoutedKind::Donate { .. } => "donate",
             RoutedKind::Assume { .. } => "assume",
+            RoutedKind::Floor { .. } => "floor",
         },
         Body::Facts(_) => "facts",
         Body::Handoff(h) if h.bootstrap.is_some() => "handoff-join",
@@ -572,6 +714,9 @@ pub fn kind_name(body: &Body) -> &'static str {
         Body::LeaveComplete { .. } => "leave-complete",
         Body::Gone => "gone",
         Body::Suspect { .. } => "suspect",
+        Body::CoordState { .. } => "coord-state",
+        Body::CoordAck { .. } => "coord-ack",
+        Body::NewCoordinator { .. } => "new-coordinator",
         Body::CrashBegin { .. } => "crash-begin",
         Body::CrashFlush { .. } => "crash-flush",
         Body::Census { .. } => "census",

@@ -68,6 +68,9 @@ impl<D: IdData> Phoenix<D> {
             send_failures: 0,
             observer: None,
         };
+        // Arms the join timer of a joiner (a no-op for an initial member).
+        let now = p.host.now();
+        p.node.tick(now);
         p.flush().await;
         Ok(p)
     }
@@ -108,8 +111,9 @@ impl<D: IdData> Phoenix<D> {
         }
     }
 
-    /// Handles one network message: relays it, or feeds it to the node. Bad frames are dropped with
-    /// a log line (the runtime interface has no connection to close; the peer's frame is discarded).
+    /// Handles one network message: relays it, or feeds it to the node. A malformed frame is dropped
+    /// with a log line and the connection to the peer that sent it is closed: nothing more of that
+    /// byte stream is trusted (the peer's next send opens a fresh connection).
     async fn on_message(&mut self, m: Message) {
         match wire::decode(&m.payload) {
             Ok(frame) if frame.dst != self.host.id() => {
@@ -121,8 +125,9 @@ impl<D: IdData> Phoenix<D> {
                 self.flush().await;
             }
             Err(e) => {
-                tracing::warn!(me = %self.host.id(), from = %m.from, error = %e, "malformed frame dropped");
+                tracing::warn!(me = %self.host.id(), from = %m.from, error = %e, "malformed frame dropped, closing the connection");
                 let _ = self.node.handle_bytes(&m.payload);
+                self.host.disconnect(m.from.host);
             }
         }
     }
@@ -138,10 +143,15 @@ impl<D: IdData> Phoenix<D> {
     pub async fn step(&mut self, timeout: Duration) -> Result<bool, RunError> {
         let sleep = self.host.sleep(timeout);
         let m = match select(self.mailbox.recv(), sleep).await {
-            Either::Left((m, _)) => m?,
-            Either::Right(_) => return Ok(false),
+            Either::Left((m, _)) => Some(m?),
+            Either::Right(_) => None,
+        };
+        let Some(m) = m else {
+            self.tick().await;
+            return Ok(false);
         };
         self.on_message(m).await;
+        self.tick().await;
         Ok(true)
     }
 
@@ -151,12 +161,27 @@ impl<D: IdData> Phoenix<D> {
         Ok(())
     }
 
-    /// For a joiner: processes frames until it has been handed its IDs.
+    /// For a joiner: processes frames until it has been handed its IDs, asking another contact
+    /// whenever the join timer (`Config::join_timeout`) runs out without an admission.
     pub async fn wait_joined(&mut self) -> Result<(), RunError> {
         while self.node.phase() == Phase::Joining {
-            self.step_forever().await?;
+            let now = self.host.now();
+            let wait = self
+                .node
+                .next_deadline()
+                .map_or(self.node.config().join_timeout, |d| d.saturating_sub(now));
+            self.step(wait.max(Duration::from_millis(1))).await?;
         }
         Ok(())
+    }
+
+    /// Runs the node's timers (a joiner's retry) after a step.
+    async fn tick(&mut self) {
+        if self.node.phase() == Phase::Joining {
+            let now = self.host.now();
+            self.node.tick(now);
+            self.flush().await;
+        }
     }
 
     /// ph_send.

@@ -3,6 +3,7 @@
 //! crashes. Every frame goes through the wire codec.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use gridbed_runtime::HostId;
 
@@ -28,6 +29,22 @@ pub(crate) struct Net {
     pub(crate) crashed: BTreeSet<HostId>,
     /// (recovery round, range) reported lost to the applications.
     pub(crate) lost: Vec<(u32, IdRange)>,
+    /// Logical clock: one millisecond per scheduling step; drives `Node::tick`.
+    pub(crate) now: Duration,
+    /// Each joiner's contacts (a joiner whose contacts all died may stay out, legitimately).
+    pub(crate) contacts: BTreeMap<HostId, Vec<HostId>>,
+    /// Whether the coordinator may leave and crash like any machine.
+    pub(crate) coordinator_mortal: bool,
+}
+
+/// The join timeout of the in-memory runs: 30 steps (a step is one logical millisecond).
+pub(crate) const TEST_JOIN_TIMEOUT: Duration = Duration::from_millis(30);
+
+pub(crate) fn test_config(space: Id) -> Config {
+    Config {
+        join_timeout: TEST_JOIN_TIMEOUT,
+        ..Config::new(space)
+    }
 }
 
 impl Net {
@@ -54,12 +71,15 @@ impl Net {
             crash_per_mille: 0,
             crashed: BTreeSet::new(),
             lost: Vec::new(),
+            now: Duration::ZERO,
+            contacts: BTreeMap::new(),
+            coordinator_mortal: true,
         };
         for i in 0..initial {
             let seed = net.rand();
             let node = Node::new(
                 HostId(i),
-                Config::new(space),
+                test_config(space),
                 LogData::default(),
                 Start::Initial {
                     table: table.clone(),
@@ -82,6 +102,11 @@ impl Net {
 
     fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
         (!v.is_empty()).then(|| v[(self.rand() % v.len() as u64) as usize])
+    }
+
+    /// Moves every machine's outgoing frames onto the links.
+    pub(crate) fn collect_now(&mut self) {
+        self.collect();
     }
 
     fn collect(&mut self) {
@@ -159,40 +184,102 @@ impl Net {
         self.collect();
     }
 
+    /// A new machine asks one to three random members (its contacts, tried in turn on timeout).
     pub(crate) fn join(&mut self) {
-        if self.live(&[Phase::Active]).is_empty() {
+        let active = self.live(&[Phase::Active]);
+        if active.is_empty() {
             return;
         }
-        // Joiners ask the coordinator directly: a join request to a contact that leaves or
-        // crashes before forwarding it is lost, and the joiner would have to retry elsewhere
-        // (not modelled here; see the crate docs).
-        let contact = HostId(0);
+        let mut contacts = Vec::new();
+        for _ in 0..1 + self.rand() % 3 {
+            if let Some(c) = self.pick(&active) {
+                if !contacts.contains(&c) {
+                    contacts.push(c);
+                }
+            }
+        }
         let h = HostId(self.next_host);
         self.next_host += 1;
         let seed = self.rand();
         let node = Node::new(
             h,
-            Config::new(self.space),
+            test_config(self.space),
             LogData::default(),
-            Start::Join { contact },
+            Start::JoinAny {
+                contacts: contacts.clone(),
+            },
             seed,
         );
+        self.contacts.insert(h, contacts);
         self.nodes.insert(h, node);
         self.collect();
+    }
+
+    /// Advances the logical clock and lets every machine see it.
+    pub(crate) fn tick(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        for n in self.nodes.values_mut() {
+            n.tick(now);
+        }
+        self.collect();
+    }
+
+    /// The machine holding the coordinator role, if exactly one live machine does.
+    pub(crate) fn coordinators(&self) -> Vec<HostId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.phase() != Phase::Departed && n.is_coordinator())
+            .map(|(&h, _)| h)
+            .collect()
+    }
+
+    fn mortal(&self, h: HostId) -> bool {
+        self.coordinator_mortal || !self.nodes.get(&h).is_some_and(Node::is_coordinator)
+    }
+
+    /// The failure model's assumption (see `crash.rs`): the coordinator crashes only while its
+    /// deputy is alive and holds the coordinator's latest state, and every earlier crash has
+    /// been handled by the coordinator (no unprocessed crash of the deputy).
+    fn may_crash(&self, h: HostId) -> bool {
+        let Some(n) = self.nodes.get(&h) else {
+            return false;
+        };
+        let coords = self.coordinators();
+        let settled = coords.len() == 1
+            && self
+                .crashed
+                .iter()
+                .all(|x| self.nodes[&coords[0]].crashed.contains(x));
+        if !n.is_coordinator() {
+            // A replica holder stays up while a coordinator crash is being handled.
+            return settled || n.synced.is_none();
+        }
+        if !self.coordinator_mortal || self.crashed.iter().any(|x| !n.crashed.contains(x)) {
+            return false;
+        }
+        let (Some((d, snap)), Some(co)) = (&n.last_sync, &n.coord) else {
+            return false;
+        };
+        co.snapshot(n.gen, &n.crashed) == *snap
+            && self.nodes.get(d).is_some_and(|dn| {
+                matches!(dn.phase(), Phase::Active | Phase::LeaveRequested)
+                    && dn.synced.as_ref() == Some(snap)
+            })
     }
 
     pub(crate) fn leave(&mut self) {
         let active: Vec<HostId> = self
             .live(&[Phase::Active])
             .into_iter()
-            .filter(|h| h.0 != 0)
+            .filter(|&h| self.mortal(h))
             .collect();
         if let Some(h) = self.pick(&active) {
-            self.nodes
-                .get_mut(&h)
-                .expect("live")
-                .leave()
-                .expect("active non-coordinator may leave");
+            match self.nodes.get_mut(&h).expect("live").leave() {
+                // The last member cannot leave.
+                Ok(()) | Err(crate::node::PhoenixError::NoHeir) => {}
+                Err(e) => self.violations.push(format!("leave of {h}: {e}")),
+            }
             self.collect();
         }
     }
@@ -220,8 +307,9 @@ impl Net {
         self.collect();
     }
 
-    /// Crashes a random machine (not the coordinator) in any phase but departed: in the middle of
-    /// joins, leaves, hand-offs and other recoveries. A random member reports it.
+    /// Crashes a random machine (the coordinator included, unless spared) in any phase but
+    /// departed: in the middle of joins, leaves, hand-offs and other recoveries. A random member
+    /// reports it. At least one member stays alive.
     pub(crate) fn crash(&mut self) {
         let candidates: Vec<HostId> = self
             .live(&[
@@ -231,11 +319,24 @@ impl Net {
                 Phase::Draining,
             ])
             .into_iter()
-            .filter(|h| h.0 != 0)
+            .filter(|&h| self.may_crash(h))
             .collect();
         let Some(x) = self.pick(&candidates) else {
             return;
         };
+        self.crash_host(x);
+    }
+
+    /// Crashes `x` now; a random other active member reports it.
+    pub(crate) fn crash_host(&mut self, x: HostId) {
+        let survivors = self
+            .live(&[Phase::Active])
+            .into_iter()
+            .filter(|&h| h != x)
+            .count();
+        if survivors == 0 {
+            return;
+        }
         self.nodes.remove(&x);
         self.crashed.insert(x);
         // Frames on their way to it vanish; frames it already sent stay in flight.
@@ -247,6 +348,32 @@ impl Net {
         if let Err(e) = self.nodes.get_mut(&reporter).expect("live").report_crash(x) {
             self.violations
                 .push(format!("{reporter} reporting {x}: {e}"));
+        }
+        self.collect();
+    }
+
+    /// The failure detector, repeated: every crashed machine that some active member does not
+    /// yet know as crashed is reported again by such a member (a report can die with its
+    /// reporter or with a coordinator that crashed before acting on it).
+    pub(crate) fn detect_crashes(&mut self) {
+        let crashed: Vec<HostId> = self.crashed.iter().copied().collect();
+        for x in crashed {
+            let unaware: Vec<HostId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| {
+                    matches!(
+                        n.phase(),
+                        Phase::Active | Phase::LeaveRequested | Phase::Draining
+                    ) && !n.crashed().contains(&x)
+                })
+                .map(|(&h, _)| h)
+                .collect();
+            if let Some(r) = self.pick(&unaware) {
+                if let Err(e) = self.nodes.get_mut(&r).expect("live").report_crash(x) {
+                    self.violations.push(format!("{r} re-reporting {x}: {e}"));
+                }
+            }
         }
         self.collect();
     }
@@ -266,16 +393,30 @@ impl Net {
         }
     }
 
-    /// Runs until no frame is in flight.
+    /// Runs until no frame is in flight and no joiner's retry can still change anything.
     pub(crate) fn quiesce(&mut self) {
         let mut steps = 0u64;
-        while self.deliver_one() {
-            self.check_single_owner();
-            steps += 1;
-            if steps > 5_000_000 {
-                self.violations.push("did not quiesce".into());
-                return;
+        let mut idle_ticks = 0;
+        loop {
+            while self.deliver_one() {
+                self.check_single_owner();
+                steps += 1;
+                if steps > 5_000_000 {
+                    self.violations.push("did not quiesce".into());
+                    return;
+                }
             }
+            // A joiner still waiting, or a recovery waiting for a crash nobody reported yet (its
+            // reporter crashed too): let time pass so retry timers and the failure detector fire
+            // (bounded: a joiner's contacts may all be gone).
+            let waiting = !self.live(&[Phase::Joining]).is_empty()
+                || self.nodes.values().any(Node::recovering);
+            if !waiting || idle_ticks > 12 {
+                break;
+            }
+            idle_ticks += 1;
+            self.detect_crashes();
+            self.tick(TEST_JOIN_TIMEOUT * 8);
         }
         self.apps_receive();
     }
@@ -296,6 +437,24 @@ impl Net {
                     self.violations
                         .push(format!("{h} holds data of {id} without owning it"));
                 }
+            }
+            let stranded = n.phase() == Phase::Joining
+                && self.contacts.get(&h).is_some_and(|cs| {
+                    cs.iter().all(|c| {
+                        !self
+                            .nodes
+                            .get(c)
+                            .is_some_and(|n| n.phase() != Phase::Departed)
+                    })
+                })
+                && !self
+                    .nodes
+                    .values()
+                    .any(|c| c.coord.as_ref().is_some_and(|co| co.members.contains(&h)));
+            if stranded {
+                // Every contact it knew left or crashed before admitting it: it never became a
+                // member (checked just above), so nothing waits on it.
+                continue;
             }
             let s = n.stats();
             let crash_only = if self.crashed.is_empty() {
@@ -321,6 +480,11 @@ impl Net {
                     n.coord.as_ref().map(|c| &c.census)
                 ));
             }
+            if !n.early.is_empty() {
+                // Messages held behind a sequence number that will never come.
+                self.violations
+                    .push(format!("{h} holds {} messages behind a gap", n.early.len()));
+            }
             if n.parked() > 0 || n.pending() > 0 {
                 self.violations.push(format!(
                     "{h} still has {} parked, {} pending",
@@ -342,6 +506,21 @@ impl Net {
             ) {
                 self.violations
                     .push(format!("{h} stuck in {:?}", n.phase()));
+            }
+        }
+        let coords = self.coordinators();
+        if coords.len() != 1 {
+            self.violations
+                .push(format!("coordinators after settling: {coords:?}"));
+        }
+        for (&h, n) in &self.nodes {
+            let (c, _) = n.coordinator();
+            if matches!(n.phase(), Phase::Active | Phase::LeaveRequested)
+                && coords.len() == 1
+                && c != coords[0]
+            {
+                self.violations
+                    .push(format!("{h} believes {c} coordinates, not {}", coords[0]));
             }
         }
         if covered != self.space {
@@ -381,6 +560,10 @@ impl Net {
             }
             if self.rand().is_multiple_of(4) {
                 self.apps_receive();
+            }
+            self.tick(Duration::from_millis(1));
+            if self.crash_per_mille > 0 && self.rand().is_multiple_of(50) {
+                self.detect_crashes();
             }
             if self.crash_per_mille > 0 && self.rand() % 1000 < self.crash_per_mille {
                 self.crash();
@@ -462,7 +645,10 @@ mod tests {
         assert!(n.handle_bytes(&[1, 2, 3]).is_err());
         assert_eq!(n.stats().rejected, 1);
         let coord = net.nodes.get_mut(&HostId(0)).unwrap();
-        assert_eq!(coord.leave(), Err(PhoenixError::CoordinatorCannotLeave));
+        assert_eq!(
+            coord.report_crash(HostId(0)),
+            Err(PhoenixError::CannotReclaim(HostId(0)))
+        );
         let joiner = Node::new(
             HostId(9),
             Config::new(100),

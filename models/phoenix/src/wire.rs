@@ -7,16 +7,25 @@
 use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::Envelope;
+pub use crate::envelope::WireError;
+
 use crate::ids::{Epoch, Id, IdRange, Piece};
 use crate::table::Entry;
 
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xF5;
 /// Bumped on any incompatible change of [`Frame`].
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest accepted frame. A hand-off carries application data, so this is generous; 16 MiB is far
 /// above the ray tracer's whole image (~200 KB) and bounds what a hostile peer can make us buffer.
 pub const MAX_FRAME: usize = 16 << 20;
+
+const ENVELOPE: Envelope = Envelope {
+    magic: MAGIC,
+    version: VERSION,
+    max_frame: MAX_FRAME,
+};
 
 /// A frame between two hosts; relayed hop by hop when `dst` is not directly reachable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,11 +60,29 @@ pub enum Body {
     LeaveComplete { leaver: HostId },
     /// The leaver's last frame to each member, behind every message it forwarded while draining.
     Gone,
-    /// A failure detector (or the application) reports `host` crashed; sent to the coordinator.
+    /// A failure detector (or the application) reports `host` crashed; sent to the coordinator,
+    /// or, when `host` is the coordinator, to its successor (see `crash.rs`).
     Suspect { host: HostId },
+    /// The coordinator's state, replicated to its deputy after every change (`take_over: false`),
+    /// or handed to its successor when the coordinator leaves (`take_over: true`).
+    CoordState {
+        state: CoordSnapshot,
+        take_over: bool,
+    },
+    /// The deputy stored a replica (whose change in progress was `busy`).
+    CoordAck { busy: Option<Change> },
+    /// The coordinator role moved to `coordinator` (generation `gen`); sent by the old coordinator
+    /// to every member before its own leave starts, so it precedes its `Departing` on every link.
+    NewCoordinator {
+        gen: u32,
+        coordinator: HostId,
+        members: Vec<HostId>,
+    },
     /// Crash recovery round `round` starts: stop moving IDs, drop frames from `crashed`, flush
     /// links to `members`. A crash during a recovery starts a new round that supersedes it.
     CrashBegin {
+        /// Coordinator generation: a successor's rounds supersede its crashed predecessor's.
+        gen: u32,
         round: u32,
         /// `None` when the round restarts only because a member left meanwhile.
         crashed: Option<HostId>,
@@ -68,6 +95,10 @@ pub enum Body {
         round: u32,
         owned: Vec<Piece>,
         max_epoch: Epoch,
+        /// Where the member is in its life: lets a successor coordinator rebuild joins and leaves.
+        status: MemberStatus,
+        /// Members this one knows of (a successor may not know every joiner).
+        known: Vec<HostId>,
     },
     /// Recovery ends: the complete ownership map; `reclaimed` ranges (the crashed machines' IDs)
     /// go to the owners the map names for them, without their data.
@@ -105,6 +136,38 @@ pub enum RoutedKind {
     Donate { joiner: HostId, tries: u32 },
     /// `requester` asks the owners of `range` (starting with the owner of `id`) to hand it over.
     Assume { range: IdRange, requester: HostId },
+    /// After a crash recovery: the origin's messages to `id` numbered below `upto` that have not
+    /// arrived yet may have died with the crashed machine; the owner stops waiting for them.
+    Floor { upto: u64 },
+}
+
+/// A membership change queued or served by the coordinator.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Join(HostId),
+    Leave(HostId),
+}
+
+/// A member's life stage as reported in a census.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberStatus {
+    Joining,
+    Active,
+    LeaveRequested,
+    Draining,
+}
+
+/// Everything the coordinator role holds (replicated to the deputy, handed to a successor).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordSnapshot {
+    pub gen: u32,
+    pub members: Vec<HostId>,
+    pub queue: Vec<Change>,
+    pub busy: Option<Change>,
+    /// Crash recovery rounds started so far.
+    pub rounds: u32,
+    /// Machines declared crashed (joiners among them must never be admitted).
+    pub crashed: Vec<HostId>,
 }
 
 /// An application message that reached the owner of its ID.
@@ -135,42 +198,27 @@ pub struct Handoff {
     pub bootstrap: Option<Bootstrap>,
     /// IDs reclaimed after a crash (their sequence counters were lost with the crashed machine).
     pub resync: Vec<IdRange>,
+    /// (id, origin) pairs whose counter a `Floor` advanced: a late earlier message is stale,
+    /// not a duplicate.
+    pub floored: Vec<(Id, HostId)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bootstrap {
     pub table: Vec<Entry>,
     pub coordinator: HostId,
+    /// The coordinator's generation and the giver's view of the members.
+    pub gen: u32,
+    pub members: Vec<HostId>,
     /// Machines that have left (never hand-off or correction targets).
     pub departed: Vec<HostId>,
     /// Machines declared crashed (same, and their late frames are void).
     pub crashed: Vec<HostId>,
 }
 
-/// Why a frame was rejected.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
-    #[error("frame too short for its header")]
-    Short,
-    #[error("bad magic byte {0:#04x}")]
-    BadMagic(u8),
-    #[error("unsupported wire version {0} (this build speaks {VERSION})")]
-    BadVersion(u8),
-    #[error("malformed body: {0}")]
-    Malformed(String),
-    #[error("{0} trailing bytes after the body")]
-    Trailing(usize),
-}
-
 /// Serialises a frame.
 pub fn encode(frame: &Frame) -> Vec<u8> {
-    // One allocation for the common case: a small message plus its routing header.
-    let mut out = Vec::with_capacity(64 + payload_len(&frame.body));
-    out.extend_from_slice(&[MAGIC, VERSION]);
-    // Serialising plain data into a Vec cannot fail.
-    postcard::to_extend(frame, out).expect("postcard serialisation of owned data")
+    ENVELOPE.seal(frame, 64 + payload_len(&frame.body))
 }
 
 fn payload_len(body: &Body) -> usize {
@@ -185,24 +233,7 @@ fn payload_len(body: &Body) -> usize {
 
 /// Parses an untrusted frame.
 pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
-    if bytes.len() > MAX_FRAME {
-        return Err(WireError::TooLarge(bytes.len()));
-    }
-    let [magic, version, body @ ..] = bytes else {
-        return Err(WireError::Short);
-    };
-    if *magic != MAGIC {
-        return Err(WireError::BadMagic(*magic));
-    }
-    if *version != VERSION {
-        return Err(WireError::BadVersion(*version));
-    }
-    let (frame, rest) = postcard::take_from_bytes::<Frame>(body)
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(WireError::Trailing(rest.len()));
-    }
-    Ok(frame)
+    ENVELOPE.open(bytes)
 }
 
 #[cfg(test)]
@@ -234,13 +265,19 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), sample());
         assert_eq!(decode(&[]), Err(WireError::Short));
         assert_eq!(decode(&[0, VERSION, 0]), Err(WireError::BadMagic(0)));
-        assert_eq!(decode(&[MAGIC, 99]), Err(WireError::BadVersion(99)));
+        assert_eq!(
+            decode(&[MAGIC, 99]),
+            Err(WireError::BadVersion {
+                got: 99,
+                want: VERSION
+            })
+        );
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(decode(&long), Err(WireError::Trailing(1)));
         assert!(matches!(
             decode(&vec![MAGIC; MAX_FRAME + 1]),
-            Err(WireError::TooLarge(_))
+            Err(WireError::TooLarge { .. })
         ));
     }
 

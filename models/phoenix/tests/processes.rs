@@ -4,7 +4,7 @@
 //! Every wait is bounded; children are killed on every exit path.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -245,6 +245,14 @@ fn garbage_from_a_peer_is_dropped_and_the_node_survives() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // The node closed the connection that carried the bad body.
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection still open after a malformed frame: {other:?}"),
     }
     q.cmd("send 10");
     q.expect("sent");

@@ -1,5 +1,6 @@
 //! The ray-tracing experiment end to end in the simulator, at a small size.
 
+use gridbed_phoenix::experiments::raytrace::RealRun;
 use gridbed_phoenix::experiments::{raytrace_with, Mode, RaytraceParams};
 
 #[test]
@@ -45,6 +46,7 @@ fn small_real_run_is_bit_identical_and_measures_efficiency() {
         initial: 3,
         leaving: 1,
         joining: 1,
+        real_run: RealRun::InProcess,
         ..RaytraceParams::default()
     };
     let out = raytrace_with(Mode::Real, 1, &p).expect("run");

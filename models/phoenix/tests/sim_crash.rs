@@ -16,12 +16,13 @@ use gridbed_runtime::{ClusterRef, HostId, HostRef};
 
 const MACHINES: u32 = 6;
 const SPACE: Id = 600;
-const VICTIM: HostId = HostId(3);
 /// The member acting as failure detector (it is told of the crash by the driver).
 const DETECTOR: HostId = HostId(1);
 
 #[derive(Default)]
 struct Shared {
+    /// The machine that crashes (a host number): an ordinary member, or the coordinator (0).
+    victim_host: AtomicU32,
     crashed: AtomicBool,
     stop: AtomicBool,
     exited: AtomicU32,
@@ -47,6 +48,12 @@ struct NodeEnd {
     duplicates: u64,
 }
 
+impl Shared {
+    fn victim(&self) -> HostId {
+        HostId(self.victim_host.load(Ordering::SeqCst))
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -70,7 +77,7 @@ async fn machine(host: HostRef, sh: Arc<Shared>) -> anyhow::Result<()> {
         owners.insert(n.id(), n.owned().iter().map(|p| p.range).collect());
         let mut all: Vec<(Id, Id)> = owners
             .iter()
-            .filter(|(h, _)| **h != VICTIM || !shc.crashed.load(Ordering::SeqCst))
+            .filter(|(h, _)| **h != shc.victim() || !shc.crashed.load(Ordering::SeqCst))
             .flat_map(|(_, v)| v.iter().map(|r| (r.start, r.end)))
             .collect();
         all.sort();
@@ -82,11 +89,11 @@ async fn machine(host: HostRef, sh: Arc<Shared>) -> anyhow::Result<()> {
     let mut reported = false;
     while !sh.stop.load(Ordering::SeqCst) {
         if me == DETECTOR && !reported && sh.crashed.load(Ordering::SeqCst) {
-            ph.report_crash(VICTIM).await?;
+            ph.report_crash(sh.victim()).await?;
             reported = true;
         }
         let n = ph.node();
-        if cut.is_none() && n.crashed().contains(&VICTIM) && !n.recovering() {
+        if cut.is_none() && n.crashed().contains(&sh.victim()) && !n.recovering() {
             cut = Some(sent.clone());
         }
         let id = host.rng_u64() % SPACE;
@@ -112,7 +119,7 @@ async fn machine(host: HostRef, sh: Arc<Shared>) -> anyhow::Result<()> {
         sent,
         cut: cut.unwrap_or_default(),
         lost,
-        names_victim: n.table_mentions(VICTIM),
+        names_victim: n.table_mentions(sh.victim()),
         duplicates: n.stats().duplicates,
     });
     Ok(())
@@ -133,7 +140,7 @@ fn scenario(c: ClusterRef, sh: Arc<Shared>) -> gridbed_runtime::BoxFuture<'stati
             );
         }
         c.sleep(Duration::from_millis(20)).await;
-        c.crash(VICTIM);
+        c.crash(sh.victim());
         sh.crashed.store(true, Ordering::SeqCst);
         c.sleep(Duration::from_millis(60)).await;
         sh.stop.store(true, Ordering::SeqCst);
@@ -145,6 +152,17 @@ fn scenario(c: ClusterRef, sh: Arc<Shared>) -> gridbed_runtime::BoxFuture<'stati
 
 #[test]
 fn crashed_machine_ids_are_reclaimed_and_traffic_continues() {
+    run_victim(HostId(3));
+}
+
+/// The same with the coordinator as the victim: the detector (host 1, its deputy) takes over the
+/// role and runs the recovery.
+#[test]
+fn crashed_coordinator_is_replaced_and_traffic_continues() {
+    run_victim(HostId(0));
+}
+
+fn run_victim(victim_host: HostId) {
     // PHX_SEEDS=n widens the sweep for stress runs.
     let seeds = std::env::var("PHX_SEEDS")
         .ok()
@@ -152,6 +170,7 @@ fn crashed_machine_ids_are_reclaimed_and_traffic_continues() {
         .unwrap_or(8u64);
     for seed in 0..seeds {
         let sh = Arc::new(Shared::default());
+        sh.victim_host.store(victim_host.0, Ordering::SeqCst);
         let platform = gridbed_sim::Platform::lans(1, MACHINES as usize, "gige-tcp").expect("lan");
         let shc = sh.clone();
         gridbed_sim::run(gridbed_sim::SimConfig::new(platform, seed), move |c| {
@@ -178,7 +197,7 @@ fn crashed_machine_ids_are_reclaimed_and_traffic_continues() {
         let victim = RoutingTable::even(SPACE, MACHINES)
             .entries()
             .into_iter()
-            .find(|e| e.owner == VICTIM)
+            .find(|e| e.owner == victim_host)
             .expect("victim owns IDs")
             .range;
         let lost: Vec<IdRange> = res.iter().flat_map(|r| r.lost.clone()).collect();

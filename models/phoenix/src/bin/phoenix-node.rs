@@ -149,9 +149,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     );
     let joining = a.host >= a.initial;
     let start = if joining {
-        Start::Join {
-            contact: HostId(a.contact),
-        }
+        Start::join_via(HostId(a.contact), a.initial)
     } else {
         Start::Initial {
             table: RoutingTable::even(a.space, a.initial),

@@ -6,31 +6,36 @@
 //! leaves, its tiles — rendered ones included — go to the owners of neighbouring IDs; a joining
 //! machine is handed half of a random owner's unrendered tiles. The final image is assembled from the
 //! owners' data and compared bit for bit with a sequential render.
+//!
+//! The machine program is `raytrace::machine`; this module picks how the machines run
+//! (simulator; real mode as OS processes, `raytrace::driver`; or real mode as tasks of this
+//! process, `raytrace::inproc`) and turns the run's record into metrics and the figure.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
-use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
-use super::lock;
 use super::series::{binned_rate, Steps};
-use crate::ids::Id;
-use crate::node::{Config, Start, Stats};
+use crate::raytrace::cpuload::CpuSample;
+use crate::raytrace::record::RunRecord;
 use crate::raytrace::scene::Scene;
-use crate::raytrace::tiles::{
-    assemble, png, render_sequential, render_tile_rows, TileGrid, TileState, Tiles,
-};
-use crate::runtime::{yield_now, Phoenix};
-use crate::table::RoutingTable;
+use crate::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
+use crate::raytrace::{driver, inproc};
 
-/// CPU cycles charged per ray–object intersection test in the simulator. A ray–sphere test is ~30
-/// floating-point operations (dot products, a square root); at ~0.5 flop/cycle on a mid-2000s x86
-/// that is ~60 cycles. Shading is a few tests' worth and is folded into this figure.
-pub const CYCLES_PER_TEST: u64 = 60;
+pub use crate::raytrace::machine::CYCLES_PER_TEST;
+
+/// How real mode runs the machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RealRun {
+    /// One `phoenix-raytracer` OS process per machine over loopback TCP (the real mode).
+    #[default]
+    Processes,
+    /// Tasks of this process on `gridbed_real::run_local`'s runtime, over loopback TCP.
+    InProcess,
+}
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -51,6 +56,13 @@ pub struct RaytraceParams {
     pub transport: String,
     /// How long an idle machine waits for stolen work before asking another owner.
     pub steal_wait: Duration,
+    /// Real mode: OS processes or tasks of this process.
+    pub real_run: RealRun,
+    /// Real mode with processes: the `phoenix-raytracer` program (default: `$GRIDBED_PHOENIX_RAYTRACER`,
+    /// else next to the running executable).
+    pub machine_exe: Option<PathBuf>,
+    /// Real mode: the whole run must finish within this (wall clock); machines are killed after.
+    pub deadline: Duration,
 }
 
 impl Default for RaytraceParams {
@@ -72,38 +84,24 @@ impl Default for RaytraceParams {
             // A safety net only: owners refuse at once when they have nothing to give; a request
             // reaches a busy owner after its current tile (~1-4 ms here).
             steal_wait: Duration::from_millis(5),
+            real_run: RealRun::Processes,
+            machine_exe: None,
+            // Generous: the whole image takes seconds on this machine; a hang must not block the runner.
+            deadline: Duration::from_secs(600),
         }
     }
-}
-
-/// What the machines share with the driver: measurement only, never protocol state.
-struct Shared {
-    total: u64,
-    done: AtomicU64,
-    finished: AtomicBool,
-    exited: AtomicU32,
-    /// (time s, cycles, pixels) per rendered tile.
-    progress: Mutex<Vec<(f64, u64, u64)>>,
-    leave_now: Mutex<BTreeSet<HostId>>,
-    /// (what, seconds) per membership change.
-    rebalance: Mutex<Vec<(String, f64)>>,
-    results: Mutex<BTreeMap<Id, Vec<u8>>>,
-    stats: Mutex<Vec<Stats>>,
-    errors: Mutex<Vec<String>>,
-}
-
-/// What one run produced.
-struct RunResult {
-    end: f64,
-    capacity_hz: Steps,
-    /// Number of machines present over time.
-    present: Steps,
-    shared: Arc<Shared>,
 }
 
 /// The experiment with default parameters.
 pub fn raytrace(mode: Mode, seed: u64) -> anyhow::Result<ExperimentOutput> {
     raytrace_with(mode, seed, &RaytraceParams::default())
+}
+
+/// Where the machines ran: decides what "ideal" means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sim,
+    Real(RealRun),
 }
 
 /// The experiment with explicit parameters.
@@ -112,7 +110,15 @@ pub fn raytrace_with(
     seed: u64,
     p: &RaytraceParams,
 ) -> anyhow::Result<ExperimentOutput> {
-    if p.initial < 1 || p.leaving >= p.initial || p.tile == 0 || p.width == 0 || p.height == 0 {
+    let fraction = |f: f64| (0.0..=1.0).contains(&f);
+    if p.initial < 1
+        || p.leaving >= p.initial
+        || p.tile == 0
+        || p.width == 0
+        || p.height == 0
+        || !fraction(p.leave_at)
+        || !fraction(p.join_at)
+    {
         bail!("invalid ray-tracing parameters: {p:?}");
     }
     let hosts = (p.initial + p.joining) as usize;
@@ -123,82 +129,119 @@ pub fn raytrace_with(
         tile: p.tile,
     };
     let mut out = ExperimentOutput::default();
-    let (result, real) = match mode {
-        Mode::Sim => {
+    let backend = match mode {
+        Mode::Sim => Backend::Sim,
+        Mode::Real => Backend::Real(p.real_run),
+    };
+    // Other programs on this computer take cores from the machines: say how busy it was.
+    let load_before = loadavg();
+    let cpu_before = CpuSample::now();
+    let record = match backend {
+        Backend::Sim => {
             let platform = gridbed_sim::Platform::lans(1, hosts, &p.transport)
                 .map_err(|e| anyhow!("platform: {e}"))?;
             let cfg = gridbed_sim::SimConfig::new(platform, seed);
             let params = p.clone();
-            let o = gridbed_sim::run(cfg, move |c| scenario(c, params, scene, grid));
+            let o = gridbed_sim::run(cfg, move |c| inproc::scenario(c, params, scene, grid));
             out.trace = Some(o.trace);
-            (o.value?, false)
+            o.value?
         }
-        Mode::Real => {
+        Backend::Real(RealRun::InProcess) => {
             let params = p.clone();
-            // Generous: the whole image takes seconds on this machine; a hang must not block the runner.
-            let deadline = Duration::from_secs(600);
-            let r = gridbed_real::run_local(hosts, deadline, move |c| {
-                scenario(c, params, scene, grid)
-            })??;
-            (r, true)
+            gridbed_real::run_local(hosts, p.deadline, move |c| {
+                inproc::scenario(c, params, scene, grid)
+            })??
         }
+        Backend::Real(RealRun::Processes) => driver::run(p)?,
     };
-    let sh = &result.shared;
-    if let Some(e) = lock(&sh.errors).first() {
-        bail!("a machine failed: {e}");
+    let cpu = cpu_before.zip(CpuSample::now());
+    report(&mut out, p, grid, backend, &record, cpu)?;
+    if let (Backend::Real(_), Some(before), Some(after)) = (backend, load_before, loadavg()) {
+        out.notes.push(format!(
+            "Load average of this computer (/proc/loadavg, 1/5/15 min) before the run: {before}; after: {after}."
+        ));
     }
-    let image =
-        assemble(&grid, &lock(&sh.results)).context("tiles missing from the final image")?;
-    // Real mode: the sequential render is also the measurement of one machine's speed.
+    Ok(out)
+}
+
+/// Metrics, figure, PNG and notes of one run.
+fn report(
+    out: &mut ExperimentOutput,
+    p: &RaytraceParams,
+    grid: TileGrid,
+    backend: Backend,
+    r: &RunRecord,
+    cpu: Option<(CpuSample, CpuSample)>,
+) -> anyhow::Result<()> {
+    let image = assemble(&grid, &r.tiles).context("tiles missing from the final image")?;
+    // Real mode: the sequential render is also the measurement of one machine's speed (the
+    // machines have stopped by now, so it runs alone).
     let seq_start = std::time::Instant::now();
     let reference = render_sequential(&Scene::standard(p.width, p.height));
     let seq_s = seq_start.elapsed().as_secs_f64();
+    let seq_cpu = CpuSample::now();
     let identical = image == reference;
     out.artifacts.push((
         "phoenix-raytrace.png".into(),
         png(p.width, p.height, &image)?,
     ));
 
-    let progress = lock(&sh.progress).clone();
-    let cycles: u64 = progress.iter().map(|x| x.1).sum();
-    let pixels: u64 = progress.iter().map(|x| x.2).sum();
-    let end = result.end.max(1e-9);
+    let cycles: u64 = r.progress.iter().map(|x| x.1).sum();
+    let pixels: u64 = r.progress.iter().map(|x| x.2).sum();
+    let end = r.end.max(1e-9);
     let cycles_per_pixel = cycles as f64 / pixels.max(1) as f64;
+    let steps = |changes: &[(f64, f64)]| {
+        let mut s = Steps::default();
+        for &(t, d) in changes {
+            s.change(t, d);
+        }
+        s
+    };
     // Ideal = the sum of the present machines' speeds. In sim a machine's speed is its clock. In
-    // real mode the machines are tasks sharing this computer's cores: at most `cores` of them run
-    // at once, each at the speed measured by the sequential render (work units per second).
-    let ideal_hz = if real {
-        let cores = real_cores();
-        let speed = cycles as f64 / seq_s.max(1e-9);
-        result.present.map_level(|n| n.min(cores) * speed)
-    } else {
-        result.capacity_hz.clone()
+    // real mode at most `cores` machines compute at once, each at the speed measured by the
+    // sequential render (work units per second).
+    let cores = real_cores(backend);
+    let ideal_hz = match backend {
+        Backend::Sim => steps(&r.capacity),
+        Backend::Real(_) => {
+            let speed = cycles as f64 / seq_s.max(1e-9);
+            steps(&r.membership).map_level(|n| n.min(cores) * speed)
+        }
     };
     let efficiency = cycles as f64 / ideal_hz.integral(end);
-    let reb = lock(&sh.rebalance).clone();
-    let rebalance = reb.iter().map(|r| r.1).sum::<f64>() / reb.len().max(1) as f64;
-    let stats = lock(&sh.stats).clone();
+    let rebalance = r.rebalance.iter().map(|x| x.1).sum::<f64>() / r.rebalance.len().max(1) as f64;
     let m = &mut out.metrics;
     if efficiency.is_finite() {
         m.insert("efficiency_vs_ideal".into(), efficiency);
+    }
+    // Real mode on a shared computer: the same ratio against the cores other programs left us, with
+    // one machine's speed in CPU time (not wall time) of the reference render.
+    if let (Backend::Real(_), Some((before, after)), Some(done)) = (backend, cpu, seq_cpu) {
+        let others = after.others_cores_since(&before);
+        let free = (cores - others).max(0.1);
+        let speed = cycles as f64 / done.own_s_since(&after).max(0.01);
+        let avail = steps(&r.membership).map_level(|n| n.min(free) * speed);
+        let e = cycles as f64 / avail.integral(end);
+        m.insert("others_cores".into(), others);
+        if e.is_finite() {
+            m.insert("efficiency_vs_available".into(), e);
+        }
     }
     m.insert("rebalance_s".into(), rebalance);
     m.insert("image_bit_identical".into(), f64::from(u8::from(identical)));
     m.insert("run_s".into(), end);
     m.insert("pixels".into(), pixels as f64);
     m.insert("tiles".into(), grid.count() as f64);
-    m.insert("membership_changes".into(), reb.len() as f64);
-    m.insert(
-        "duplicates".into(),
-        stats.iter().map(|s| s.duplicates).sum::<u64>() as f64,
-    );
+    m.insert("membership_changes".into(), r.rebalance.len() as f64);
+    m.insert("duplicates".into(), r.counters.duplicates as f64);
     m.insert(
         "hop_bound_violations".into(),
-        stats.iter().map(|s| s.bound_violations).sum::<u64>() as f64,
+        r.counters.bound_violations as f64,
     );
     // Work done, in pixels of the image's mean cost: tiles differ in cost (sky vs. mirrored floor),
     // so raw pixels/s would rise and fall with the region being rendered rather than with capacity.
-    let samples: Vec<(f64, f64)> = progress
+    let samples: Vec<(f64, f64)> = r
+        .progress
         .iter()
         .map(|&(t, c, _)| (t, c as f64 / cycles_per_pixel))
         .collect();
@@ -224,296 +267,61 @@ pub fn raytrace_with(
         ],
         ..Default::default()
     });
-    out.notes.push(format!(
-        "{}x{} image, 2x2 supersampling, {}-pixel tiles = {} virtual IDs; {} machines at start, {} leave at {:.0}% done, {} join at {:.0}% done; {} LAN; {CYCLES_PER_TEST} cycles per intersection test (estimate, see source); 1 GHz CPUs (simulator default).",
-        p.width, p.height, p.tile, grid.count(), p.initial, p.leaving, p.leave_at * 100.0, p.joining, p.join_at * 100.0, p.transport
-    ));
-    out.notes.push("efficiency_vs_ideal = rendering cycles done / integral of the present machines' clock rates from start to the last tile; a leaving machine stops counting when its leave is requested, a joining one counts from when it is started.".into());
-    out.notes.push(format!("rebalance_s: per change, leave = request to departure (IDs and data handed off, every member acknowledged), join = start to owning its first IDs: {reb:?}"));
-    if identical {
-        out.notes
-            .push("Final image is bit-identical to a sequential render of the same scene.".into());
-    } else {
-        out.notes
-            .push("FINAL IMAGE DIFFERS from the sequential render.".into());
-    }
-    if real {
-        out.notes.push(format!("Real mode: the machines are tasks of one process on {} worker threads sharing this computer's cores, so the ideal at time t is min(present machines, {}) x one machine's speed, measured by the sequential reference render ({seq_s:.3} s for the image). Other load on the computer lowers the measured efficiency.", real_cores(), real_cores()));
-    }
-    Ok(out)
+    notes(out, p, grid, backend, r, identical, seq_s, cores);
+    Ok(())
 }
 
-fn scenario(
-    cluster: ClusterRef,
-    p: RaytraceParams,
-    scene: Arc<Scene>,
+#[allow(clippy::too_many_arguments)]
+fn notes(
+    out: &mut ExperimentOutput,
+    p: &RaytraceParams,
     grid: TileGrid,
-) -> BoxFuture<'static, anyhow::Result<RunResult>> {
-    Box::pin(async move {
-        let hosts = cluster.hosts();
-        let space = grid.count();
-        let sh = Arc::new(Shared {
-            total: space,
-            done: AtomicU64::new(0),
-            finished: AtomicBool::new(false),
-            exited: AtomicU32::new(0),
-            progress: Mutex::new(Vec::new()),
-            leave_now: Mutex::new(BTreeSet::new()),
-            rebalance: Mutex::new(Vec::new()),
-            results: Mutex::new(BTreeMap::new()),
-            stats: Mutex::new(Vec::new()),
-            errors: Mutex::new(Vec::new()),
-        });
-        let table = RoutingTable::even(space, p.initial);
-        let mut capacity = Steps::default();
-        let mut present = Steps::default();
-        let secs = |d: Duration| d.as_secs_f64();
-        for h in hosts.iter().take(p.initial as usize) {
-            capacity.change(secs(cluster.now()), h.cpu_hz());
-            present.change(secs(cluster.now()), 1.0);
-            let w = worker(
-                h.clone(),
-                Start::Initial {
-                    table: table.clone(),
-                },
-                p.clone(),
-                scene.clone(),
-                grid,
-                sh.clone(),
-            );
-            h.spawn("phoenix-raytrace", Box::pin(w));
-        }
-        let mut started = p.initial;
-        let (mut left, mut joined) = (false, false);
-        while !sh.finished.load(Ordering::SeqCst) {
-            cluster.sleep(Duration::from_micros(200)).await;
-            let frac = sh.done.load(Ordering::SeqCst) as f64 / space as f64;
-            if !left && frac >= p.leave_at {
-                left = true;
-                for i in (p.initial - p.leaving)..p.initial {
-                    let h = &hosts[i as usize];
-                    capacity.change(secs(cluster.now()), -h.cpu_hz());
-                    present.change(secs(cluster.now()), -1.0);
-                    lock(&sh.leave_now).insert(h.id());
-                    cluster.event(&format!("phoenix: {} asked to leave", h.id()));
-                }
-            }
-            if !joined && frac >= p.join_at {
-                joined = true;
-                for i in p.initial..p.initial + p.joining {
-                    let h = &hosts[i as usize];
-                    capacity.change(secs(cluster.now()), h.cpu_hz());
-                    present.change(secs(cluster.now()), 1.0);
-                    cluster.event(&format!("phoenix: {} joins", h.id()));
-                    let w = worker(
-                        h.clone(),
-                        Start::Join { contact: HostId(0) },
-                        p.clone(),
-                        scene.clone(),
-                        grid,
-                        sh.clone(),
-                    );
-                    h.spawn("phoenix-raytrace", Box::pin(w));
-                    started += 1;
-                }
-            }
-        }
-        let end = secs(cluster.now());
-        while sh.exited.load(Ordering::SeqCst) < started {
-            cluster.sleep(Duration::from_millis(1)).await;
-        }
-        Ok(RunResult {
-            end,
-            capacity_hz: capacity,
-            present,
-            shared: sh,
-        })
-    })
-}
-
-/// One machine: render own tiles, answer steal requests, steal when idle, leave when asked.
-async fn worker(
-    host: HostRef,
-    start: Start,
-    p: RaytraceParams,
-    scene: Arc<Scene>,
-    grid: TileGrid,
-    sh: Arc<Shared>,
+    backend: Backend,
+    r: &RunRecord,
+    identical: bool,
+    seq_s: f64,
+    cores: f64,
 ) {
-    if let Err(e) = work(&host, start, &p, &scene, grid, &sh).await {
-        lock(&sh.errors).push(format!("{}: {e:#}", host.id()));
-        sh.finished.store(true, Ordering::SeqCst);
+    let n = &mut out.notes;
+    n.push(format!(
+        "{}x{} image, 2x2 supersampling, {}-pixel tiles = {} virtual IDs; {} machines at start, {} leave at {:.0}% done, {} join at {:.0}% done.",
+        p.width, p.height, p.tile, grid.count(), p.initial, p.leaving, p.leave_at * 100.0, p.joining, p.join_at * 100.0
+    ));
+    n.push(format!("rebalance_s: per change, leave = request to departure (IDs and data handed off, every member acknowledged), join = start to owning its first IDs: {:?}", r.rebalance));
+    n.push(if identical {
+        "Final image is bit-identical to a sequential render of the same scene.".into()
+    } else {
+        "FINAL IMAGE DIFFERS from the sequential render.".into()
+    });
+    match backend {
+        Backend::Sim => {
+            n.push(format!("{} LAN; {CYCLES_PER_TEST} cycles per intersection test (estimate, see source); 1 GHz CPUs (simulator default).", p.transport));
+            n.push("efficiency_vs_ideal = rendering cycles done / integral of the present machines' clock rates from start to the last tile; a leaving machine stops counting when its leave is requested, a joining one counts from when it is started.".into());
+        }
+        Backend::Real(RealRun::InProcess) => n.push(format!("Real mode, in-process: the machines are tasks of one process on {cores} worker threads sharing this computer's cores over loopback TCP, so the ideal at time t is min(present machines, {cores}) x one machine's speed, measured by the sequential reference render ({seq_s:.3} s for the image). Other load on the computer lowers the measured efficiency.")),
+        Backend::Real(RealRun::Processes) => {
+            n.push(format!("Real mode: one phoenix-raytracer OS process per machine (single-threaded runtime each) over loopback TCP; joining = starting a process, leaving = the process hands off its tiles and exits. The ideal at time t is min(present processes, {cores} cores) x one process's speed, measured by the sequential reference render ({seq_s:.3} s for the image) after the processes exited; a process counts from the moment it is started (its start-up included) until its leave is requested. Timestamps are wall-clock (SystemTime) lines from the processes. Other load on the computer lowers the measured efficiency."));
+            n.push(format!("rebalance as measured inside the machines (leave request seen to departure; runtime start to owning IDs): {:?}", r.rebalance_self));
+            n.push(format!("protocol counters over all processes: {:?}", r.counters));
+        }
     }
-    sh.exited.fetch_add(1, Ordering::SeqCst);
+    if backend != Backend::Sim {
+        n.push("others_cores: cores other programs kept busy on average during the run (/proc/stat busy time minus this process's and its children's CPU time); efficiency_vs_available: the same work against min(present processes, cores - others_cores) x one process's speed measured in CPU seconds of the reference render. It corrects for a shared computer; efficiency_vs_ideal is the uncorrected figure.".into());
+    }
 }
 
-async fn work(
-    host: &HostRef,
-    start: Start,
-    p: &RaytraceParams,
-    scene: &Scene,
-    grid: TileGrid,
-    sh: &Shared,
-) -> anyhow::Result<()> {
-    let me = host.id();
-    let mut tiles = Tiles::new(grid);
-    let joining = matches!(start, Start::Join { .. });
-    if let Start::Initial { table } = &start {
-        for e in table.entries().iter().filter(|e| e.owner == me) {
-            tiles.add_todo(e.range);
-        }
-    }
-    let t0 = host.now();
-    let mut ph = Phoenix::start(
-        host.clone(),
-        Config::new(grid.count()),
-        tiles,
-        start,
-        Arc::new(BTreeMap::new()),
-    )
-    .await?;
-    if joining {
-        ph.wait_joined().await?;
-        lock(&sh.rebalance).push((format!("join {me}"), (host.now() - t0).as_secs_f64()));
-    }
-    loop {
-        ph.poll().await;
-        answer_steals(&mut ph).await;
-        if sh.finished.load(Ordering::SeqCst) {
-            break;
-        }
-        if lock(&sh.leave_now).contains(&me) {
-            let t = host.now();
-            let node = ph.leave().await?;
-            lock(&sh.rebalance).push((format!("leave {me}"), (host.now() - t).as_secs_f64()));
-            lock(&sh.stats).push(node.stats().clone());
-            return Ok(());
-        }
-        if let Some(&id) = ph.node().data().todo().first() {
-            ph.node_mut().data_mut().busy = Some(id);
-            let (px, rows) = render_tile_rows(scene, &grid, id);
-            let mut cycles = 0;
-            for tests in rows {
-                // Charge the row's CPU time, then serve protocol frames (forwarding, hand-offs,
-                // join and leave steps) so a busy machine delays them by one row, not one tile.
-                // Steal requests wait for the tile to finish: this tile must not be given away.
-                host.compute(tests * CYCLES_PER_TEST).await;
-                cycles += tests * CYCLES_PER_TEST;
-                // In real mode compute() returns at once: yield so other machines' tasks and the
-                // sockets get the executor's threads.
-                yield_now().await;
-                ph.poll().await;
-            }
-            let data = ph.node_mut().data_mut();
-            data.busy = None;
-            if data.tiles.get(&id) != Some(&TileState::Todo) {
-                // Cannot happen (the busy tile is never given away); guard the data anyway.
-                bail!("tile {id} changed hands while being rendered");
-            }
-            data.tiles.insert(id, TileState::Done(px));
-            lock(&sh.progress).push((host.now().as_secs_f64(), cycles, grid.pixels(id)));
-            if sh.done.fetch_add(1, Ordering::SeqCst) + 1 == sh.total {
-                sh.finished.store(true, Ordering::SeqCst);
-            }
-            continue;
-        }
-        steal(&mut ph, p, grid, sh).await?;
-    }
-    // Serve a little longer so hand-offs still in flight land before the tiles are collected.
-    ph.serve_for(Duration::from_millis(20)).await?;
-    let mut results = lock(&sh.results);
-    for (&id, s) in &ph.node().data().tiles {
-        if let TileState::Done(px) = s {
-            results.insert(id, px.clone());
-        }
-    }
-    lock(&sh.stats).push(ph.node().stats().clone());
-    Ok(())
-}
-
-/// Application messages of the ray tracer (sent to tile IDs).
-#[derive(serde::Serialize, serde::Deserialize)]
-enum Ask {
-    /// "Give me work": from `requester`; a refusal goes to `reply_to`, an ID the requester owns.
-    Steal {
-        requester: HostId,
-        reply_to: Option<Id>,
-    },
-    /// "No work here": the asker may try another owner at once.
-    Nothing,
-}
-
-/// Owners asked for work give half of their unrendered tiles to the asker, or refuse at once.
-/// Returns the number of refusals received (answers to our own requests).
-async fn answer_steals(ph: &mut Phoenix<Tiles>) -> u32 {
-    let mut refusals = 0;
-    while let Some(d) = ph.try_recv() {
-        match postcard::from_bytes::<Ask>(&d.payload) {
-            Ok(Ask::Nothing) => refusals += 1,
-            Ok(Ask::Steal {
-                requester,
-                reply_to,
-            }) => {
-                if !ph.node().data().half_of_todo().is_empty() && requester != ph.host().id() {
-                    for r in ph.node().data().half_of_todo() {
-                        // NotMember: the asker has left meanwhile; keep the tiles.
-                        if ph.release_to(r, requester).await.is_err() {
-                            break;
-                        }
-                    }
-                } else if let Some(id) = reply_to {
-                    let no = postcard::to_allocvec(&Ask::Nothing).expect("plain data");
-                    let _ = ph.send(id, no).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "malformed ray-tracer message ignored"),
-        }
-    }
-    refusals
-}
-
-/// Asks the owner of a random tile for work and waits a little for it.
-async fn steal(
-    ph: &mut Phoenix<Tiles>,
-    p: &RaytraceParams,
-    grid: TileGrid,
-    sh: &Shared,
-) -> anyhow::Result<()> {
-    let me = ph.host().id();
-    let mut target = None;
-    for _ in 0..8 {
-        let id = ph.host().rng_u64() % grid.count();
-        if !ph.node().owns(id) {
-            target = Some(id);
-            break;
-        }
-    }
-    let reply_to = ph.node().owned().first().map(|p| p.range.start);
-    if let Some(id) = target {
-        let ask = postcard::to_allocvec(&Ask::Steal {
-            requester: me,
-            reply_to,
-        })
-        .expect("plain data");
-        ph.send(id, ask).await?;
-    }
-    let deadline = ph.host().now() + p.steal_wait;
-    while ph.host().now() < deadline
-        && ph.node().data().todo().is_empty()
-        && !sh.finished.load(Ordering::SeqCst)
-    {
-        let left = deadline.saturating_sub(ph.host().now());
-        ph.step(left).await?;
-        if answer_steals(ph).await > 0 {
-            break;
-        }
-    }
-    Ok(())
+/// The first three fields of `/proc/loadavg` (Linux), if readable.
+fn loadavg() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
 /// How many machines can compute at once in real mode: `gridbed_real::run_local` runs every host on
-/// a 2-worker tokio runtime (real/src/lib.rs), and never more than this computer's cores.
-fn real_cores() -> f64 {
+/// its tokio runtime's worker threads; processes are limited by this computer's cores only.
+fn real_cores(backend: Backend) -> f64 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(2) as f64
+    match backend {
+        Backend::Real(RealRun::InProcess) => cores.min(gridbed_real::WORKER_THREADS) as f64,
+        _ => cores as f64,
+    }
 }

@@ -154,10 +154,20 @@ pub fn scale_with(seed: u64, p: &ScaleParams) -> anyhow::Result<ExperimentOutput
         stats.iter().map(|s| s.hops_max).max().unwrap_or(0) as f64,
     );
     m.insert("settle_s".into(), tl.settled_s - tl.churn_requested_s);
+    // The coordinator replicates its state to its deputy after every membership change (so a
+    // deputy can take over if it crashes): one state frame and one ack, charged to each change.
+    let changes = joins + u64::from(p.churn);
+    let replication = (kind("coord-state") + kind("coord-ack")) as f64 / changes.max(1) as f64;
+    m.insert("replication_per_change".into(), replication);
     m.insert(
         "messages_per_join".into(),
-        (kind("join-req") + kind("donate") + kind("handoff-join") + kind("join-done")) as f64
-            / joins.max(1) as f64,
+        (kind("join-req")
+            + kind("donate")
+            + kind("handoff-join")
+            + kind("join-done")
+            + kind("new-coordinator")) as f64
+            / joins.max(1) as f64
+            + replication,
     );
     let leave_kinds = [
         "leave-req",
@@ -170,7 +180,8 @@ pub fn scale_with(seed: u64, p: &ScaleParams) -> anyhow::Result<ExperimentOutput
     ];
     m.insert(
         "messages_per_leave".into(),
-        leave_kinds.iter().map(|k| kind(k)).sum::<u64>() as f64 / f64::from(p.churn.max(1)),
+        leave_kinds.iter().map(|k| kind(k)).sum::<u64>() as f64 / f64::from(p.churn.max(1))
+            + replication,
     );
     m.insert("grow_s".into(), tl.grown_s);
     m.insert("run_s".into(), tl.end_s);
@@ -221,7 +232,7 @@ pub fn scale_with(seed: u64, p: &ScaleParams) -> anyhow::Result<ExperimentOutput
         p.machines, p.initial, p.machines - p.initial, p.space, p.churn, p.churn, p.messages_per_machine, p.send_gap, p.lans,
         if p.nat { ", all but the first private behind their first host" } else { "" }, p.transport
     ));
-    out.notes.push("settle_s: from the last churn request to every join and leave completed (membership changes are serialised by the coordinator). messages_per_join counts join-req, donate (per routing hop), the hand-off with the routing snapshot and join-done.".into());
+    out.notes.push("settle_s: from the last churn request to every join and leave completed (membership changes are serialised by the coordinator). messages_per_join counts join-req, donate (per routing hop), the hand-off with the routing snapshot, join-done, the member list sent to the joiner (new-coordinator) and the per-change replication of the coordinator's state to its deputy (coord-state + coord-ack, also in messages_per_leave).".into());
     out.notes.push("Hop bound: a message takes at most 1 + (number of times its ID changed hands since the fact its sender used) machine-to-machine hops; hop_bound_violations counts deliveries beyond it.".into());
     if !bad.is_empty() {
         out.notes.push(format!("EXACTLY-ONCE VIOLATIONS: {bad:?}"));
@@ -389,7 +400,7 @@ async fn run_node(
     sh: &Shared,
 ) -> anyhow::Result<()> {
     let me = host.id();
-    let joining = matches!(start, Start::Join { .. });
+    let joining = start.is_join();
     let mut ph = Phoenix::start(
         host.clone(),
         Config::new(p.space),

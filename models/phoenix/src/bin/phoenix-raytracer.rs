@@ -1,0 +1,287 @@
+//! One ray-tracing machine in its own OS process, over genuine TCP (the `gridbed-real` host): the
+//! same machine program as the simulated and in-process runs (`raytrace::machine`).
+//!
+//! Every process of a run gets the same `--peers` list (index = host ID). Machines `0..initial`
+//! start with the even layout of the tile IDs; a process with a higher `--host` joins through
+//! `--contact` and is handed tiles. Commands on stdin and events on stdout are described in
+//! `raytrace::events` (`leave`, `report`, `dump FILE`, `quit`; one JSON event per line, with
+//! wall-clock timestamps). End of stdin means the driver is gone: the process exits.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Counters, Dump, Event};
+use gridbed_phoenix::raytrace::machine::{start_machine, work, Control, Directive, Outcome};
+use gridbed_phoenix::raytrace::scene::Scene;
+use gridbed_phoenix::raytrace::tiles::{TileGrid, TileState, Tiles};
+use gridbed_phoenix::{Phoenix, RoutingTable, Start};
+use gridbed_real::RealHost;
+use gridbed_runtime::{HostId, HostRef};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "phoenix-raytracer",
+    about = "Runs one Phoenix ray-tracing machine over TCP"
+)]
+struct Args {
+    /// This machine's index in `--peers` (its host ID).
+    #[arg(long)]
+    host: u32,
+    /// Listening address of every machine of the run, comma-separated, in host-ID order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    peers: Vec<SocketAddr>,
+    /// Machines that start with the even layout of the tiles (hosts 0..initial).
+    #[arg(long)]
+    initial: u32,
+    /// The member a joining machine asks.
+    #[arg(long, default_value_t = 0)]
+    contact: u32,
+    #[arg(long)]
+    width: u32,
+    #[arg(long)]
+    height: u32,
+    /// Tile side in pixels (one virtual ID per tile).
+    #[arg(long)]
+    tile: u32,
+    /// How long an idle machine waits for stolen work before asking another owner (ms).
+    #[arg(long, default_value_t = 5)]
+    steal_wait_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phoenix-raytracer: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> anyhow::Result<()> {
+    let n = a.peers.len() as u32;
+    if a.host >= n {
+        bail!("--host {} is not an index of the {n} peers", a.host);
+    }
+    if a.width == 0 || a.height == 0 || a.tile == 0 || a.width > 1 << 15 || a.height > 1 << 15 {
+        bail!(
+            "image {}x{} with {}-pixel tiles is not renderable",
+            a.width,
+            a.height,
+            a.tile
+        );
+    }
+    let grid = TileGrid {
+        width: a.width,
+        height: a.height,
+        tile: a.tile,
+    };
+    if a.initial == 0 || a.initial > n || grid.count() < u64::from(a.initial) {
+        bail!(
+            "--initial {} must be in 1..={n} and at most the {} tiles",
+            a.initial,
+            grid.count()
+        );
+    }
+    if a.host >= a.initial && a.contact >= a.initial {
+        bail!("--contact {} is not an initial machine", a.contact);
+    }
+    // One thread: rendering, the protocol and the sockets share it, as a single-CPU machine.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(serve(a, grid))
+}
+
+/// Reads commands on a plain thread (stdin is blocking). End of input: the driver is gone, so this
+/// machine stops too — at once if it is stuck where commands are not read.
+fn stdin_commands() -> mpsc::Receiver<Cmd> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match Cmd::parse(&line) {
+                Ok(c) => {
+                    if tx.send(c).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => eprintln!("phoenix-raytracer: {e}"),
+            }
+        }
+        let _ = tx.send(Cmd::Quit);
+        std::thread::sleep(Duration::from_secs(2));
+        std::process::exit(2);
+    });
+    rx
+}
+
+fn emit(e: &Event) {
+    println!("{}", e.line());
+}
+
+async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
+    let me = a.host;
+    let listener = tokio::net::TcpListener::bind(a.peers[me as usize])
+        .await
+        .with_context(|| format!("listening on {}", a.peers[me as usize]))?;
+    let host: HostRef = RealHost::start(
+        HostId(me),
+        listener,
+        Arc::new(a.peers.clone()),
+        Instant::now(),
+        tokio::runtime::Handle::current(),
+    );
+    let start = if me >= a.initial {
+        Start::join_via(HostId(a.contact), a.initial)
+    } else {
+        Start::Initial {
+            table: RoutingTable::even(grid.count(), a.initial),
+        }
+    };
+    let mut ctl = Commands {
+        host: me,
+        cmds: stdin_commands(),
+        directive: Directive::Work,
+        dump: None,
+        quit: false,
+    };
+    let scene = Scene::standard(a.width, a.height);
+    let (ph, joined) = start_machine(host, start, grid).await?;
+    emit(&match joined {
+        Some(secs) => Event::Joined {
+            host: me,
+            t: unix_now(),
+            secs,
+        },
+        None => Event::Ready {
+            host: me,
+            t: unix_now(),
+        },
+    });
+    let steal_wait = Duration::from_millis(a.steal_wait_ms);
+    let mut ph = match work(ph, &scene, steal_wait, &mut ctl).await? {
+        Outcome::Left(node, secs) => return left(me, &node, secs).await,
+        Outcome::Stopped(ph) => ph,
+    };
+    // Stopped: serve the protocol (others may still be working) and answer commands.
+    loop {
+        if let Some(file) = ctl.dump.take() {
+            // Let hand-offs already on the wire land before the tiles are written.
+            ph.serve_for(Duration::from_millis(20)).await?;
+            let tiles = dump(&ph, &file)?;
+            emit(&Event::Dumped {
+                host: me,
+                tiles,
+                counters: Counters::from(ph.node().stats()),
+            });
+        }
+        if ctl.quit {
+            return Ok(());
+        }
+        if ctl.directive == Directive::Leave {
+            let t = ph.host().now();
+            let h = ph.host().clone();
+            let node = ph.leave().await?;
+            return left(me, &node, (h.now() - t).as_secs_f64()).await;
+        }
+        ph.step(Duration::from_millis(2)).await?;
+        ctl.directive(&ph);
+    }
+}
+
+async fn left(me: u32, node: &gridbed_phoenix::Node<Tiles>, secs: f64) -> anyhow::Result<()> {
+    emit(&Event::Left {
+        host: me,
+        t: unix_now(),
+        secs,
+        counters: Counters::from(node.stats()),
+    });
+    // Let the kernel deliver our last frames (`Gone`) before the sockets close.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+/// Writes the owned tiles to `file`; returns how many were rendered.
+fn dump(ph: &Phoenix<Tiles>, file: &PathBuf) -> anyhow::Result<u64> {
+    let n = ph.node();
+    let mut d = Dump {
+        host: n.id().0,
+        owned: n.owned().iter().map(|p| p.range).collect(),
+        tiles: Vec::new(),
+        todo: Vec::new(),
+    };
+    for (&id, s) in &n.data().tiles {
+        match s {
+            TileState::Done(px) => d.tiles.push((id, px.clone())),
+            TileState::Todo => d.todo.push(id),
+        }
+    }
+    std::fs::write(file, d.encode()).with_context(|| format!("writing {}", file.display()))?;
+    Ok(d.tiles.len() as u64)
+}
+
+/// The driver's commands as the machine program's [`Control`].
+struct Commands {
+    host: u32,
+    cmds: mpsc::Receiver<Cmd>,
+    /// Sticky: once leave or stop is asked for, every later call says so.
+    directive: Directive,
+    dump: Option<PathBuf>,
+    quit: bool,
+}
+
+impl Control for Commands {
+    fn directive(&mut self, ph: &Phoenix<Tiles>) -> Directive {
+        while let Ok(c) = self.cmds.try_recv() {
+            match c {
+                Cmd::Report => {
+                    let n = ph.node();
+                    let todo = n.data().todo().len() as u64;
+                    emit(&Event::Report {
+                        host: self.host,
+                        phase: format!("{:?}", n.phase()),
+                        owned: n.owned().iter().map(|p| p.range).collect(),
+                        todo,
+                        done: n.data().tiles.len() as u64 - todo,
+                        counters: Counters::from(n.stats()),
+                    });
+                }
+                Cmd::Leave => self.directive = Directive::Leave,
+                Cmd::Dump(f) => {
+                    self.dump = Some(f);
+                    if self.directive == Directive::Work {
+                        self.directive = Directive::Stop;
+                    }
+                }
+                Cmd::Quit => {
+                    self.quit = true;
+                    self.directive = Directive::Stop;
+                }
+            }
+        }
+        self.directive
+    }
+
+    fn rendered(&mut self, _now: Duration, id: u64, tests: u64, pixels: u64) {
+        emit(&Event::Tile {
+            host: self.host,
+            id,
+            t: unix_now(),
+            tests,
+            pixels,
+        });
+    }
+}

@@ -1,0 +1,204 @@
+//! What a `phoenix-raytracer` process and its driver say to each other: commands on the process's
+//! stdin (one per line), events on its stdout (one JSON object per line), and the tile dump file.
+//! Both sides use these types, so the format cannot drift apart.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Id, IdRange};
+use crate::node::Stats;
+
+/// A command to a machine process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// Hand every tile to others, report `Left`, exit.
+    Leave,
+    /// Answer with a `Report` event.
+    Report,
+    /// Stop rendering, let hand-offs in flight land, write the owned tiles to the file, answer
+    /// `Dumped`; keep serving the protocol until `quit`.
+    Dump(PathBuf),
+    /// Exit at once.
+    Quit,
+}
+
+impl Cmd {
+    pub fn parse(line: &str) -> Result<Cmd, String> {
+        let line = line.trim();
+        match line.split_once(' ') {
+            None if line == "leave" => Ok(Cmd::Leave),
+            None if line == "report" => Ok(Cmd::Report),
+            None if line == "quit" => Ok(Cmd::Quit),
+            Some(("dump", file)) if !file.trim().is_empty() => Ok(Cmd::Dump(file.trim().into())),
+            _ => Err(format!("unknown command '{line}'")),
+        }
+    }
+    /// The line the driver writes (without the newline).
+    pub fn line(&self) -> String {
+        match self {
+            Cmd::Leave => "leave".into(),
+            Cmd::Report => "report".into(),
+            Cmd::Quit => "quit".into(),
+            Cmd::Dump(f) => format!("dump {}", f.display()),
+        }
+    }
+}
+
+/// Protocol counters a process reports (the part of `Stats` the experiment checks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub delivered: u64,
+    pub forwarded: u64,
+    pub duplicates: u64,
+    pub bound_violations: u64,
+    pub rejected: u64,
+    pub after_departure: u64,
+}
+
+impl From<&Stats> for Counters {
+    fn from(s: &Stats) -> Self {
+        Counters {
+            delivered: s.delivered,
+            forwarded: s.forwarded,
+            duplicates: s.duplicates,
+            bound_violations: s.bound_violations,
+            rejected: s.rejected,
+            after_departure: s.after_departure,
+        }
+    }
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.delivered += o.delivered;
+        self.forwarded += o.forwarded;
+        self.duplicates += o.duplicates;
+        self.bound_violations += o.bound_violations;
+        self.rejected += o.rejected;
+        self.after_departure += o.after_departure;
+    }
+}
+
+/// An event on a machine process's stdout. `t` is wall-clock seconds since the UNIX epoch: the
+/// processes of a run share no other clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// An initial machine is serving.
+    Ready { host: u32, t: f64 },
+    /// A joiner owns its first IDs, `secs` after its process started its runtime.
+    Joined { host: u32, t: f64, secs: f64 },
+    /// Tile `id` was rendered here: `tests` ray–object intersection tests, `pixels` pixels.
+    Tile {
+        host: u32,
+        id: Id,
+        t: f64,
+        tests: u64,
+        pixels: u64,
+    },
+    /// The machine handed everything off (`secs` from the request) and exits.
+    Left {
+        host: u32,
+        t: f64,
+        secs: f64,
+        counters: Counters,
+    },
+    Report {
+        host: u32,
+        phase: String,
+        owned: Vec<IdRange>,
+        todo: u64,
+        done: u64,
+        counters: Counters,
+    },
+    /// The owned tiles are in the dump file.
+    Dumped {
+        host: u32,
+        tiles: u64,
+        counters: Counters,
+    },
+}
+
+impl Event {
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+    pub fn parse(line: &str) -> Result<Event, String> {
+        serde_json::from_str(line).map_err(|e| format!("bad event line '{line}': {e}"))
+    }
+    pub fn host(&self) -> u32 {
+        match self {
+            Event::Ready { host, .. }
+            | Event::Joined { host, .. }
+            | Event::Tile { host, .. }
+            | Event::Left { host, .. }
+            | Event::Report { host, .. }
+            | Event::Dumped { host, .. } => *host,
+        }
+    }
+}
+
+/// The tiles one machine owned when told to dump: what the driver assembles the image from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dump {
+    pub host: u32,
+    pub owned: Vec<IdRange>,
+    /// Rendered tiles, by ID.
+    pub tiles: Vec<(Id, Vec<u8>)>,
+    /// Owned tiles not rendered (must be none at the end of a run).
+    pub todo: Vec<Id>,
+}
+
+impl Dump {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("plain data serialises")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Dump, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("bad tile dump: {e}"))
+    }
+}
+
+/// Wall-clock seconds since the UNIX epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_events_round_trip() {
+        for c in [
+            Cmd::Leave,
+            Cmd::Report,
+            Cmd::Quit,
+            Cmd::Dump("/tmp/a b.bin".into()),
+        ] {
+            assert_eq!(Cmd::parse(&c.line()), Ok(c));
+        }
+        assert!(Cmd::parse("dump").is_err());
+        assert!(Cmd::parse("leave now").is_err());
+        let e = Event::Tile {
+            host: 3,
+            id: 17,
+            t: 1.5,
+            tests: 99,
+            pixels: 256,
+        };
+        assert_eq!(Event::parse(&e.line()), Ok(e));
+        assert!(Event::parse("ready").is_err());
+        let d = Dump {
+            host: 1,
+            owned: vec![IdRange::new(0, 4)],
+            tiles: vec![(0, vec![1, 2, 3])],
+            todo: vec![2],
+        };
+        assert_eq!(Dump::decode(&d.encode()), Ok(d));
+        assert!(Dump::decode(&[0xff; 3]).is_err());
+    }
+}

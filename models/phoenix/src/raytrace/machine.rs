@@ -1,0 +1,216 @@
+//! One ray-tracing machine's program, shared by every way of running it: tasks of the simulator,
+//! tasks of one real process (`gridbed_real::run_local`), or one OS process per machine
+//! (`phoenix-raytracer`). What differs between them — how the driver says "leave" or "stop", and
+//! where progress goes — is behind [`Control`].
+//!
+//! The program: render own unrendered tiles; when idle, send a "steal" message to a random tile ID,
+//! whose owner hands the requester half of its unrendered tiles (ph_release to the requester) or
+//! refuses at once; on a leave, hand every tile (rendered or not) to others with its ID.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use gridbed_runtime::{HostId, HostRef};
+
+use super::scene::Scene;
+use super::tiles::{render_tile_rows, TileGrid, TileState, Tiles};
+use crate::ids::Id;
+use crate::node::{Config, Node, Start};
+use crate::runtime::{yield_now, Phoenix};
+
+/// CPU cycles charged per ray–object intersection test in the simulator. A ray–sphere test is ~30
+/// floating-point operations (dot products, a square root); at ~0.5 flop/cycle on a mid-2000s x86
+/// that is ~60 cycles. Shading is a few tests' worth and is folded into this figure.
+pub const CYCLES_PER_TEST: u64 = 60;
+
+/// What the driver wants a machine to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Directive {
+    /// Keep rendering (and stealing when idle).
+    Work,
+    /// Hand every ID and its data to others, then stop.
+    Leave,
+    /// Stop working; the caller gets the endpoint back (to collect tiles, keep serving, exit).
+    Stop,
+}
+
+/// The driver's side of a machine: asked between work items, told about progress.
+pub trait Control {
+    /// Called between rows, tiles and steal attempts: cheap, never blocks.
+    fn directive(&mut self, ph: &Phoenix<Tiles>) -> Directive;
+    /// A tile was rendered here; `tests` intersection tests, `now` the host's clock.
+    fn rendered(&mut self, now: Duration, id: Id, tests: u64, pixels: u64);
+}
+
+/// How a machine's run ended.
+pub enum Outcome {
+    /// It left: its IDs and data are with others. The seconds from the leave request to departure.
+    Left(Box<Node<Tiles>>, f64),
+    /// It was told to stop, still owning its tiles.
+    Stopped(Box<Phoenix<Tiles>>),
+}
+
+/// Starts a machine (an initial member with its share of the even layout in `start`, or a joiner)
+/// and returns once it has joined; `joined` gets the seconds joining took.
+pub async fn start_machine(
+    host: HostRef,
+    start: Start,
+    grid: TileGrid,
+) -> anyhow::Result<(Phoenix<Tiles>, Option<f64>)> {
+    let me = host.id();
+    let mut tiles = Tiles::new(grid);
+    let joining = start.is_join();
+    if let Start::Initial { table } = &start {
+        for e in table.entries().iter().filter(|e| e.owner == me) {
+            tiles.add_todo(e.range);
+        }
+    }
+    let t0 = host.now();
+    let mut ph = Phoenix::start(
+        host.clone(),
+        Config::new(grid.count()),
+        tiles,
+        start,
+        Arc::new(Default::default()),
+    )
+    .await?;
+    if !joining {
+        return Ok((ph, None));
+    }
+    ph.wait_joined().await?;
+    Ok((ph, Some((host.now() - t0).as_secs_f64())))
+}
+
+/// The machine's work loop: render own tiles, answer steal requests, steal when idle, until the
+/// control says leave or stop.
+pub async fn work(
+    mut ph: Phoenix<Tiles>,
+    scene: &Scene,
+    steal_wait: Duration,
+    ctl: &mut impl Control,
+) -> anyhow::Result<Outcome> {
+    let grid = ph.node().data().grid;
+    loop {
+        ph.poll().await;
+        answer_steals(&mut ph).await;
+        match ctl.directive(&ph) {
+            Directive::Work => {}
+            Directive::Stop => return Ok(Outcome::Stopped(Box::new(ph))),
+            Directive::Leave => {
+                let t = ph.host().now();
+                let host = ph.host().clone();
+                let node = ph.leave().await?;
+                return Ok(Outcome::Left(
+                    Box::new(node),
+                    (host.now() - t).as_secs_f64(),
+                ));
+            }
+        }
+        let Some(&id) = ph.node().data().todo().first() else {
+            steal(&mut ph, grid, steal_wait, ctl).await?;
+            continue;
+        };
+        ph.node_mut().data_mut().busy = Some(id);
+        let (px, rows) = render_tile_rows(scene, &grid, id);
+        let mut tests_sum = 0;
+        for tests in rows {
+            // Charge the row's CPU time, then serve protocol frames (forwarding, hand-offs, join
+            // and leave steps) so a busy machine delays them by one row, not one tile. Steal
+            // requests wait for the tile to finish: this tile must not be given away.
+            ph.host().compute(tests * CYCLES_PER_TEST).await;
+            tests_sum += tests;
+            // In real mode compute() returns at once: yield so other tasks and the sockets run.
+            yield_now().await;
+            ph.poll().await;
+        }
+        let data = ph.node_mut().data_mut();
+        data.busy = None;
+        if data.tiles.get(&id) != Some(&TileState::Todo) {
+            // Cannot happen (the busy tile is never given away); guard the data anyway.
+            bail!("tile {id} changed hands while being rendered");
+        }
+        data.tiles.insert(id, TileState::Done(px));
+        ctl.rendered(ph.host().now(), id, tests_sum, grid.pixels(id));
+    }
+}
+
+/// Application messages of the ray tracer (sent to tile IDs).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Ask {
+    /// "Give me work": from `requester`; a refusal goes to `reply_to`, an ID the requester owns.
+    Steal {
+        requester: HostId,
+        reply_to: Option<Id>,
+    },
+    /// "No work here": the asker may try another owner at once.
+    Nothing,
+}
+
+/// Owners asked for work give half of their unrendered tiles to the asker, or refuse at once.
+/// Returns the number of refusals received (answers to our own requests).
+async fn answer_steals(ph: &mut Phoenix<Tiles>) -> u32 {
+    let mut refusals = 0;
+    while let Some(d) = ph.try_recv() {
+        match postcard::from_bytes::<Ask>(&d.payload) {
+            Ok(Ask::Nothing) => refusals += 1,
+            Ok(Ask::Steal {
+                requester,
+                reply_to,
+            }) => {
+                if !ph.node().data().half_of_todo().is_empty() && requester != ph.host().id() {
+                    for r in ph.node().data().half_of_todo() {
+                        // NotMember: the asker has left meanwhile; keep the tiles.
+                        if ph.release_to(r, requester).await.is_err() {
+                            break;
+                        }
+                    }
+                } else if let Some(id) = reply_to {
+                    let no = postcard::to_allocvec(&Ask::Nothing).expect("plain data");
+                    let _ = ph.send(id, no).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "malformed ray-tracer message ignored"),
+        }
+    }
+    refusals
+}
+
+/// Asks the owner of a random tile for work and waits a little for it.
+async fn steal(
+    ph: &mut Phoenix<Tiles>,
+    grid: TileGrid,
+    steal_wait: Duration,
+    ctl: &mut impl Control,
+) -> anyhow::Result<()> {
+    let me = ph.host().id();
+    let mut target = None;
+    for _ in 0..8 {
+        let id = ph.host().rng_u64() % grid.count();
+        if !ph.node().owns(id) {
+            target = Some(id);
+            break;
+        }
+    }
+    let reply_to = ph.node().owned().first().map(|p| p.range.start);
+    if let Some(id) = target {
+        let ask = postcard::to_allocvec(&Ask::Steal {
+            requester: me,
+            reply_to,
+        })
+        .expect("plain data");
+        ph.send(id, ask).await?;
+    }
+    let deadline = ph.host().now() + steal_wait;
+    while ph.host().now() < deadline
+        && ph.node().data().todo().is_empty()
+        && ctl.directive(ph) == Directive::Work
+    {
+        let left = deadline.saturating_sub(ph.host().now());
+        ph.step(left).await?;
+        if answer_steals(ph).await > 0 {
+            break;
+        }
+    }
+    Ok(())
+}
