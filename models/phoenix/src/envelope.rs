@@ -69,3 +69,43 @@ impl Envelope {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Envelope = Envelope {
+        magic: 0xAB,
+        version: 3,
+        max_frame: 64,
+    };
+
+    #[test]
+    fn header_size_and_trailing_checks() {
+        let body = (7u32, vec![1u8, 2, 3]);
+        let bytes = E.seal(&body, 8);
+        assert_eq!(E.open::<(u32, Vec<u8>)>(&bytes), Ok(body));
+        let open = |b: &[u8]| E.open::<(u32, Vec<u8>)>(b);
+        assert_eq!(open(&[]), Err(WireError::Short));
+        assert_eq!(open(&[0xAB]), Err(WireError::Short));
+        assert_eq!(open(&[0, 3, 0]), Err(WireError::BadMagic(0)));
+        assert_eq!(
+            open(&[0xAB, 9, 0]),
+            Err(WireError::BadVersion { got: 9, want: 3 })
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(open(&long), Err(WireError::Trailing(1)));
+        assert!(matches!(
+            open(&bytes[..bytes.len() - 1]),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            open(&[0xAB; 65]),
+            Err(WireError::TooLarge {
+                size: 65,
+                limit: 64
+            })
+        );
+    }
+}

@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_header_checks() {
+    fn round_trip_and_this_formats_header() {
         for f in [
             sample(),
             Frame {
@@ -135,27 +135,17 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&f)).unwrap(), f);
         }
+        // Header checks are the envelope's (tested in `envelope.rs`); here: this format's magic.
         let bytes = encode(&sample());
-        assert_eq!(decode(&[]), Err(WireError::Short));
-        assert_eq!(decode(&[MAGIC]), Err(WireError::Short));
-        assert_eq!(decode(&[0xF5, VERSION, 0]), Err(WireError::BadMagic(0xF5)));
-        assert_eq!(
-            decode(&[MAGIC, 7, 0]),
-            Err(WireError::BadVersion {
-                got: 7,
-                want: VERSION
-            })
+        let mut other = bytes.clone();
+        other[0] = crate::wire::MAGIC;
+        assert!(
+            decode(&other).is_err(),
+            "a protocol frame is not an overlay frame"
         );
-        let mut long = bytes.clone();
-        long.push(0);
-        assert_eq!(decode(&long), Err(WireError::Trailing(1)));
         assert!(matches!(
             decode(&bytes[..bytes.len() - 1]),
             Err(WireError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode(&vec![MAGIC; MAX_FRAME + 1]),
-            Err(WireError::TooLarge { .. })
         ));
         // A forged element count far beyond the bytes present is an error, not an allocation.
         let forged = [MAGIC, VERSION, 1, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
