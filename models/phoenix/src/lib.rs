@@ -76,7 +76,9 @@ pub mod overlay;
 pub mod raytrace;
 pub mod relay;
 pub mod runtime;
+pub mod stats;
 pub mod table;
+mod takeover;
 pub mod wire;
 
 pub use data::{IdData, NoData};
@@ -90,3 +92,5 @@ pub use wire::Delivery;
 mod testnet;
 #[cfg(test)]
 mod testnet_roles;
+#[cfg(test)]
+mod testnet_sweeps;

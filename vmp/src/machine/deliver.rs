@@ -38,17 +38,27 @@ fn words_spanned(addr: u32, len: usize) -> u64 {
 pub(super) fn peek(uc: &mut Uc, addr: u32, buf: &mut [u8]) -> Result<()> {
     if !uc.get_data().ram.read(addr, buf) {
         uc.mem_read(addr as u64, buf)
-            .map_err(|_| VmpError::Unmapped {
-                eip: regs::get(uc, X::EIP).unwrap_or(0),
-                addr: addr as u64,
-                asm: "monitor read".into(),
-            })?;
+            .map_err(|_| unmapped(uc, addr, "monitor read"))?;
     }
+    count_words(uc, addr, buf.len());
+    Ok(())
+}
+
+/// The error of a monitor access outside guest memory.
+fn unmapped(uc: &Uc, addr: u32, what: &str) -> VmpError {
+    VmpError::Unmapped {
+        eip: regs::get(uc, X::EIP).unwrap_or(0),
+        addr: addr as u64,
+        asm: what.into(),
+    }
+}
+
+/// Counts the guest words a monitor access touched (PEEK/POKEDATA calls in the paper's monitor).
+fn count_words(uc: &mut Uc, addr: u32, len: usize) {
     let m = uc.get_data_mut();
     if m.config == Config::Vmp {
-        m.stats.mem_words += words_spanned(addr, buf.len());
+        m.stats.mem_words += words_spanned(addr, len);
     }
-    Ok(())
 }
 
 pub(super) fn peek32(uc: &mut Uc, addr: u32) -> Result<u32> {
@@ -61,16 +71,9 @@ pub(super) fn peek32(uc: &mut Uc, addr: u32) -> Result<u32> {
 pub(super) fn poke(uc: &mut Uc, addr: u32, bytes: &[u8]) -> Result<()> {
     if !uc.get_data_mut().ram.write(addr, bytes) {
         uc.mem_write(addr as u64, bytes)
-            .map_err(|_| VmpError::Unmapped {
-                eip: regs::get(uc, X::EIP).unwrap_or(0),
-                addr: addr as u64,
-                asm: "monitor write".into(),
-            })?;
+            .map_err(|_| unmapped(uc, addr, "monitor write"))?;
     }
-    let m = uc.get_data_mut();
-    if m.config == Config::Vmp {
-        m.stats.mem_words += words_spanned(addr, bytes.len());
-    }
+    count_words(uc, addr, bytes.len());
     Ok(())
 }
 
