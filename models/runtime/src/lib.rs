@@ -113,7 +113,7 @@ pub trait Host: Send + Sync {
 
     /// Runs `cycles` CPU cycles of work on this host. In sim the host's processor-sharing run queue
     /// decides how long that takes (external load slows it); in real mode the caller has already done
-    /// the work and this returns at once.
+    /// the work and this returns at once, or yields to other tasks if this one has run long.
     fn compute(&self, cycles: u64) -> BoxFuture<'static, ()>;
     /// This host's nominal CPU speed in cycles per second.
     fn cpu_hz(&self) -> f64;

@@ -7,7 +7,7 @@
 //! `raytrace::events` (`leave`, `report`, `dump FILE`, `quit`; one JSON event per line, with
 //! wall-clock timestamps). End of stdin means the driver is gone: the process exits.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Counters, Dump, Event};
+use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Counters, Dump, Event, TileDone};
 use gridbed_phoenix::raytrace::machine::{start_machine, work, Control, Directive, Outcome};
 use gridbed_phoenix::raytrace::scene::Scene;
 use gridbed_phoenix::raytrace::tiles::{TileGrid, TileState, Tiles};
@@ -128,8 +128,58 @@ fn stdin_commands() -> mpsc::Receiver<Cmd> {
     rx
 }
 
-fn emit(e: &Event) {
-    println!("{}", e.line());
+/// Events to the driver on stdout. Rendered tiles go out in batches, one `tiles` line at most
+/// every `BATCH`: a line per tile cost a `write` and a wake-up of the driver per tile (thousands
+/// per second), and those context switches slowed the rendering itself. Every other event goes
+/// out at once, after the tiles before it.
+struct Output {
+    host: u32,
+    tiles: Vec<TileDone>,
+    since: Instant,
+}
+
+impl Output {
+    /// Longest a rendered tile waits to be reported: the driver's leave and join triggers lag by
+    /// at most this; the plotted times are the ones inside the lines.
+    const BATCH: Duration = Duration::from_millis(10);
+
+    fn new(host: u32) -> Output {
+        Output {
+            host,
+            tiles: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+    fn tile(&mut self, t: TileDone) {
+        self.tiles.push(t);
+        self.tick();
+    }
+    fn emit(&mut self, e: &Event) {
+        self.write_tiles();
+        write_line(&e.line());
+    }
+    /// Writes the batch if it is old enough.
+    fn tick(&mut self) {
+        if !self.tiles.is_empty() && self.since.elapsed() >= Self::BATCH {
+            self.write_tiles();
+        }
+    }
+    fn write_tiles(&mut self) {
+        if !self.tiles.is_empty() {
+            let e = Event::Tiles {
+                host: self.host,
+                tiles: std::mem::take(&mut self.tiles),
+            };
+            write_line(&e.line());
+        }
+        self.since = Instant::now();
+    }
+}
+
+fn write_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout means the driver is gone; the stdin thread ends the process.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
@@ -153,6 +203,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
     };
     let mut ctl = Commands {
         host: me,
+        out: Output::new(me),
         cmds: stdin_commands(),
         directive: Directive::Work,
         dump: None,
@@ -160,7 +211,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
     };
     let scene = Scene::standard(a.width, a.height);
     let (ph, joined) = start_machine(host, start, grid).await?;
-    emit(&match joined {
+    ctl.out.emit(&match joined {
         Some(secs) => Event::Joined {
             host: me,
             t: unix_now(),
@@ -173,7 +224,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
     });
     let steal_wait = Duration::from_millis(a.steal_wait_ms);
     let mut ph = match work(ph, &scene, steal_wait, &mut ctl).await? {
-        Outcome::Left(node, secs) => return left(me, &node, secs).await,
+        Outcome::Left(node, secs) => return left(&mut ctl, &node, secs).await,
         Outcome::Stopped(ph) => ph,
     };
     // Stopped: serve the protocol (others may still be working) and answer commands.
@@ -182,7 +233,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
             // Let hand-offs already on the wire land before the tiles are written.
             ph.serve_for(Duration::from_millis(20)).await?;
             let tiles = dump(&ph, &file)?;
-            emit(&Event::Dumped {
+            ctl.out.emit(&Event::Dumped {
                 host: me,
                 tiles,
                 counters: Counters::from(ph.node().stats()),
@@ -195,16 +246,20 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
             let t = ph.host().now();
             let h = ph.host().clone();
             let node = ph.leave().await?;
-            return left(me, &node, (h.now() - t).as_secs_f64()).await;
+            return left(&mut ctl, &node, (h.now() - t).as_secs_f64()).await;
         }
         ph.step(Duration::from_millis(2)).await?;
         ctl.directive(&ph);
     }
 }
 
-async fn left(me: u32, node: &gridbed_phoenix::Node<Tiles>, secs: f64) -> anyhow::Result<()> {
-    emit(&Event::Left {
-        host: me,
+async fn left(
+    ctl: &mut Commands,
+    node: &gridbed_phoenix::Node<Tiles>,
+    secs: f64,
+) -> anyhow::Result<()> {
+    ctl.out.emit(&Event::Left {
+        host: ctl.host,
         t: unix_now(),
         secs,
         counters: Counters::from(node.stats()),
@@ -223,7 +278,7 @@ fn dump(ph: &Phoenix<Tiles>, file: &PathBuf) -> anyhow::Result<u64> {
         tiles: Vec::new(),
         todo: Vec::new(),
     };
-    for (&id, s) in &n.data().tiles {
+    for (&id, s) in n.data().tiles() {
         match s {
             TileState::Done(px) => d.tiles.push((id, px.clone())),
             TileState::Todo => d.todo.push(id),
@@ -233,9 +288,23 @@ fn dump(ph: &Phoenix<Tiles>, file: &PathBuf) -> anyhow::Result<u64> {
     Ok(d.tiles.len() as u64)
 }
 
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`: a system call, ~1 µs, made a few
+/// times per tile). The machine runs on this one thread (current-thread runtime); the stdin reader
+/// thread is not counted.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 /// The driver's commands as the machine program's [`Control`].
 struct Commands {
     host: u32,
+    out: Output,
     cmds: mpsc::Receiver<Cmd>,
     /// Sticky: once leave or stop is asked for, every later call says so.
     directive: Directive,
@@ -245,17 +314,19 @@ struct Commands {
 
 impl Control for Commands {
     fn directive(&mut self, ph: &Phoenix<Tiles>) -> Directive {
+        // Called between work items and while idle: a batch of tile events does not wait long.
+        self.out.tick();
         while let Ok(c) = self.cmds.try_recv() {
             match c {
                 Cmd::Report => {
                     let n = ph.node();
                     let todo = n.data().todo().len() as u64;
-                    emit(&Event::Report {
+                    self.out.emit(&Event::Report {
                         host: self.host,
                         phase: format!("{:?}", n.phase()),
                         owned: n.owned().iter().map(|p| p.range).collect(),
                         todo,
-                        done: n.data().tiles.len() as u64 - todo,
+                        done: n.data().tiles().len() as u64 - todo,
                         counters: Counters::from(n.stats()),
                     });
                 }
@@ -275,13 +346,24 @@ impl Control for Commands {
         self.directive
     }
 
-    fn rendered(&mut self, _now: Duration, id: u64, tests: u64, pixels: u64) {
-        emit(&Event::Tile {
-            host: self.host,
+    fn rendered(
+        &mut self,
+        _now: Duration,
+        id: u64,
+        tests: u64,
+        pixels: u64,
+        cpu: Option<Duration>,
+    ) {
+        self.out.tile(TileDone {
             id,
             t: unix_now(),
             tests,
             pixels,
+            cpu_s: cpu.map(|c| c.as_secs_f64()),
         });
+    }
+
+    fn cpu_now(&mut self) -> Option<Duration> {
+        thread_cpu_time()
     }
 }

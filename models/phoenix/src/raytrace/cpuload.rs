@@ -20,6 +20,8 @@ pub struct CpuSample {
     busy: u64,
     /// Ticks of this process and of its children that have been waited for.
     own: u64,
+    /// Of `own`, the children's part.
+    children: u64,
 }
 
 impl CpuSample {
@@ -35,16 +37,23 @@ impl CpuSample {
             .collect();
         // user nice system idle iowait irq softirq steal ...: all but idle and iowait.
         let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| cpu.get(i)).sum();
+        let (this, children) = own_ticks()?;
         Some(CpuSample {
             at: Instant::now(),
             busy,
-            own: own_ticks()?,
+            own: this + children,
+            children,
         })
     }
 
     /// Seconds of CPU this process (and its waited-for children) used since `earlier`.
     pub fn own_s_since(&self, earlier: &CpuSample) -> f64 {
         self.own.saturating_sub(earlier.own) as f64 / TICKS_PER_S
+    }
+
+    /// Seconds of CPU of the children waited for since `earlier` (the machine processes).
+    pub fn children_s_since(&self, earlier: &CpuSample) -> f64 {
+        self.children.saturating_sub(earlier.children) as f64 / TICKS_PER_S
     }
 
     /// Cores, on average, that other programs kept busy since `earlier`.
@@ -55,14 +64,15 @@ impl CpuSample {
     }
 }
 
-/// utime + stime + cutime + cstime of this process (fields 14-17 of `/proc/self/stat`).
-fn own_ticks() -> Option<u64> {
+/// (utime + stime, cutime + cstime) of this process (fields 14-17 of `/proc/self/stat`).
+fn own_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name (field 2) may contain spaces: count fields after its closing parenthesis.
     let rest = stat.rsplit_once(") ")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): fields 14-17 are at indices 11-14.
-    (11..15).map(|i| f.get(i)?.parse::<u64>().ok()).sum()
+    let field = |i: usize| f.get(i)?.parse::<u64>().ok();
+    Some((field(11)? + field(12)?, field(13)? + field(14)?))
 }
 
 #[cfg(test)]

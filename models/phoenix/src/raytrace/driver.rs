@@ -68,7 +68,10 @@ pub fn run(p: &RaytraceParams) -> anyhow::Result<RunRecord> {
     };
     let mut fleet = Fleet::new(exe, p, free_addrs((p.initial + p.joining) as usize)?)?;
     let deadline = Instant::now() + p.deadline;
-    let mut run = RunRecord::default();
+    let mut run = RunRecord {
+        render_cpu_s: Some(0.0),
+        ..RunRecord::default()
+    };
     let t0 = unix_now();
     for h in 0..p.initial {
         fleet.spawn(h)?;
@@ -88,12 +91,14 @@ pub fn run(p: &RaytraceParams) -> anyhow::Result<RunRecord> {
             )
         })?;
         match Event::parse(&line).map_err(|e| anyhow!("machine h{h}: {e}"))? {
-            Event::Tile {
-                t, tests, pixels, ..
-            } => {
-                done += 1;
-                run.progress.push((t - t0, tests * CYCLES_PER_TEST, pixels));
-                run.end = run.end.max(t - t0);
+            Event::Tiles { tiles, .. } => {
+                for x in tiles {
+                    done += 1;
+                    run.progress
+                        .push((x.t - t0, x.tests * CYCLES_PER_TEST, x.pixels));
+                    run.end = run.end.max(x.t - t0);
+                    run.render_cpu_s = run.render_cpu_s.zip(x.cpu_s).map(|(a, b)| a + b);
+                }
             }
             Event::Joined { secs, .. } => {
                 let since = changing.remove(&h).unwrap_or(t0);

@@ -55,6 +55,10 @@ pub struct Counters {
     pub bound_violations: u64,
     pub rejected: u64,
     pub after_departure: u64,
+    /// Frames this machine sent, of every kind (what the protocol cost on the wire).
+    pub frames_sent: u64,
+    /// Of those, application messages (the ray tracer's steal requests and refusals).
+    pub app_sent: u64,
 }
 
 impl From<&Stats> for Counters {
@@ -66,6 +70,8 @@ impl From<&Stats> for Counters {
             bound_violations: s.bound_violations,
             rejected: s.rejected,
             after_departure: s.after_departure,
+            frames_sent: s.sent.values().sum(),
+            app_sent: s.sent.get("app").copied().unwrap_or(0),
         }
     }
 }
@@ -78,6 +84,8 @@ impl Counters {
         self.bound_violations += o.bound_violations;
         self.rejected += o.rejected;
         self.after_departure += o.after_departure;
+        self.frames_sent += o.frames_sent;
+        self.app_sent += o.app_sent;
     }
 }
 
@@ -90,14 +98,9 @@ pub enum Event {
     Ready { host: u32, t: f64 },
     /// A joiner owns its first IDs, `secs` after its process started its runtime.
     Joined { host: u32, t: f64, secs: f64 },
-    /// Tile `id` was rendered here: `tests` ray–object intersection tests, `pixels` pixels.
-    Tile {
-        host: u32,
-        id: Id,
-        t: f64,
-        tests: u64,
-        pixels: u64,
-    },
+    /// Tiles rendered here, in order (written in batches: one line per tile cost the driver a
+    /// wake-up and a parse per tile).
+    Tiles { host: u32, tiles: Vec<TileDone> },
     /// The machine handed everything off (`secs` from the request) and exits.
     Left {
         host: u32,
@@ -132,12 +135,24 @@ impl Event {
         match self {
             Event::Ready { host, .. }
             | Event::Joined { host, .. }
-            | Event::Tile { host, .. }
+            | Event::Tiles { host, .. }
             | Event::Left { host, .. }
             | Event::Report { host, .. }
             | Event::Dumped { host, .. } => *host,
         }
     }
+}
+
+/// Tile `id` was rendered at `t`: `tests` ray–object intersection tests, `pixels` pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TileDone {
+    pub id: Id,
+    pub t: f64,
+    pub tests: u64,
+    pub pixels: u64,
+    /// CPU seconds the rendering took (the process's thread CPU clock; protocol work excluded),
+    /// if it could be read.
+    pub cpu_s: Option<f64>,
 }
 
 /// The tiles one machine owned when told to dump: what the driver assembles the image from.
@@ -183,12 +198,15 @@ mod tests {
         }
         assert!(Cmd::parse("dump").is_err());
         assert!(Cmd::parse("leave now").is_err());
-        let e = Event::Tile {
+        let e = Event::Tiles {
             host: 3,
-            id: 17,
-            t: 1.5,
-            tests: 99,
-            pixels: 256,
+            tiles: vec![TileDone {
+                id: 17,
+                t: 1.5,
+                tests: 99,
+                pixels: 256,
+                cpu_s: Some(0.001),
+            }],
         };
         assert_eq!(Event::parse(&e.line()), Ok(e));
         assert!(Event::parse("ready").is_err());

@@ -152,7 +152,7 @@ async fn run_machine(
             // Serve a little longer so hand-offs still in flight land before the tiles are collected.
             ph.serve_for(Duration::from_millis(20)).await?;
             let mut r = lock(&sh.record);
-            for (&id, s) in &ph.node().data().tiles {
+            for (&id, s) in ph.node().data().tiles() {
                 if let TileState::Done(px) = s {
                     r.tiles.insert(id, px.clone());
                 }
@@ -180,7 +180,7 @@ impl Control for InProcess<'_> {
         }
     }
 
-    fn rendered(&mut self, now: Duration, _id: Id, tests: u64, pixels: u64) {
+    fn rendered(&mut self, now: Duration, _id: Id, tests: u64, pixels: u64, _: Option<Duration>) {
         lock(&self.sh.record)
             .progress
             .push((now.as_secs_f64(), tests * CYCLES_PER_TEST, pixels));

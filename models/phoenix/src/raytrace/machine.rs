@@ -14,7 +14,7 @@ use anyhow::bail;
 use gridbed_runtime::{HostId, HostRef};
 
 use super::scene::Scene;
-use super::tiles::{render_tile_rows, TileGrid, TileState, Tiles};
+use super::tiles::{render_tile_row, TileGrid, Tiles};
 use crate::ids::Id;
 use crate::node::{Config, Node, Start};
 use crate::runtime::{yield_now, Phoenix};
@@ -23,6 +23,13 @@ use crate::runtime::{yield_now, Phoenix};
 /// floating-point operations (dot products, a square root); at ~0.5 flop/cycle on a mid-2000s x86
 /// that is ~60 cycles. Shading is a few tests' worth and is folded into this figure.
 pub const CYCLES_PER_TEST: u64 = 60;
+
+/// A rendering machine serves protocol frames once per this much of its clock (virtual time in
+/// sim, wall time in real mode), not after every row: in real mode serving means a yield to the
+/// runtime, which polls the sockets (an `epoll_wait`, a few µs on this VM) — after every 16-pixel
+/// row (~20 µs here) that was a tenth of the CPU. 250 µs is a fraction of one tile (~0.3 ms real,
+/// 1-5 ms simulated), so a frame still waits less than a tile, and polling costs ~1 % of the CPU.
+pub const POLL_EVERY: Duration = Duration::from_micros(250);
 
 /// What the driver wants a machine to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +46,14 @@ pub enum Directive {
 pub trait Control {
     /// Called between rows, tiles and steal attempts: cheap, never blocks.
     fn directive(&mut self, ph: &Phoenix<Tiles>) -> Directive;
-    /// A tile was rendered here; `tests` intersection tests, `now` the host's clock.
-    fn rendered(&mut self, now: Duration, id: Id, tests: u64, pixels: u64);
+    /// A tile was rendered here; `tests` intersection tests, `now` the host's clock, `cpu` the
+    /// CPU time the rendering took if `cpu_now` measures it.
+    fn rendered(&mut self, now: Duration, id: Id, tests: u64, pixels: u64, cpu: Option<Duration>);
+    /// CPU time used so far by the thread running this machine, where that can be read (real
+    /// mode in a process of its own): it measures the machine's speed while the run goes on.
+    fn cpu_now(&mut self) -> Option<Duration> {
+        None
+    }
 }
 
 /// How a machine's run ended.
@@ -91,6 +104,7 @@ pub async fn work(
     ctl: &mut impl Control,
 ) -> anyhow::Result<Outcome> {
     let grid = ph.node().data().grid;
+    let mut last_poll = ph.host().now();
     loop {
         ph.poll().await;
         answer_steals(&mut ph).await;
@@ -112,26 +126,42 @@ pub async fn work(
             continue;
         };
         ph.node_mut().data_mut().busy = Some(id);
-        let (px, rows) = render_tile_rows(scene, &grid, id);
+        let (_, _, w, h) = grid.rect(id);
+        let mut px = Vec::with_capacity((w * h * 3) as usize);
         let mut tests_sum = 0;
-        for tests in rows {
-            // Charge the row's CPU time, then serve protocol frames (forwarding, hand-offs, join
-            // and leave steps) so a busy machine delays them by one row, not one tile. Steal
-            // requests wait for the tile to finish: this tile must not be given away.
+        // Render CPU of the tile: from start to end, less what the protocol took in between.
+        let cpu_start = ctl.cpu_now();
+        let mut cpu_serving = Duration::ZERO;
+        for row in 0..h {
+            let tests = render_tile_row(scene, &grid, id, row, &mut px);
+            // Charge the row's CPU time (sim: the clock advances; real: the work was just done),
+            // then serve protocol frames (forwarding, hand-offs, join and leave steps) if
+            // `POLL_EVERY` has passed, so a busy machine delays them by a fraction of a tile.
+            // Steal requests wait for the tile to finish: this tile must not be given away.
             ph.host().compute(tests * CYCLES_PER_TEST).await;
             tests_sum += tests;
-            // In real mode compute() returns at once: yield so other tasks and the sockets run.
-            yield_now().await;
-            ph.poll().await;
+            let now = ph.host().now();
+            if now.saturating_sub(last_poll) >= POLL_EVERY {
+                last_poll = now;
+                let before = ctl.cpu_now();
+                // Let the other tasks (in real mode the socket readers) run, then take their frames.
+                yield_now().await;
+                ph.poll().await;
+                if let (Some(a), Some(b)) = (before, ctl.cpu_now()) {
+                    cpu_serving += b.saturating_sub(a);
+                }
+            }
         }
+        let cpu = cpu_start
+            .zip(ctl.cpu_now())
+            .map(|(a, b)| b.saturating_sub(a).saturating_sub(cpu_serving));
         let data = ph.node_mut().data_mut();
         data.busy = None;
-        if data.tiles.get(&id) != Some(&TileState::Todo) {
+        if !data.set_done(id, px) {
             // Cannot happen (the busy tile is never given away); guard the data anyway.
             bail!("tile {id} changed hands while being rendered");
         }
-        data.tiles.insert(id, TileState::Done(px));
-        ctl.rendered(ph.host().now(), id, tests_sum, grid.pixels(id));
+        ctl.rendered(ph.host().now(), id, tests_sum, grid.pixels(id), cpu);
     }
 }
 
@@ -158,8 +188,9 @@ async fn answer_steals(ph: &mut Phoenix<Tiles>) -> u32 {
                 requester,
                 reply_to,
             }) => {
-                if !ph.node().data().half_of_todo().is_empty() && requester != ph.host().id() {
-                    for r in ph.node().data().half_of_todo() {
+                let give = ph.node().data().half_of_todo();
+                if !give.is_empty() && requester != ph.host().id() {
+                    for r in give {
                         // NotMember: the asker has left meanwhile; keep the tiles.
                         if ph.release_to(r, requester).await.is_err() {
                             break;

@@ -26,4 +26,7 @@ pub struct RunRecord {
     pub tiles: BTreeMap<Id, Vec<u8>>,
     /// Protocol counters summed over every machine.
     pub counters: Counters,
+    /// CPU seconds the machines spent rendering, summed over tiles, where every machine measured
+    /// its own (OS processes); `None` otherwise.
+    pub render_cpu_s: Option<f64>,
 }
