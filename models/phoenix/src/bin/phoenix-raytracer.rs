@@ -236,7 +236,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
             ctl.out.emit(&Event::Dumped {
                 host: me,
                 tiles,
-                counters: Counters::from(ph.node().stats()),
+                counters: counters(ph.node().stats()),
             });
         }
         if ctl.quit {
@@ -262,7 +262,7 @@ async fn left(
         host: ctl.host,
         t: unix_now(),
         secs,
-        counters: Counters::from(node.stats()),
+        counters: counters(node.stats()),
     });
     // Let the kernel deliver our last frames (`Gone`) before the sockets close.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -286,6 +286,14 @@ fn dump(ph: &Phoenix<Tiles>, file: &PathBuf) -> anyhow::Result<u64> {
     }
     std::fs::write(file, d.encode()).with_context(|| format!("writing {}", file.display()))?;
     Ok(d.tiles.len() as u64)
+}
+
+/// The protocol counters and this machine's CPU so far, for the driver.
+fn counters(stats: &gridbed_phoenix::Stats) -> Counters {
+    Counters {
+        thread_cpu_us: thread_cpu_time().map_or(0, |d| d.as_micros() as u64),
+        ..Counters::from(stats)
+    }
 }
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`: a system call, ~1 µs, made a few

@@ -333,9 +333,9 @@ fn report(
     // renders, and — where the machines measured their render CPU time — from the run itself.
     let reference_speed = cycles as f64 / seq_s.max(1e-9);
     let in_run_speed = r
-        .render_cpu_s
-        .filter(|&c| c > 0.0)
-        .map(|c| cycles as f64 / c);
+        .cpu_sample
+        .filter(|&(w, c)| w > 0 && c > 0.0)
+        .map(|(w, c)| w as f64 / c);
     let present =
         |speed: f64, usable: f64| steps(&r.membership).map_level(|n| n.min(usable) * speed);
     let ideal_hz = match backend {
@@ -366,8 +366,13 @@ fn report(
             let machines = after.children_s_since(&before);
             m.insert("machines_cpu_s".into(), machines);
             m.insert("driver_cpu_s".into(), after.own_s_since(&before) - machines);
-            if let Some(c) = r.render_cpu_s {
-                m.insert("render_cpu_s".into(), c);
+            if let Some(speed) = in_run_speed {
+                m.insert("render_cpu_s".into(), cycles as f64 / speed);
+                // The machines' own thread clocks (exact, unlike the /proc ticks above).
+                m.insert(
+                    "machines_thread_cpu_s".into(),
+                    r.counters.thread_cpu_us as f64 / 1e6,
+                );
             }
         }
         // One machine's speed per CPU second: measured in the run, else by the references.
@@ -457,8 +462,8 @@ fn notes(
         }
         Backend::Real(RealRun::InProcess) => n.push(format!("Real mode, in-process: the machines are tasks of one process on {cores} worker threads sharing this computer's cores over loopback TCP, so the ideal at time t is min(present machines, {cores}) x one machine's speed, measured by sequential reference renders before and after the run (mean {seq_s:.3} s for the image). Other load on the computer lowers the measured efficiency.")),
         Backend::Real(RealRun::Processes) => {
-            n.push(format!("Real mode: one phoenix-raytracer OS process per machine (single-threaded runtime each) over loopback TCP; joining = starting a process, leaving = the process hands off its tiles and exits. The ideal at time t is min(present processes, {cores} cores) x one machine's speed, where the speed is measured in the run: the work done / the CPU seconds the machines spent rendering (each process reads its thread CPU clock around every tile, less the protocol work served in between). So efficiency_vs_ideal = rendering CPU time / the cores' time while machines were present: everything else the machines and the driver did, idle cores, start-ups, hand-offs and the tail count as loss, while this shared computer's speed drifts cancel out. A process counts from the moment it is started (its start-up included) until its leave is requested. Timestamps are wall-clock (SystemTime) lines from the processes."));
-            n.push(format!("efficiency_vs_reference: the same work against the speed of sequential reference renders, one per core at once, just before and just after the run (mean {seq_s:.3} s; reference_s_before/after): a check on the in-run speed (speed_in_run_over_reference), noisier because this computer's speed drifts by several per cent from one second to the next. machines_cpu_s / driver_cpu_s: CPU of the machine processes and of this driver during the run (/proc ticks, 10 ms); render_cpu_s: the machines' rendering CPU."));
+            n.push(format!("Real mode: one phoenix-raytracer OS process per machine (single-threaded runtime each) over loopback TCP; joining = starting a process, leaving = the process hands off its tiles and exits. The ideal at time t is min(present processes, {cores} cores) x one machine's speed, where the speed is measured in the run: work / CPU seconds of rendering, over every 8th tile of each machine (the process reads its thread CPU clock around the tile, less the protocol work served in between). So efficiency_vs_ideal = rendering CPU time (all work at that speed) / the cores' time while machines were present: everything else the machines and the driver did, idle cores, start-ups, hand-offs and the tail count as loss, while this shared computer's speed drifts cancel out. A process counts from the moment it is started (its start-up included) until its leave is requested. Timestamps are wall-clock (SystemTime) lines from the processes."));
+            n.push(format!("efficiency_vs_reference: the same work against the speed of sequential reference renders, one per core at once, just before and just after the run (mean {seq_s:.3} s; reference_s_before/after): a check on the in-run speed (speed_in_run_over_reference), noisier because this computer's speed drifts by several per cent from one second to the next. machines_cpu_s / driver_cpu_s: CPU of the machine processes and of this driver during the run (/proc ticks, 10 ms); render_cpu_s: the machines' rendering CPU (all work at the in-run speed); machines_thread_cpu_s: the machine threads' own CPU clocks at exit, so machines_thread_cpu_s - render_cpu_s is what everything but rendering cost them."));
             n.push(format!("rebalance as measured inside the machines (leave request seen to departure; runtime start to owning IDs): {:?}", r.rebalance_self));
             n.push(format!("protocol counters over all processes: {:?}", r.counters));
         }

@@ -69,7 +69,7 @@ pub fn run(p: &RaytraceParams) -> anyhow::Result<RunRecord> {
     let mut fleet = Fleet::new(exe, p, free_addrs((p.initial + p.joining) as usize)?)?;
     let deadline = Instant::now() + p.deadline;
     let mut run = RunRecord {
-        render_cpu_s: Some(0.0),
+        cpu_sample: Some((0, 0.0)),
         ..RunRecord::default()
     };
     let t0 = unix_now();
@@ -97,7 +97,10 @@ pub fn run(p: &RaytraceParams) -> anyhow::Result<RunRecord> {
                     run.progress
                         .push((x.t - t0, x.tests * CYCLES_PER_TEST, x.pixels));
                     run.end = run.end.max(x.t - t0);
-                    run.render_cpu_s = run.render_cpu_s.zip(x.cpu_s).map(|(a, b)| a + b);
+                    if let (Some((work, cpu)), Some(c)) = (run.cpu_sample.as_mut(), x.cpu_s) {
+                        *work += x.tests * CYCLES_PER_TEST;
+                        *cpu += c;
+                    }
                 }
             }
             Event::Joined { secs, .. } => {

@@ -59,6 +59,8 @@ pub struct Counters {
     pub frames_sent: u64,
     /// Of those, application messages (the ray tracer's steal requests and refusals).
     pub app_sent: u64,
+    /// CPU time of the machine's thread from its start, µs (OS processes only; 0 elsewhere).
+    pub thread_cpu_us: u64,
 }
 
 impl From<&Stats> for Counters {
@@ -72,6 +74,7 @@ impl From<&Stats> for Counters {
             after_departure: s.after_departure,
             frames_sent: s.sent.values().sum(),
             app_sent: s.sent.get("app").copied().unwrap_or(0),
+            thread_cpu_us: 0,
         }
     }
 }
@@ -86,6 +89,7 @@ impl Counters {
         self.after_departure += o.after_departure;
         self.frames_sent += o.frames_sent;
         self.app_sent += o.app_sent;
+        self.thread_cpu_us += o.thread_cpu_us;
     }
 }
 
@@ -151,7 +155,7 @@ pub struct TileDone {
     pub tests: u64,
     pub pixels: u64,
     /// CPU seconds the rendering took (the process's thread CPU clock; protocol work excluded),
-    /// if it could be read.
+    /// on the tiles that were timed (`machine::CPU_SAMPLE_EVERY`).
     pub cpu_s: Option<f64>,
 }
 

@@ -26,7 +26,7 @@ pub struct RunRecord {
     pub tiles: BTreeMap<Id, Vec<u8>>,
     /// Protocol counters summed over every machine.
     pub counters: Counters,
-    /// CPU seconds the machines spent rendering, summed over tiles, where every machine measured
-    /// its own (OS processes); `None` otherwise.
-    pub render_cpu_s: Option<f64>,
+    /// (cycles at `CYCLES_PER_TEST`, CPU seconds) summed over the tiles whose render CPU time the
+    /// machines measured (OS processes: a sample of the tiles); `None` where they do not.
+    pub cpu_sample: Option<(u64, f64)>,
 }
