@@ -141,7 +141,7 @@ pub async fn work(
         let mut px = Vec::with_capacity((w * h * 3) as usize);
         let mut tests_sum = 0;
         // Render CPU of a sampled tile: from start to end, less what the protocol took between.
-        let cpu_start = if rendered % CPU_SAMPLE_EVERY == 0 {
+        let cpu_start = if rendered.is_multiple_of(CPU_SAMPLE_EVERY) {
             ctl.cpu_now()
         } else {
             None
