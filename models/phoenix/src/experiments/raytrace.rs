@@ -326,8 +326,7 @@ fn report(
         s
     };
     // Ideal = the sum of the present machines' speeds. In sim a machine's speed is its clock. In
-    // real mode at most `cores` machines compute at once, each at the speed measured by the
-    // sequential render (work units per second).
+    // real mode at most `cores` machines compute at once, each at the speed measured below.
     let cores = real_cores(backend);
     // Real mode: one machine's speed (work units per second of rendering), from the reference
     // renders, and — where the machines measured their render CPU time — from the run itself.
