@@ -51,6 +51,33 @@ fn small() -> RaytraceParams {
     }
 }
 
+/// Machines limited to a quarter of a core each (`--cpu-share`): the run cannot be faster than
+/// the shares allow — two machines at 0.25 core need twice their render CPU time in wall time —
+/// and the efficiency against that ideal stays at most 1. A machine ignoring its share would
+/// finish in about a quarter of the time and score ~4.
+#[test]
+fn machines_limited_to_a_share_of_a_core_stay_within_it() {
+    let _one = MACHINES.lock().unwrap_or_else(|p| p.into_inner());
+    let p = RaytraceParams {
+        width: 480,
+        height: 360,
+        initial: 2,
+        leaving: 0,
+        joining: 0,
+        cpu_share: Some(0.25),
+        ..small()
+    };
+    let out = raytrace_with(Mode::Real, 1, &p).expect("run");
+    let m = &out.metrics;
+    assert_eq!(m["image_bit_identical"], 1.0, "{:?}", out.notes);
+    let e = m["efficiency_vs_ideal"];
+    assert!(e > 0.3 && e <= 1.05, "{m:?}");
+    // 2 machines x 0.25 core: the wall time is at least the render CPU / 0.5, less the credit a
+    // machine may bank at its start (50 ms of wall time each).
+    let floor = m["render_cpu_s"] / 0.5 - 0.1;
+    assert!(m["run_s"] >= floor, "faster than the shares allow: {m:?}");
+}
+
 #[test]
 fn processes_render_a_bit_identical_image_while_one_leaves_and_one_joins() {
     let _one = MACHINES.lock().unwrap_or_else(|p| p.into_inner());

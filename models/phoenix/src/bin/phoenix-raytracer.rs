@@ -53,6 +53,11 @@ struct Args {
     /// How long an idle machine waits for stolen work before asking another owner (ms).
     #[arg(long, default_value_t = 5)]
     steal_wait_ms: u64,
+    /// The fraction of one core this machine may use (0 < share <= 1): it rests after a tile
+    /// whenever its CPU time runs ahead of share x wall time — a slower machine, so that many
+    /// machines can share few cores without any of them waiting for a core.
+    #[arg(long, default_value_t = 1.0)]
+    cpu_share: f64,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +95,9 @@ fn run(a: Args) -> anyhow::Result<()> {
             a.initial,
             grid.count()
         );
+    }
+    if !(a.cpu_share > 0.0 && a.cpu_share <= 1.0) {
+        bail!("--cpu-share {} is not in (0, 1]", a.cpu_share);
     }
     if a.host >= a.initial && a.contact >= a.initial {
         bail!("--contact {} is not an initial machine", a.contact);
@@ -202,6 +210,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
         }
     };
     let mut ctl = Commands {
+        share: Share::new(a.cpu_share),
         host: me,
         out: Output::new(me),
         cmds: stdin_commands(),
@@ -288,6 +297,56 @@ fn dump(ph: &Phoenix<Tiles>, file: &PathBuf) -> anyhow::Result<u64> {
     Ok(d.tiles.len() as u64)
 }
 
+/// A machine limited to a fraction of a core: the CPU time of its thread may not run ahead of
+/// `fraction` x the wall time since it started. The balance is checked after each tile; the
+/// rest it asks for is measured against the wall clock, so a timer that sleeps too long or a
+/// preemption is made up at the next check. Credit (time it could not run) is capped, so a
+/// machine that waited for a core does not then run above its share for long.
+struct Share {
+    fraction: f64,
+    cpu0: Duration,
+    wall0: Instant,
+}
+
+impl Share {
+    /// Unused credit beyond this is forgotten.
+    const MAX_CREDIT: Duration = Duration::from_millis(50);
+    /// Shorter rests wait for the next check: the runtime's timer has 1 ms granularity.
+    const MIN_REST: Duration = Duration::from_millis(5);
+
+    fn new(fraction: f64) -> Share {
+        Share {
+            fraction,
+            cpu0: thread_cpu_time().unwrap_or_default(),
+            wall0: Instant::now(),
+        }
+    }
+
+    /// How long to rest now to stay within the share (zero for a whole core).
+    fn rest(&mut self) -> Duration {
+        if self.fraction >= 1.0 {
+            return Duration::ZERO;
+        }
+        let Some(cpu) = thread_cpu_time() else {
+            return Duration::ZERO;
+        };
+        let used = cpu.saturating_sub(self.cpu0).as_secs_f64();
+        let allowed = self.wall0.elapsed().as_secs_f64() * self.fraction;
+        let credit = (allowed - used) / self.fraction;
+        if credit > Self::MAX_CREDIT.as_secs_f64() {
+            // Forget the excess: move the start so that exactly MAX_CREDIT remains.
+            let excess = credit - Self::MAX_CREDIT.as_secs_f64();
+            self.wall0 += Duration::from_secs_f64(excess);
+        }
+        let owed = Duration::from_secs_f64((-credit).max(0.0));
+        if owed >= Self::MIN_REST {
+            owed
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 /// The protocol counters and this machine's CPU so far, for the driver.
 fn counters(stats: &gridbed_phoenix::Stats) -> Counters {
     Counters {
@@ -311,6 +370,7 @@ fn thread_cpu_time() -> Option<Duration> {
 
 /// The driver's commands as the machine program's [`Control`].
 struct Commands {
+    share: Share,
     host: u32,
     out: Output,
     cmds: mpsc::Receiver<Cmd>,
@@ -369,6 +429,10 @@ impl Control for Commands {
             pixels,
             cpu_s: cpu.map(|c| c.as_secs_f64()),
         });
+    }
+
+    fn rest(&mut self) -> Duration {
+        self.share.rest()
     }
 
     fn cpu_now(&mut self) -> Option<Duration> {

@@ -65,6 +65,9 @@ pub struct RaytraceParams {
     pub deadline: Duration,
     /// Real mode: runs made; the one with the median efficiency is reported, with the spread.
     pub repeats: u32,
+    /// Real mode with processes: the fraction of one core each machine may use (`None`: a whole
+    /// core, i.e. the machines just share the computer's cores).
+    pub cpu_share: Option<f64>,
 }
 
 impl Default for RaytraceParams {
@@ -91,17 +94,20 @@ impl Default for RaytraceParams {
             // Generous: the whole image takes seconds on this machine; a hang must not block the runner.
             deadline: Duration::from_secs(600),
             repeats: 1,
+            cpu_share: None,
         }
     }
 }
 
 impl RaytraceParams {
     /// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
-    /// ~4 s here). What a run loses is mostly fixed: a dozen process start-ups (~3-4 ms of CPU
-    /// each, taken from the shared cores), the dips while 3 machines leave and 4 join, the ramp at
-    /// the start and the tail at the end; the steady state is at ~0.95-1.0. Measured
-    /// efficiency_vs_ideal on this 2-core VM: 800x600 (0.3 s run) 0.84-0.89, 1600x1200 (1 s)
-    /// 0.91-0.98, 3200x2400 (4 s) 0.95-0.97. The slides give no image size or run length.
+    /// ~7 s here) with each machine process limited to a share of a core (`auto_share`), so that
+    /// the capacity falls and rises with the machines as in the slides' figure. What a run loses
+    /// is mostly fixed: a dozen process start-ups (~3-4 ms of CPU each), the dips while 3 machines
+    /// leave and 4 join, the ramp and the tail. Measured efficiency_vs_ideal on this 2-core VM,
+    /// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
+    /// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
+    /// shares of 0.2 core, 3200x2400: 0.93-0.95. The slides give no image size or run length.
     pub fn for_mode(mode: Mode) -> RaytraceParams {
         match mode {
             Mode::Sim => RaytraceParams::default(),
@@ -111,10 +117,21 @@ impl RaytraceParams {
                 // The shared host slows a run down now and then (seen: 1 run in 4 or 5 at
                 // 0.80-0.91 while the others gave 0.93-0.99): the median of 3 is robust to one.
                 repeats: 3,
+                cpu_share: Some(auto_share(&RaytraceParams::default())),
                 ..RaytraceParams::default()
             },
         }
     }
+}
+
+/// Each machine's share of a core when every machine of a run, at the most present at once plus
+/// one for the driver and the protocol, must fit on this computer's cores: then no machine waits
+/// for a core, so the ideal — the sum of the present machines' speeds — rises and falls with the
+/// machines as on a cluster (with whole cores, 9 processes on 2 cores keep the ideal flat at 2).
+fn auto_share(p: &RaytraceParams) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let most = f64::from(p.initial.max(p.initial - p.leaving + p.joining));
+    (cores / (most + 1.0)).min(1.0)
 }
 
 /// The experiment with the defaults of `mode`.
@@ -335,8 +352,15 @@ fn report(
         .cpu_sample
         .filter(|&(w, c)| w > 0 && c > 0.0)
         .map(|(w, c)| w as f64 / c);
-    let present =
-        |speed: f64, usable: f64| steps(&r.membership).map_level(|n| n.min(usable) * speed);
+    // A machine limited to a share of a core runs at that fraction of the measured speed; the
+    // present machines together use at most `usable` cores.
+    let share = match backend {
+        Backend::Real(RealRun::Processes) => p.cpu_share.unwrap_or(1.0),
+        _ => 1.0,
+    };
+    let present = |speed: f64, usable: f64| {
+        steps(&r.membership).map_level(|n| (n * share).min(usable) * speed)
+    };
     let ideal_hz = match backend {
         Backend::Sim => steps(&r.capacity),
         Backend::Real(_) => present(in_run_speed.unwrap_or(reference_speed), cores),
@@ -461,7 +485,11 @@ fn notes(
         }
         Backend::Real(RealRun::InProcess) => n.push(format!("Real mode, in-process: the machines are tasks of one process on {cores} worker threads sharing this computer's cores over loopback TCP, so the ideal at time t is min(present machines, {cores}) x one machine's speed, measured by sequential reference renders before and after the run (mean {seq_s:.3} s for the image). Other load on the computer lowers the measured efficiency.")),
         Backend::Real(RealRun::Processes) => {
-            n.push(format!("Real mode: one phoenix-raytracer OS process per machine (single-threaded runtime each) over loopback TCP; joining = starting a process, leaving = the process hands off its tiles and exits. The ideal at time t is min(present processes, {cores} cores) x one machine's speed, where the speed is measured in the run: work / CPU seconds of rendering, over every 8th tile of each machine (the process reads its thread CPU clock around the tile, less the protocol work served in between). So efficiency_vs_ideal = rendering CPU time (all work at that speed) / the cores' time while machines were present: everything else the machines and the driver did, idle cores, start-ups, hand-offs and the tail count as loss, while this shared computer's speed drifts cancel out. A process counts from the moment it is started (its start-up included) until its leave is requested. Timestamps are wall-clock (SystemTime) lines from the processes."));
+            let share_text = match p.cpu_share {
+                Some(f) => format!("{f:.3} of a core"),
+                None => "a whole core".into(),
+            };
+            n.push(format!("Real mode: one phoenix-raytracer OS process per machine (single-threaded runtime each) over loopback TCP; joining = starting a process, leaving = the process hands off its tiles and exits. Each machine may use {share_text} (it rests, serving frames, whenever its thread's CPU time runs ahead of that share of the wall time). The ideal at time t is min(present processes x share, {cores} cores) x one core's speed, where the speed is measured in the run: work / CPU seconds of rendering, over every 8th tile of each machine (the process reads its thread CPU clock around the tile, less the protocol work served in between). So efficiency_vs_ideal = rendering CPU time (all work at that speed) / the CPU time the present machines were allowed: everything else the machines and the driver did, idle cores, start-ups, hand-offs and the tail count as loss, while this shared computer's speed drifts cancel out. A process counts from the moment it is started (its start-up included) until its leave is requested. Timestamps are wall-clock (SystemTime) lines from the processes."));
             n.push(format!("efficiency_vs_reference: the same work against the speed of sequential reference renders, one per core at once, just before and just after the run (mean {seq_s:.3} s; reference_s_before/after): a check on the in-run speed (speed_in_run_over_reference), noisier because this computer's speed drifts by several per cent from one second to the next. machines_cpu_s / driver_cpu_s: CPU of the machine processes and of this driver during the run (/proc ticks, 10 ms); render_cpu_s: the machines' rendering CPU (all work at the in-run speed); machines_thread_cpu_s: the machine threads' own CPU clocks at exit, so machines_thread_cpu_s - render_cpu_s is what everything but rendering cost them."));
             n.push(format!("rebalance as measured inside the machines (leave request seen to departure; runtime start to owning IDs): {:?}", r.rebalance_self));
             n.push(format!("protocol counters over all processes: {:?}", r.counters));

@@ -266,6 +266,7 @@ impl Fleet {
             ),
         ]
         .into_iter()
+        .chain(p.cpu_share.map(|f| ("--cpu-share", f.to_string())))
         .flat_map(|(k, v)| [k.to_string(), v])
         .collect();
         Ok(Fleet {

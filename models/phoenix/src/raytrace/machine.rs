@@ -64,6 +64,11 @@ pub trait Control {
     fn cpu_now(&mut self) -> Option<Duration> {
         None
     }
+    /// How long the machine should rest (serving frames) after a tile: a machine limited to a
+    /// share of a core in real mode. Zero by default.
+    fn rest(&mut self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// How a machine's run ended.
@@ -178,6 +183,10 @@ pub async fn work(
             bail!("tile {id} changed hands while being rendered");
         }
         ctl.rendered(ph.host().now(), id, tests_sum, grid.pixels(id), cpu);
+        let rest = ctl.rest();
+        if !rest.is_zero() {
+            ph.serve_for(rest).await?;
+        }
     }
 }
 
