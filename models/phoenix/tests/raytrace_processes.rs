@@ -73,8 +73,8 @@ fn machines_limited_to_a_share_of_a_core_stay_within_it() {
     let e = m["efficiency_vs_ideal"];
     assert!(e > 0.3 && e <= 1.05, "{m:?}");
     // 2 machines x 0.25 core: the wall time is at least the render CPU / 0.5, less the credit a
-    // machine may bank at its start (50 ms of wall time each).
-    let floor = m["render_cpu_s"] / 0.5 - 0.1;
+    // machine may bank at its start (100 ms of wall time each).
+    let floor = m["render_cpu_s"] / 0.5 - 0.2;
     assert!(m["run_s"] >= floor, "faster than the shares allow: {m:?}");
 }
 
