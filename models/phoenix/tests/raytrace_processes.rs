@@ -170,6 +170,22 @@ fn bad_arguments_are_one_line_errors() {
             "--tile",
             "4",
         ],
+        vec![
+            "--host",
+            "0",
+            "--peers",
+            "127.0.0.1:1",
+            "--initial",
+            "1",
+            "--width",
+            "8",
+            "--height",
+            "8",
+            "--tile",
+            "4",
+            "--cpu-share",
+            "1.5",
+        ],
     ] {
         let out = Command::new(exe())
             .args(&args)

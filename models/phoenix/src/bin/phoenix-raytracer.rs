@@ -306,6 +306,9 @@ struct Share {
     fraction: f64,
     cpu0: Duration,
     wall0: Instant,
+    /// When the balance was last checked: reading the thread's CPU clock is a system call, so it
+    /// is read at most once per `CHECK_EVERY` of wall time, not after every tile.
+    checked: Instant,
 }
 
 impl Share {
@@ -315,20 +318,24 @@ impl Share {
     /// switch, cold caches after); measured with 9 machines at 0.2 core, 3 runs each: rests of
     /// ≥ 5 ms (credit 50 ms) 0.93-0.95, ≥ 10 ms (credit 100 ms) 0.95-0.955.
     const MIN_REST: Duration = Duration::from_millis(10);
+    /// A tenth of the shortest rest: the share overshoots by at most this much CPU time.
+    const CHECK_EVERY: Duration = Duration::from_millis(1);
 
     fn new(fraction: f64) -> Share {
         Share {
             fraction,
             cpu0: thread_cpu_time().unwrap_or_default(),
             wall0: Instant::now(),
+            checked: Instant::now(),
         }
     }
 
     /// How long to rest now to stay within the share (zero for a whole core).
     fn rest(&mut self) -> Duration {
-        if self.fraction >= 1.0 {
+        if self.fraction >= 1.0 || self.checked.elapsed() < Self::CHECK_EVERY {
             return Duration::ZERO;
         }
+        self.checked = Instant::now();
         let Some(cpu) = thread_cpu_time() else {
             return Duration::ZERO;
         };
@@ -357,9 +364,9 @@ fn counters(stats: &gridbed_phoenix::Stats) -> Counters {
     }
 }
 
-/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`: a system call, ~1 µs, made a few
-/// times per tile). The machine runs on this one thread (current-thread runtime); the stdin reader
-/// thread is not counted.
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`: a system call, ~1 µs, so read on
+/// sampled tiles and share checks only). The machine runs on this one thread (current-thread
+/// runtime); the stdin reader thread is not counted.
 fn thread_cpu_time() -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -397,7 +404,7 @@ impl Control for Commands {
                         owned: n.owned().iter().map(|p| p.range).collect(),
                         todo,
                         done: n.data().tiles().len() as u64 - todo,
-                        counters: Counters::from(n.stats()),
+                        counters: counters(n.stats()),
                     });
                 }
                 Cmd::Leave => self.directive = Directive::Leave,

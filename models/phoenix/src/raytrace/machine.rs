@@ -142,40 +142,10 @@ pub async fn work(
             continue;
         };
         ph.node_mut().data_mut().busy = Some(id);
-        let (_, _, w, h) = grid.rect(id);
-        let mut px = Vec::with_capacity((w * h * 3) as usize);
-        let mut tests_sum = 0;
-        // Render CPU of a sampled tile: from start to end, less what the protocol took between.
-        let cpu_start = if rendered.is_multiple_of(CPU_SAMPLE_EVERY) {
-            ctl.cpu_now()
-        } else {
-            None
-        };
+        let sample = rendered.is_multiple_of(CPU_SAMPLE_EVERY);
         rendered += 1;
-        let mut cpu_serving = Duration::ZERO;
-        for row in 0..h {
-            let tests = render_tile_row(scene, &grid, id, row, &mut px);
-            // Charge the row's CPU time (sim: the clock advances; real: the work was just done),
-            // then serve protocol frames (forwarding, hand-offs, join and leave steps) if
-            // `POLL_EVERY` has passed, so a busy machine delays them by a fraction of a tile.
-            // Steal requests wait for the tile to finish: this tile must not be given away.
-            ph.host().compute(tests * CYCLES_PER_TEST).await;
-            tests_sum += tests;
-            let now = ph.host().now();
-            if now.saturating_sub(last_poll) >= POLL_EVERY {
-                last_poll = now;
-                let before = cpu_start.and_then(|_| ctl.cpu_now());
-                // Let the other tasks (in real mode the socket readers) run, then take their frames.
-                yield_now().await;
-                ph.poll().await;
-                if let (Some(a), Some(b)) = (before, ctl.cpu_now()) {
-                    cpu_serving += b.saturating_sub(a);
-                }
-            }
-        }
-        let cpu = cpu_start
-            .and_then(|a| Some(a).zip(ctl.cpu_now()))
-            .map(|(a, b)| b.saturating_sub(a).saturating_sub(cpu_serving));
+        let (px, tests_sum, cpu) =
+            render_tile(&mut ph, scene, id, sample, &mut last_poll, ctl).await;
         let data = ph.node_mut().data_mut();
         data.busy = None;
         if !data.set_done(id, px) {
@@ -188,6 +158,50 @@ pub async fn work(
             ph.serve_for(rest).await?;
         }
     }
+}
+
+/// Renders tile `id` row by row, charging each row and serving protocol frames every
+/// `POLL_EVERY`: its pixels, its intersection tests, and — if `sample` and the control reads CPU
+/// time — the CPU the rendering took, less what serving took in between.
+async fn render_tile(
+    ph: &mut Phoenix<Tiles>,
+    scene: &Scene,
+    id: Id,
+    sample: bool,
+    last_poll: &mut Duration,
+    ctl: &mut impl Control,
+) -> (Vec<u8>, u64, Option<Duration>) {
+    let grid = ph.node().data().grid;
+    let (_, _, w, h) = grid.rect(id);
+    let mut px = Vec::with_capacity((w * h * 3) as usize);
+    let mut tests_sum = 0;
+    let cpu_start = if sample { ctl.cpu_now() } else { None };
+    let mut cpu_serving = Duration::ZERO;
+    for row in 0..h {
+        let tests = render_tile_row(scene, &grid, id, row, &mut px);
+        // Charge the row's CPU time (sim: the clock advances; real: the work was just done),
+        // then serve protocol frames (forwarding, hand-offs, join and leave steps) if
+        // `POLL_EVERY` has passed, so a busy machine delays them by a fraction of a tile.
+        // Steal requests wait for the tile to finish: this tile must not be given away.
+        ph.host().compute(tests * CYCLES_PER_TEST).await;
+        tests_sum += tests;
+        let now = ph.host().now();
+        if now.saturating_sub(*last_poll) >= POLL_EVERY {
+            *last_poll = now;
+            let before = cpu_start.and_then(|_| ctl.cpu_now());
+            // Let the other tasks (in real mode the socket readers) run, then take their frames.
+            yield_now().await;
+            ph.poll().await;
+            if let (Some(a), Some(b)) = (before, ctl.cpu_now()) {
+                cpu_serving += b.saturating_sub(a);
+            }
+        }
+    }
+    let cpu = cpu_start.and_then(|a| {
+        ctl.cpu_now()
+            .map(|b| b.saturating_sub(a).saturating_sub(cpu_serving))
+    });
+    (px, tests_sum, cpu)
 }
 
 /// Application messages of the ray tracer (sent to tile IDs).
