@@ -61,6 +61,12 @@ pub struct Counters {
     pub app_sent: u64,
     /// CPU time of the machine's thread from its start, µs (OS processes only; 0 elsewhere).
     pub thread_cpu_us: u64,
+    /// Steal requests an idle machine sent.
+    pub steals: u64,
+    /// Of those, the ones answered (tiles or a refusal) within the steal wait.
+    pub steals_answered: u64,
+    /// Summed wait, µs, from an answered request to its answer.
+    pub steal_wait_us: u64,
 }
 
 impl From<&Stats> for Counters {
@@ -75,6 +81,9 @@ impl From<&Stats> for Counters {
             frames_sent: s.sent.values().sum(),
             app_sent: s.sent.get("app").copied().unwrap_or(0),
             thread_cpu_us: 0,
+            steals: 0,
+            steals_answered: 0,
+            steal_wait_us: 0,
         }
     }
 }
@@ -90,6 +99,18 @@ impl Counters {
         self.frames_sent += o.frames_sent;
         self.app_sent += o.app_sent;
         self.thread_cpu_us += o.thread_cpu_us;
+        self.steals += o.steals;
+        self.steals_answered += o.steals_answered;
+        self.steal_wait_us += o.steal_wait_us;
+    }
+
+    /// Counts a steal request that waited `waited`, answered or not.
+    pub fn stole(&mut self, waited: std::time::Duration, answered: bool) {
+        self.steals += 1;
+        if answered {
+            self.steals_answered += 1;
+            self.steal_wait_us += waited.as_micros() as u64;
+        }
     }
 }
 

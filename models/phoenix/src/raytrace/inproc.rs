@@ -188,4 +188,8 @@ impl Control for InProcess<'_> {
             self.sh.finished.store(true, Ordering::SeqCst);
         }
     }
+
+    fn stole(&mut self, waited: Duration, answered: bool) {
+        lock(&self.sh.record).counters.stole(waited, answered);
+    }
 }
