@@ -142,16 +142,36 @@ where
 /// Compact axis labels: 1K, 64M, 0.001.
 fn short(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e9 {
-        format!("{:.3}G", v / 1e9)
+    let (x, unit) = if a >= 1e9 {
+        (v / 1e9, "G")
     } else if a >= 1e6 {
-        format!("{:.3}M", v / 1e6)
+        (v / 1e6, "M")
     } else if a >= 1e4 {
-        format!("{:.3}K", v / 1e3)
-    } else if a >= 1.0 || a == 0.0 {
-        format!("{v:.3}")
+        (v / 1e3, "K")
+    } else if a >= 1e-3 || a == 0.0 {
+        (v, "")
     } else {
-        format!("{v:.2e}")
+        return format!("{v:.2e}");
+    };
+    // Three decimals, then no trailing zeros: "1.4M", "0.25", "2".
+    let digits = format!("{x:.3}");
+    let digits = digits.trim_end_matches('0').trim_end_matches('.');
+    format!("{digits}{unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn axis_labels_are_short_and_plain() {
+        assert_eq!(short(0.0), "0");
+        assert_eq!(short(0.1), "0.1");
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(2.0), "2");
+        assert_eq!(short(1_400_000.0), "1.4M");
+        assert_eq!(short(600_000.0), "600K");
+        assert_eq!(short(-0.5), "-0.5");
+        assert_eq!(short(2.5e-5), "2.50e-5");
     }
-    .replace(".000", "")
 }

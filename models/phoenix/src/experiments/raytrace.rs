@@ -108,7 +108,8 @@ impl RaytraceParams {
     /// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
     /// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
     /// shares of 0.2 core, 3200x2400: 0.93-0.95 while owners answered steal requests between tiles
-    /// only, 0.960-0.968 (12 runs) since they answer at every serve and while resting. The slides
+    /// only, 0.948-0.970 (medians of 3: 0.951-0.968) since they answer at every serve and while
+    /// resting; the machines lose ~5.5 % of their CPU to the OS on this nested VM. The slides
     /// give no image size or run length.
     pub fn for_mode(mode: Mode) -> RaytraceParams {
         match mode {
