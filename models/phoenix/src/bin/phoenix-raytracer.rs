@@ -317,9 +317,9 @@ impl Share {
     const MAX_CREDIT: Duration = Duration::from_millis(100);
     /// Shorter rests wait for the next check. Each rest is a sleep and a wake-up (a context
     /// switch, cold caches after); measured with 9 machines at 0.2 core, 3 runs each: rests of
-    /// ≥ 5 ms (credit 50 ms) 0.93-0.95, ≥ 10 ms (credit 100 ms) 0.95-0.955 (before resting
-    /// machines answered steal requests; since, medians 0.956-0.968 at ≥ 10 ms and 0.961-0.965
-    /// at ≥ 20 ms (credit 200 ms): no longer the lever, the machines' non-render CPU stayed 5.5 %).
+    /// ≥ 5 ms (credit 50 ms) 0.93-0.95, ≥ 10 ms (credit 100 ms) 0.95-0.955. That was before
+    /// resting machines answered steal requests. Since then, medians: ≥ 10 ms 0.956-0.968,
+    /// ≥ 20 ms (credit 200 ms) 0.961-0.965 — no longer the lever; non-render CPU stayed ~5.5 %.
     const MIN_REST: Duration = Duration::from_millis(10);
     /// A tenth of the shortest rest: the share overshoots by at most this much CPU time.
     const CHECK_EVERY: Duration = Duration::from_millis(1);

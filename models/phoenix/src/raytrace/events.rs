@@ -3,7 +3,7 @@
 //! Both sides use these types, so the format cannot drift apart.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -105,7 +105,7 @@ impl Counters {
     }
 
     /// Counts a steal request that waited `waited`, answered or not.
-    pub fn stole(&mut self, waited: std::time::Duration, answered: bool) {
+    pub fn stole(&mut self, waited: Duration, answered: bool) {
         self.steals += 1;
         if answered {
             self.steals_answered += 1;
