@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The ray tracer's real mode starts one `phoenix-raytracer` process per machine.
-cargo build --release --locked -p gridbed-phoenix --bins
+cargo build --release --locked -p gridbed-phoenix-driver --bins
 cargo run --release --locked -p gridbed-experiments --bin experiment -- run all --mode both "$@"

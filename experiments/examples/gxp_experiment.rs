@@ -1,5 +1,5 @@
 //! Runs one experiment and prints its metrics and notes (until the runner wires it):
-//! `cargo run -p gridbed-gxp --example gxp_experiment -- scale|farm [SEED] [SIZES...]`.
+//! `cargo run -p gridbed-experiments --example gxp_experiment -- scale|farm [SEED] [SIZES...]`.
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,11 +12,11 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let t = std::time::Instant::now();
     let out = match (which, sizes.is_empty()) {
-        ("scale", true) => gridbed_gxp::experiments::scale(seed)?,
-        ("scale", false) => gridbed_gxp::experiments::scale_with(seed, &sizes)?,
-        ("farm", true) => gridbed_gxp::experiments::farm(seed)?,
+        ("scale", true) => gridbed_experiments::gxp::scale(seed)?,
+        ("scale", false) => gridbed_experiments::gxp::scale_with(seed, &sizes)?,
+        ("farm", true) => gridbed_experiments::gxp::farm(seed)?,
         ("farm", false) => {
-            gridbed_gxp::experiments::farm_with(seed, sizes[0], *sizes.get(1).unwrap_or(&1000))?
+            gridbed_experiments::gxp::farm_with(seed, sizes[0], *sizes.get(1).unwrap_or(&1000))?
         }
         (other, _) => anyhow::bail!("unknown experiment {other:?} (scale, farm)"),
     };

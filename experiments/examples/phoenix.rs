@@ -1,11 +1,11 @@
 //! Runs a Phoenix experiment and prints its metrics (the `experiment` runner is the main entry
 //! point; this is for quick measurements of one crate).
 //!
-//! `cargo run -p gridbed-phoenix --example phoenix -- raytrace [seed] [sim|real]`
-//! `cargo run -p gridbed-phoenix --example phoenix -- scale [seed] [machines] [ids] [initial] [lans] [nat 0|1]`
+//! `cargo run -p gridbed-experiments --example phoenix -- raytrace [seed] [sim|real]`
+//! `cargo run -p gridbed-experiments --example phoenix -- scale [seed] [machines] [ids] [initial] [lans] [nat 0|1]`
 
 use anyhow::{bail, Context};
-use gridbed_phoenix::experiments::{raytrace, scale_with, Mode, ScaleParams};
+use gridbed_experiments::phoenix::{raytrace, scale_with, Mode, ScaleParams};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -183,7 +183,7 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Sink { kind, addr } => {
-            gridbed_real::blocks::run_sink(&kind, &addr).map_err(Into::into)
+            gridbed_migration_driver::blocks::run_sink(&kind, &addr).map_err(Into::into)
         }
     };
     match result {

@@ -26,7 +26,7 @@ pub fn all() -> Vec<Experiment> {
         about: "Time to move a memory block between two hosts vs block size, for LAPI and TCP over the SP Switch and TCP over 100Base-TX.",
         reproduces: "document 1, Figure 3 (443 / 148 / 89.7 Mbit/s; 40 MB by LAPI in 0.722 s)",
         modes: &[Mode::Sim, Mode::Real],
-        run: crate::migration_bandwidth::run,
+        run: crate::migration::bandwidth::run,
         quick: None,
     },
     Experiment {
@@ -36,9 +36,9 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim],
         run: |m, seed| {
             sim_only(m, "gxp-scale")?;
-            gridbed_gxp::experiments::scale(seed)
+            crate::gxp::scale(seed)
         },
-        quick: Some(|seed| gridbed_gxp::experiments::scale_with(seed, &[10, 100])),
+        quick: Some(|seed| crate::gxp::scale_with(seed, &[10, 100])),
     },
     Experiment {
         name: "gxp-farm",
@@ -47,23 +47,23 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim],
         run: |m, seed| {
             sim_only(m, "gxp-farm")?;
-            gridbed_gxp::experiments::farm(seed)
+            crate::gxp::farm(seed)
         },
-        quick: Some(|seed| gridbed_gxp::experiments::farm_with(seed, 200, 200)),
+        quick: Some(|seed| crate::gxp::farm_with(seed, 200, 200)),
     },
     Experiment {
         name: "phoenix-raytrace",
         about: "A parallel ray tracer whose tiles are Phoenix virtual IDs; machines leave and join mid-render; throughput against the ideal (sum of present machines' speeds).",
         reproduces: "document 2, Phoenix ray-tracing evaluation (throughput follows machines as they leave and join); target efficiency_vs_ideal >= 0.95",
         modes: &[Mode::Sim, Mode::Real],
-        run: gridbed_phoenix::experiments::raytrace,
+        run: crate::phoenix::raytrace,
         quick: Some(|seed| {
-            let p = gridbed_phoenix::experiments::RaytraceParams {
+            let p = crate::phoenix::RaytraceParams {
                 width: 160,
                 height: 120,
                 ..Default::default()
             };
-            gridbed_phoenix::experiments::raytrace_with(Mode::Sim, seed, &p)
+            crate::phoenix::raytrace_with(Mode::Sim, seed, &p)
         }),
     },
     Experiment {
@@ -73,17 +73,17 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim],
         run: |m, seed| {
             sim_only(m, "phoenix-scale")?;
-            gridbed_phoenix::experiments::scale(seed)
+            crate::phoenix::scale(seed)
         },
         quick: Some(|seed| {
-            let p = gridbed_phoenix::experiments::ScaleParams {
+            let p = crate::phoenix::ScaleParams {
                 machines: 60,
                 space: 100_000,
                 initial: 20,
                 churn: 5,
                 ..Default::default()
             };
-            gridbed_phoenix::experiments::scale_with(seed, &p)
+            crate::phoenix::scale_with(seed, &p)
         }),
     },
     Experiment {
@@ -93,14 +93,14 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim],
         run: |m, seed| {
             sim_only(m, "phoenix-routes")?;
-            gridbed_phoenix::experiments::routes(seed)
+            crate::phoenix::routes(seed)
         },
         quick: Some(|seed| {
-            let p = gridbed_phoenix::experiments::RoutesParams {
+            let p = crate::phoenix::RoutesParams {
                 lans: vec![12, 10, 10],
                 ..Default::default()
             };
-            gridbed_phoenix::experiments::routes_with(seed, &p)
+            crate::phoenix::routes_with(seed, &p)
         }),
     },
     Experiment {
@@ -108,7 +108,7 @@ pub fn all() -> Vec<Experiment> {
         about: "getpid() 1000 times in a paravirtual IA-32 guest under the trap-and-emulate monitor vs natively; modelled on a 2005 PC (sim) and measured on this machine (real).",
         reproduces: "document 2, VMP: 1000 getpid() in 0.54 s under the VM, about 500x a real machine",
         modes: &[Mode::Sim, Mode::Real],
-        run: |m, _seed| gridbed_vmp::experiment::getpid(m),
+        run: |m, _seed| crate::vmp::getpid::getpid(m),
         quick: None,
     }]
 }

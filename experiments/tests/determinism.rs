@@ -24,7 +24,7 @@ fn each_experiment_same_seed_same_digest() {
 #[test]
 fn figure_3_holds_for_many_seeds() {
     for seed in 0..16 {
-        let out = gridbed_migration::bandwidth::simulate(seed).unwrap();
+        let out = gridbed_experiments::migration::bandwidth_sim::simulate(seed).unwrap();
         for (k, paper) in &out.paper {
             let ratio = out.metrics[k] / paper;
             assert!(

@@ -1,7 +1,7 @@
 //! The runner's experiments at reduced size: every metric the issue names is produced by the
 //! mechanism, and the issue's targets hold (simulated time).
 
-use gridbed_gxp::experiments::{farm_with, scale_with};
+use gridbed_experiments::gxp::{farm_with, scale_with};
 
 #[test]
 fn gxp_scale_meets_the_issue_targets_and_the_tree_beats_flat() {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gridbed_experiments::gxp::nat_platform;
 use gridbed_gxp::controller::{ExecOptions, ExploreReport};
-use gridbed_gxp::experiments::nat_platform;
 use gridbed_gxp::farm::{FarmJournal, FarmOptions};
 use gridbed_gxp::pipe;
 use gridbed_gxp::proto::Status;

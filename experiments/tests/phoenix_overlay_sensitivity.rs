@@ -1,9 +1,9 @@
 //! How `build_over_offline` depends on the two model inputs that are estimates or choices: the CPU
 //! price per routing item and the LAN transport. Runs in CI on 100 machines (3 LANs of ~33); the
 //! 400-machine numbers quoted in the notes come from `PHX_ROUTES_MACHINES=400`:
-//! `cargo test -p gridbed-phoenix --test overlay_sensitivity -- --nocapture`.
+//! `cargo test -p gridbed-experiments --test phoenix_overlay_sensitivity -- --nocapture`.
 
-use gridbed_phoenix::experiments::{routes_with, RoutesParams};
+use gridbed_experiments::phoenix::{routes_with, RoutesParams};
 
 #[test]
 fn ratio_sensitivity() {

@@ -1,7 +1,7 @@
 //! The `phoenix-routes` experiment on a reduced platform: tables correct after build, leave and
 //! rejoin, the offline baseline faster, and the same seed giving the same trace.
 
-use gridbed_phoenix::experiments::{routes_with, RoutesParams};
+use gridbed_experiments::phoenix::{routes_with, RoutesParams};
 
 fn small() -> RoutesParams {
     RoutesParams {

@@ -1,7 +1,7 @@
 //! The ray-tracing experiment end to end in the simulator, at a small size.
 
-use gridbed_phoenix::experiments::raytrace::RealRun;
-use gridbed_phoenix::experiments::{raytrace_with, Mode, RaytraceParams};
+use gridbed_experiments::phoenix::RealRun;
+use gridbed_experiments::phoenix::{raytrace_with, Mode, RaytraceParams};
 use gridbed_phoenix::raytrace::machine::POLL_EVERY;
 
 #[test]

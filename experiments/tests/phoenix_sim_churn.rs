@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gridbed_phoenix::experiments::{scale_with, ScaleParams};
+use gridbed_experiments::phoenix::{scale_with, ScaleParams};
 
 fn small(seed: u64) -> ScaleParams {
     // Small enough for many seeds in the test profile; large enough for stale tables and forwarding.

@@ -1,10 +1,8 @@
 //! gridbed-real: the runtime interface on genuine tokio and TCP.
 //!
 //! [`run_local`] starts n hosts in this process, each with its own loopback listener: every
-//! message really crosses the kernel's TCP stack. [`blocks`] moves memory blocks between two OS
-//! processes for the migration-bandwidth experiment.
+//! message really crosses the kernel's TCP stack.
 
-pub mod blocks;
 pub mod frame;
 mod host;
 

@@ -3,7 +3,6 @@
 //! document 2 of the seeds (VMP slides, "trap and emulate" with ptrace).
 pub mod devices;
 pub mod error;
-pub mod experiment;
 pub mod ffi;
 pub mod guest;
 pub mod host;

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gridbed_gxp::controller::ExecOptions;
-use gridbed_gxp::real::{start_root, Program};
+use gridbed_gxp_driver::{start_root, Program};
 
 const HOSTS: usize = 32;
 

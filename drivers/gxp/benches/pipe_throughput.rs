@@ -6,7 +6,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gridbed_gxp::pipe::parse;
-use gridbed_gxp::real::{start_root, Program, ShellLocal};
+use gridbed_gxp_driver::{start_root, Program, ShellLocal};
 
 const HOSTS: usize = 4;
 const BYTES: u64 = 16 << 20;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::exec::{self, ExecEvent, ExecHandle};
-use super::login::{self, ChildProcess, Program};
-use crate::node::{Action, Node};
-use crate::proto::{encode_framed, Body, Down, FrameReader, Status, Stream, Up};
+use crate::exec::{self, ExecEvent, ExecHandle};
+use crate::login::{self, ChildProcess, Program};
+use gridbed_gxp::node::{Action, Node};
+use gridbed_gxp::proto::{encode_framed, Body, Down, FrameReader, Status, Stream, Up};
 
 pub(crate) enum Input {
     FromParent(Down),
@@ -67,7 +67,7 @@ pub fn host_name() -> String {
 }
 
 /// Starts the root daemon in this process (on the current tokio runtime); returns the controller.
-pub fn start_root(program: Program) -> crate::controller::Controller {
+pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
     let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
     let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
     let (tx, rx) = unbounded_channel();
@@ -92,7 +92,7 @@ pub fn start_root(program: Program) -> crate::controller::Controller {
         tx,
     };
     tokio::spawn(d.run(rx));
-    crate::controller::Controller::new(otx, erx, &name, &name)
+    gridbed_gxp::controller::Controller::new(otx, erx, &name, &name)
 }
 
 /// `gxp daemon --index N`: a child daemon speaking frames on stdin/stdout.
@@ -112,7 +112,7 @@ pub async fn daemon_main(index: u32) -> anyhow::Result<()> {
     });
     out_tx.send(Body::Hello {
         name: name.clone(),
-        version: crate::VERSION.to_string(),
+        version: gridbed_gxp::VERSION.to_string(),
     })?;
     let (tx, rx) = unbounded_channel();
     let (t2, pong) = (tx.clone(), out_tx.clone());

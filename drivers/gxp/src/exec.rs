@@ -10,7 +10,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
-use crate::proto::{ExecSpec, Status, Stream, OUTPUT_CHUNK};
+use gridbed_gxp::proto::{ExecSpec, Status, Stream, OUTPUT_CHUNK};
 
 /// What a running command reports.
 pub enum ExecEvent {

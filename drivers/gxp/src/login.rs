@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::proto::{Body, FrameReader, LoginMethod};
+use gridbed_gxp::proto::{Body, FrameReader, LoginMethod};
 
 /// How long a login may take, binary transfer included.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -205,11 +205,11 @@ async fn hello_phase(
     loop {
         match reader.next_body() {
             Ok(Some(Body::Hello { name, version })) => {
-                if version != crate::VERSION {
+                if version != gridbed_gxp::VERSION {
                     let _ = child.start_kill();
                     return Err(format!(
                         "{target}: daemon version {version:?} != {:?}",
-                        crate::VERSION
+                        gridbed_gxp::VERSION
                     ));
                 }
                 return Ok(ChildProcess {

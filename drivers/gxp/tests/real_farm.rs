@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gridbed_gxp::controller::ExecOptions;
 use gridbed_gxp::farm::{FarmJournal, FarmOptions};
-use gridbed_gxp::real::{start_root, Program};
+use gridbed_gxp_driver::{start_root, Program};
 use support::run_gxp;
 
 #[test]

@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::events::{unix_now, Cmd, Dump, Event};
-use super::machine::CYCLES_PER_TEST;
-use super::record::RunRecord;
-use super::tiles::TileGrid;
-use crate::experiments::RaytraceParams;
+use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Dump, Event};
+use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
+use gridbed_phoenix::raytrace::params::RaytraceParams;
+use gridbed_phoenix::raytrace::record::RunRecord;
+use gridbed_phoenix::raytrace::tiles::TileGrid;
 
 /// Environment variable naming the machine program, if it is not next to the running executable.
 pub const EXE_ENV: &str = "GRIDBED_PHOENIX_RAYTRACER";
@@ -53,7 +53,7 @@ pub fn find_machine_exe(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         ""
     };
     bail!(
-        "{name} not found next to {}: build it with `cargo build{release} -p gridbed-phoenix --bin phoenix-raytracer`, or set {EXE_ENV}",
+        "{name} not found next to {}: build it with `cargo build{release} -p gridbed-phoenix-driver --bin phoenix-raytracer`, or set {EXE_ENV}",
         exe.display()
     )
 }

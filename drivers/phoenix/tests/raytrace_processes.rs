@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gridbed_phoenix::experiments::{raytrace_with, Mode, RaytraceParams};
+use gridbed_experiments::phoenix::{raytrace_with, Mode, RaytraceParams};
 
 /// The tests that start machines run one at a time, so each can count its own children.
 static MACHINES: Mutex<()> = Mutex::new(());

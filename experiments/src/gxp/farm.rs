@@ -11,9 +11,9 @@ use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
 use super::{nat_platform, SplitMix};
-use crate::farm::{FarmJournal, FarmOptions, FarmReport};
-use crate::sim::cost::LoginCost;
-use crate::sim::start;
+use gridbed_gxp::farm::{FarmJournal, FarmOptions, FarmReport};
+use gridbed_gxp::sim::cost::LoginCost;
+use gridbed_gxp::sim::start;
 
 /// LANs of the farm platforms (the slides' contest: 9 LANs).
 pub const LANS: usize = 9;

@@ -1,18 +1,18 @@
 //! The experiments the runner calls: `gxp-scale` ([`scale`]) and `gxp-farm` ([`farm`]).
 
-mod farm_exp;
-mod scale_exp;
+mod farm;
+mod scale;
 
 use std::sync::Arc;
 
 use gridbed_sim::Platform;
 
-use crate::sim::cost::LoginCost;
-use crate::sim::world::World;
-use crate::sim::{layout, rules_for};
+use gridbed_gxp::sim::cost::LoginCost;
+use gridbed_gxp::sim::world::World;
+use gridbed_gxp::sim::{layout, rules_for};
 
-pub use farm_exp::{farm, farm_with};
-pub use scale_exp::{scale, scale_with, ScalePoint};
+pub use farm::{farm, farm_with};
+pub use scale::{scale, scale_with, ScalePoint};
 
 /// LAN transport of the experiments: 100 Mbit/s switched Ethernet, the common LAN of GXP's
 /// 2004–2006 clusters (simulator preset `ethernet-100`).
@@ -25,7 +25,7 @@ pub fn nat_platform(
     lans: usize,
     per_lan: usize,
     cost: LoginCost,
-) -> anyhow::Result<(Platform, Arc<World>, crate::rules::RuleSet)> {
+) -> anyhow::Result<(Platform, Arc<World>, gridbed_gxp::rules::RuleSet)> {
     let private: Vec<usize> = (1..lans).collect();
     let platform = Platform::lans(lans, per_lan, LAN_TRANSPORT)
         .map_err(|e| anyhow::anyhow!("platform: {e}"))?

@@ -9,10 +9,10 @@ use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
 use super::nat_platform;
-use crate::controller::ExecOptions;
-use crate::proto::Status;
-use crate::sim::cost::LoginCost;
-use crate::sim::{flat_exec, start};
+use gridbed_gxp::controller::ExecOptions;
+use gridbed_gxp::proto::Status;
+use gridbed_gxp::sim::cost::LoginCost;
+use gridbed_gxp::sim::{flat_exec, start};
 
 /// pdsh's default fan-out is 32 (`pdsh -f`), as the issue asks.
 pub const FLAT_FANOUT: usize = 32;
@@ -99,7 +99,7 @@ pub fn scale_point(
                         w.clone(),
                         targets,
                         "hostname".into(),
-                        super::scale_exp::FLAT_FANOUT,
+                        super::scale::FLAT_FANOUT,
                     )
                     .await;
                     flat_s = (cluster.now() - t2).as_secs_f64();

@@ -1,14 +1,14 @@
-//! migration-bandwidth: the simulated Figure 3 (from `gridbed-migration`) and, in real mode, the
+//! migration-bandwidth: the simulated Figure 3 ([`super::bandwidth_sim`]) and, in real mode, the
 //! same block sizes moved between two OS processes on this machine.
 
 use std::process::Command;
 
-use gridbed_real::blocks::{self, BlockPath};
+use gridbed_migration_driver::blocks::{self, BlockPath};
 use gridbed_runtime::outcome::{ExperimentOutput, Mode, Series};
 
 pub fn run(mode: Mode, seed: u64) -> anyhow::Result<ExperimentOutput> {
     match mode {
-        Mode::Sim => gridbed_migration::bandwidth::simulate(seed),
+        Mode::Sim => super::bandwidth_sim::simulate(seed),
         Mode::Real => real(),
     }
 }
@@ -16,7 +16,7 @@ pub fn run(mode: Mode, seed: u64) -> anyhow::Result<ExperimentOutput> {
 /// Real mode: three paths between this process and a sink child process. The figure keeps the
 /// simulated SP/2 curves beside "this machine" for comparison.
 fn real() -> anyhow::Result<ExperimentOutput> {
-    let mut out = gridbed_migration::bandwidth::simulate(0)?;
+    let mut out = super::bandwidth_sim::simulate(0)?;
     out.metrics.clear();
     out.paper.clear();
     out.tolerance.clear();

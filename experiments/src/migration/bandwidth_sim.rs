@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_sim::{presets, run, Platform, SimConfig};
 
-use crate::{block_sizes, move_block};
+use gridbed_migration::{block_sizes, move_block};
 
 /// (preset, series label, metric name, paper Mbit/s)
 pub const TRANSPORTS: [(&str, &str, &str, f64); 3] = [

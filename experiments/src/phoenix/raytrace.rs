@@ -11,119 +11,45 @@
 //! (simulator; real mode as OS processes, `raytrace::driver`; or real mode as tasks of this
 //! process, `raytrace::inproc`) and turns the run's record into metrics and the figure.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
 
 use super::series::{binned_rate, Steps};
-use crate::raytrace::cpuload::CpuSample;
-use crate::raytrace::record::RunRecord;
-use crate::raytrace::scene::Scene;
-use crate::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
-use crate::raytrace::{driver, inproc};
+use gridbed_phoenix::raytrace::inproc;
+use gridbed_phoenix::raytrace::record::RunRecord;
+use gridbed_phoenix::raytrace::scene::Scene;
+use gridbed_phoenix::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
+use gridbed_phoenix_driver::cpuload::CpuSample;
+use gridbed_phoenix_driver::raytrace as driver;
 
-pub use crate::raytrace::machine::CYCLES_PER_TEST;
+pub use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
+pub use gridbed_phoenix::raytrace::params::{RaytraceParams, RealRun};
 
-/// How real mode runs the machines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RealRun {
-    /// One `phoenix-raytracer` OS process per machine over loopback TCP (the real mode).
-    #[default]
-    Processes,
-    /// Tasks of this process on `gridbed_real::run_local`'s runtime, over loopback TCP.
-    InProcess,
-}
-
-/// Parameters of one run.
-#[derive(Clone, Debug)]
-pub struct RaytraceParams {
-    pub width: u32,
-    pub height: u32,
-    /// Tile side in pixels: one virtual ID per tile.
-    pub tile: u32,
-    /// Machines rendering from the start (h0 is the membership coordinator and stays).
-    pub initial: u32,
-    /// Machines removed once `leave_at` of the tiles are done (the highest-numbered initial ones).
-    pub leaving: u32,
-    pub leave_at: f64,
-    /// Machines added once `join_at` of the tiles are done.
-    pub joining: u32,
-    pub join_at: f64,
-    /// Transport preset of the simulated LAN.
-    pub transport: String,
-    /// How long an idle machine waits for stolen work before asking another owner.
-    pub steal_wait: Duration,
-    /// Real mode: OS processes or tasks of this process.
-    pub real_run: RealRun,
-    /// Real mode with processes: the `phoenix-raytracer` program (default: `$GRIDBED_PHOENIX_RAYTRACER`,
-    /// else next to the running executable).
-    pub machine_exe: Option<PathBuf>,
-    /// Real mode: the whole run must finish within this (wall clock); machines are killed after.
-    pub deadline: Duration,
-    /// Real mode: runs made; the one with the median efficiency is reported, with the spread.
-    pub repeats: u32,
-    /// Real mode with processes: the fraction of one core each machine may use (`None`: a whole
-    /// core, i.e. the machines just share the computer's cores).
-    pub cpu_share: Option<f64>,
-}
-
-impl Default for RaytraceParams {
-    fn default() -> Self {
-        RaytraceParams {
-            // SVGA with 2×2 supersampling and 16-pixel tiles: 1900 IDs of ~1-5 ms of 1 GHz CPU each,
-            // a run of about half a second of 8-9 machines.
-            width: 800,
-            height: 600,
-            tile: 16,
-            // The slides' plot shows machines removed, then added; 8 machines is a lab cluster.
-            initial: 8,
-            leaving: 3,
-            leave_at: 0.25,
-            joining: 4,
-            join_at: 0.55,
-            // Gigabit Ethernet LAN, as in the lab clusters of the time.
-            transport: "gige-tcp".into(),
-            // A safety net only: owners refuse at once when they have nothing to give; a request
-            // reaches a busy owner after its current tile (~1-4 ms here).
-            steal_wait: Duration::from_millis(5),
-            real_run: RealRun::Processes,
-            machine_exe: None,
-            // Generous: the whole image takes seconds on this machine; a hang must not block the runner.
-            deadline: Duration::from_secs(600),
-            repeats: 1,
-            cpu_share: None,
-        }
-    }
-}
-
-impl RaytraceParams {
-    /// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
-    /// ~7 s here) with each machine process limited to a share of a core (`auto_share`), so that
-    /// the capacity falls and rises with the machines as in the slides' figure. What a run loses
-    /// is mostly fixed: a dozen process start-ups (~3-4 ms of CPU each), the dips while 3 machines
-    /// leave and 4 join, the ramp and the tail. Measured efficiency_vs_ideal on this 2-core VM,
-    /// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
-    /// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
-    /// shares of 0.2 core, 3200x2400: 0.93-0.95 while owners answered steal requests between tiles
-    /// only, 0.948-0.970 (medians of 3: 0.951-0.968) since they answer at every serve and while
-    /// resting; the machines lose ~5.5 % of their CPU to the OS on this nested VM. The slides
-    /// give no image size or run length.
-    pub fn for_mode(mode: Mode) -> RaytraceParams {
-        match mode {
-            Mode::Sim => RaytraceParams::default(),
-            Mode::Real => RaytraceParams {
-                width: 3200,
-                height: 2400,
-                // The shared host slows a run down now and then (seen: 1 run in 4 or 5 at
-                // 0.80-0.91 while the others gave 0.93-0.99): the median of 3 is robust to one.
-                repeats: 3,
-                cpu_share: Some(auto_share(&RaytraceParams::default())),
-                ..RaytraceParams::default()
-            },
-        }
+/// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
+/// ~7 s here) with each machine process limited to a share of a core (`auto_share`), so that
+/// the capacity falls and rises with the machines as in the slides' figure. What a run loses
+/// is mostly fixed: a dozen process start-ups (~3-4 ms of CPU each), the dips while 3 machines
+/// leave and 4 join, the ramp and the tail. Measured efficiency_vs_ideal on this 2-core VM,
+/// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
+/// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
+/// shares of 0.2 core, 3200x2400: 0.93-0.95 while owners answered steal requests between tiles
+/// only, 0.948-0.970 (medians of 3: 0.951-0.968) since they answer at every serve and while
+/// resting; the machines lose ~5.5 % of their CPU to the OS on this nested VM. The slides
+/// give no image size or run length.
+pub fn params_for_mode(mode: Mode) -> RaytraceParams {
+    match mode {
+        Mode::Sim => RaytraceParams::default(),
+        Mode::Real => RaytraceParams {
+            width: 3200,
+            height: 2400,
+            // The shared host slows a run down now and then (seen: 1 run in 4 or 5 at
+            // 0.80-0.91 while the others gave 0.93-0.99): the median of 3 is robust to one.
+            repeats: 3,
+            cpu_share: Some(auto_share(&RaytraceParams::default())),
+            ..RaytraceParams::default()
+        },
     }
 }
 
@@ -139,7 +65,7 @@ fn auto_share(p: &RaytraceParams) -> f64 {
 
 /// The experiment with the defaults of `mode`.
 pub fn raytrace(mode: Mode, seed: u64) -> anyhow::Result<ExperimentOutput> {
-    raytrace_with(mode, seed, &RaytraceParams::for_mode(mode))
+    raytrace_with(mode, seed, &params_for_mode(mode))
 }
 
 /// Sequential renders of the scene, one per core the machines share and all at once, timed:

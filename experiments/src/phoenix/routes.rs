@@ -12,7 +12,9 @@ use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;
-use crate::overlay::{run_offline, verify, Graph, OverlayNode, Probe, Route, RouterStats};
+use gridbed_phoenix::overlay::{
+    run_offline, verify, Graph, OverlayNode, Probe, Route, RouterStats,
+};
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -21,7 +23,7 @@ pub struct RoutesParams {
     pub lans: Vec<u32>,
     /// Preset transport of every LAN (`gridbed_sim::presets`).
     pub transport: String,
-    /// CPU price of one routing item, both protocols ([`crate::overlay::CYCLES_PER_ITEM`]).
+    /// CPU price of one routing item, both protocols ([`gridbed_phoenix::overlay::CYCLES_PER_ITEM`]).
     pub cycles_per_item: u64,
 }
 
@@ -31,7 +33,7 @@ impl Default for RoutesParams {
         RoutesParams {
             lans: vec![134, 133, 133],
             transport: "gige-tcp".into(),
-            cycles_per_item: crate::overlay::CYCLES_PER_ITEM,
+            cycles_per_item: gridbed_phoenix::overlay::CYCLES_PER_ITEM,
         }
     }
 }
@@ -390,7 +392,7 @@ async fn run_node(
 ) -> anyhow::Result<()> {
     let me = host.id();
     let obs_sh = sh.clone();
-    let observer = Box::new(move |r: &crate::overlay::Router, now: Duration| {
+    let observer = Box::new(move |r: &gridbed_phoenix::overlay::Router, now: Duration| {
         lock(&obs_sh.tables).insert(r.me(), r.table());
         lock(&obs_sh.changed_at).insert(r.me(), now);
     });

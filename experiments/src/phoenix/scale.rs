@@ -15,11 +15,11 @@ use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;
-use crate::ids::{Id, IdRange};
-use crate::ledger::{check_exactly_once, Ledger};
-use crate::node::{Config, Phase, Start, Stats};
-use crate::runtime::Phoenix;
-use crate::table::RoutingTable;
+use gridbed_phoenix::ids::{Id, IdRange};
+use gridbed_phoenix::ledger::{check_exactly_once, Ledger};
+use gridbed_phoenix::node::{Config, Phase, Start, Stats};
+use gridbed_phoenix::runtime::Phoenix;
+use gridbed_phoenix::table::RoutingTable;
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]

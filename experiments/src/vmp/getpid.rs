@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 
-use crate::guest::programs;
-use crate::run::{run_programs, RunOptions, RunReport};
-use crate::time::Preset;
-use crate::Config;
+use gridbed_vmp::guest::programs;
+use gridbed_vmp::run::{run_programs, RunOptions, RunReport};
+use gridbed_vmp::time::Preset;
+use gridbed_vmp::Config;
 
 /// Calls in the slides' benchmark.
 pub const CALLS: u32 = 1000;
@@ -177,7 +177,7 @@ fn getpid_sim() -> Result<ExperimentOutput> {
         t.syscall_s * 1e6,
         t.ptrace_call_s * 1e6,
         t.emulate_s * 1e6,
-        crate::layout::GUEST_KERNEL_PAGES,
+        gridbed_vmp::layout::GUEST_KERNEL_PAGES,
         t.mprotect_page_s * 1e6,
     ));
     out.notes.push(format!(

@@ -2,13 +2,12 @@
 //!
 //! The tree logic is written once, free of I/O: [`node`] (a daemon's routing), [`explore`] (login
 //! rounds), [`controller`] (the front end: explore, `e`, network pipes, task farm). Two drivers move
-//! its bytes: [`sim`] over the `gridbed-runtime` traits (deterministic, thousands of hosts, login cost
-//! model) and [`real`] over OpenSSH and local processes, where a child daemon talks only over the
-//! stdin/stdout of the login command that started it.
+//! its bytes: [`sim`] here, over the `gridbed-runtime` traits (deterministic, thousands of hosts,
+//! login cost model), and the `gridbed-gxp-driver` crate over OpenSSH and local processes, where a
+//! child daemon talks only over the stdin/stdout of the login command that started it.
 
 pub mod controller;
 pub mod exec_loop;
-pub mod experiments;
 pub mod explore;
 pub mod farm;
 pub mod hostrange;
@@ -17,7 +16,6 @@ pub mod node;
 pub mod output;
 pub mod pipe;
 pub mod proto;
-pub mod real;
 pub mod rules;
 pub mod selection;
 pub mod shell;

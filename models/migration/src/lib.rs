@@ -1,8 +1,7 @@
 //! Document 1 (Yazawa & Horiguchi): process migration is dominated by moving the address space, so
-//! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario
-//! (written against the runtime interface, so it runs on either backend) and the Figure 3 sweep.
-
-pub mod bandwidth;
+//! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario,
+//! written against the runtime interface so that it runs on either backend; the Figure 3 sweep
+//! that runs it is the `migration-bandwidth` experiment in `gridbed-experiments`.
 
 use std::time::Duration;
 

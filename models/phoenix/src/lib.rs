@@ -14,13 +14,13 @@
 //!   through NAT gateways.
 //! - [`wire`]: versioned, length-checked frames (postcard); [`ledger`], [`node_report`]: the checking
 //!   application and what a `phoenix-node` process reports.
-//! - `src/bin/phoenix-node.rs`: one machine per OS process over TCP; joining and leaving are starting
-//!   and stopping processes (`tests/processes.rs`).
-//! - `src/bin/phoenix-raytracer.rs`: one ray-tracing machine per OS process, started and stopped
-//!   by the real mode of `phoenix-raytrace` ([`raytrace`]'s `driver`).
 //! - [`overlay`]: machine-level routing tables built over the allowed connections only.
-//! - [`raytrace`], [`experiments`]: the slides' ray-tracing evaluation, the scale experiment and the
-//!   routing-table construction experiment (`phoenix-routes`).
+//! - [`raytrace`]: the slides' ray-tracing workload (renderer, tiles as ID data, the machine
+//!   program).
+//!
+//! Elsewhere: the `phoenix-node` and `phoenix-raytracer` binaries (one machine per OS process over
+//! TCP) and the real-mode ray-tracing driver are in `gridbed-phoenix-driver`; the experiments
+//! (`phoenix-raytrace`, `phoenix-scale`, `phoenix-routes`) in `gridbed-experiments`.
 //!
 //! # Routing and its hop bound
 //! Every machine keeps a table of ID ranges → (owner, epoch) covering the whole space; an ID's epoch
@@ -65,7 +65,6 @@
 pub mod crash;
 pub mod data;
 pub mod envelope;
-pub mod experiments;
 pub mod handoff;
 pub mod ids;
 pub mod ledger;

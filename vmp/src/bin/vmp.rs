@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use gridbed_runtime::outcome::Mode;
 use gridbed_vmp::guest::{elf, programs, UserProgram};
 use gridbed_vmp::run::{run_programs, RunOptions, RunReport, DEFAULT_BUDGET, DEFAULT_TIMER_HZ};
 use gridbed_vmp::time::Preset;
@@ -49,17 +48,6 @@ enum Cmd {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Run experiment vmp-getpid and print its metrics as JSON.
-    Experiment {
-        #[arg(long, value_enum, default_value = "sim")]
-        mode: ModeArg,
-    },
-}
-
-#[derive(Copy, Clone, ValueEnum)]
-enum ModeArg {
-    Sim,
-    Real,
 }
 
 #[derive(clap::Args)]
@@ -87,18 +75,6 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let (progs, opts): (Vec<UserProgram>, Opts) = match cli.cmd {
-        Cmd::Experiment { mode } => {
-            let mode = match mode {
-                ModeArg::Sim => Mode::Sim,
-                ModeArg::Real => Mode::Real,
-            };
-            let out = gridbed_vmp::experiment::getpid(mode)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&(out.metrics, out.paper, out.notes))?
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
         Cmd::Run { file, opts } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

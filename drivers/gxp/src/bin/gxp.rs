@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use gridbed_gxp::real::{self, Program, ShellLocal};
 use gridbed_gxp::shell::Shell;
+use gridbed_gxp_driver::{self as real, Program, ShellLocal};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Parser)]

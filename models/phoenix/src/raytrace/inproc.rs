@@ -11,10 +11,10 @@ use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::events::Counters;
 use super::machine::{start_machine, work, Control, Directive, Outcome, CYCLES_PER_TEST};
+use super::params::RaytraceParams;
 use super::record::RunRecord;
 use super::scene::Scene;
 use super::tiles::{TileGrid, TileState, Tiles};
-use crate::experiments::RaytraceParams;
 use crate::ids::Id;
 use crate::node::Start;
 use crate::runtime::Phoenix;
