@@ -2,6 +2,7 @@
 
 pub mod gxp;
 pub mod migration;
+pub mod params;
 pub mod phoenix;
 pub mod registry;
 pub mod render;

@@ -42,7 +42,15 @@ enum Cmd {
         /// Output directory (default: the repository's reports/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Set a parameter, `key=value` (repeatable; see `experiment describe NAME`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run on this simulator platform file (TOML, see experiments/platforms/).
+        #[arg(long, value_name = "FILE.toml")]
+        platform: Option<PathBuf>,
     },
+    /// List an experiment's parameters: name, default, unit and where the default comes from.
+    Describe { name: String },
     /// Re-run a recorded simulated run (its run.json) and say "identical" or where it diverges.
     Replay { runfile: PathBuf },
     /// Internal: the sink process of real-mode block transfers.
@@ -83,32 +91,90 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_cmd(name: &str, mode: ModeArg, seed: u64, out: PathBuf) -> anyhow::Result<()> {
+/// What `--set` and `--platform` ask for, as `key=value` settings.
+fn settings(sets: &[String], platform: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let mut all = sets.to_vec();
+    if let Some(file) = platform {
+        // Checked here so a bad file fails before anything runs, in one line.
+        gridbed_sim::Platform::from_toml_file(file)?;
+        all.push(format!("platform={}", file.display()));
+    }
+    Ok(all)
+}
+
+/// The parameter values of one experiment in one mode: its defaults with `sets` applied
+/// (None: nothing set, the experiment's own defaults).
+fn values(
+    exp: &registry::Experiment,
+    mode: Mode,
+    sets: &[String],
+) -> anyhow::Result<Option<serde_json::Value>> {
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let def = exp
+        .params
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("experiment '{}' has no settable parameters", exp.name))?;
+    if sets.iter().any(|s| s.starts_with("platform=")) && !def.names().contains(&"platform") {
+        anyhow::bail!("experiment '{}' takes no platform file", exp.name);
+    }
+    def.apply(mode, sets).map(Some)
+}
+
+/// Experiments to run, each with its modes and parameter values per mode.
+type Plan = Vec<(
+    registry::Experiment,
+    Vec<Mode>,
+    Vec<Option<serde_json::Value>>,
+)>;
+
+/// Checks the whole request (names, modes, every setting) before anything runs.
+fn plan(name: &str, mode: ModeArg, sets: &[String]) -> anyhow::Result<Plan> {
     let selected = if name == "all" {
+        anyhow::ensure!(
+            sets.is_empty(),
+            "--set and --platform apply to one experiment, not to 'all'"
+        );
         registry::all()
     } else {
         vec![registry::find(name)?]
     };
-    check_writable(&out)?;
+    let mut plan = Vec::new();
     for exp in selected {
         let modes: Vec<Mode> = match mode {
             ModeArg::Sim => vec![Mode::Sim],
             ModeArg::Real => vec![Mode::Real],
             ModeArg::Both => exp.modes.to_vec(),
         };
-        for m in modes {
+        for &m in &modes {
             if !exp.modes.contains(&m) {
                 anyhow::bail!("experiment '{}' has no {m} mode", exp.name);
             }
+        }
+        let vals = modes
+            .iter()
+            .map(|&m| values(&exp, m, sets))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        plan.push((exp, modes, vals));
+    }
+    Ok(plan)
+}
+
+fn run_cmd(plan: Plan, seed: u64, out: PathBuf) -> anyhow::Result<()> {
+    check_writable(&out)?;
+    for (exp, modes, vals) in plan {
+        for (m, v) in modes.into_iter().zip(vals) {
             let bar =
                 indicatif::ProgressBar::new_spinner().with_message(format!("{} ({m})", exp.name));
             bar.enable_steady_tick(Duration::from_millis(120));
             let t0 = Instant::now();
-            let result = (exp.run)(m, seed)
+            let result = exp
+                .run_values(m, seed, v.as_ref())
                 .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
             bar.finish_and_clear();
-            let output = result?;
-            let dir = report::write(&out, &exp, m, seed, output)?;
+            let (output, params) = result?;
+            let dir = report::write(&out, &exp, m, seed, output, params)?;
             let r: report::ResultFile =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
             println!(
@@ -133,6 +199,37 @@ fn run_cmd(name: &str, mode: ModeArg, seed: u64, out: PathBuf) -> anyhow::Result
     }
     println!("index: {}", out.join("index.html").display());
     Ok(())
+}
+
+/// `experiment describe NAME`.
+fn describe(name: &str) -> anyhow::Result<()> {
+    let exp = registry::find(name)?;
+    println!("{}: {}", exp.name, exp.about);
+    let Some(def) = exp.params else {
+        println!("  (no settable parameters)");
+        return Ok(());
+    };
+    for mode in exp.modes {
+        let records = def.records(*mode, &(def.defaults)(*mode));
+        println!("parameters ({mode} mode): name = default [unit] (source)");
+        for r in records {
+            println!("  {} = {} [{}] ({})", r.name, r.default, r.unit, r.source);
+        }
+        if exp
+            .modes
+            .iter()
+            .all(|m| (def.defaults)(*m) == (def.defaults)(*mode))
+        {
+            break; // the same defaults in every mode: listed once
+        }
+    }
+    Ok(())
+}
+
+/// A bad setting or platform file: one line, exit status 2 (as for bad arguments).
+fn bad_input(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
@@ -164,7 +261,13 @@ fn main() -> ExitCode {
             mode,
             seed,
             out,
-        } => run_cmd(&name, mode, seed, out.unwrap_or_else(default_out)),
+            set,
+            platform,
+        } => match settings(&set, platform.as_deref()).and_then(|sets| plan(&name, mode, &sets)) {
+            Ok(plan) => run_cmd(plan, seed, out.unwrap_or_else(default_out)),
+            Err(e) => return bad_input(e),
+        },
+        Cmd::Describe { name } => describe(&name),
         Cmd::Replay { runfile } => {
             replay::load(&runfile).and_then(|run| match replay::replay(&run)? {
                 replay::Replay::Identical { events, digest } => {

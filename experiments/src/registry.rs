@@ -3,6 +3,9 @@
 
 use gridbed_runtime::outcome::{ExperimentOutput, Mode};
 
+use crate::params::{ParamRecord, ParamsDef};
+use crate::params_def;
+
 pub struct Experiment {
     pub name: &'static str,
     pub about: &'static str,
@@ -13,6 +16,35 @@ pub struct Experiment {
     /// A reduced-size simulated run of the same scenario, for the test suite's determinism check
     /// (None = the full run is already quick).
     pub quick: Option<fn(u64) -> anyhow::Result<ExperimentOutput>>,
+    /// The parameters a researcher can set (None: the experiment has none yet).
+    pub params: Option<ParamsDef>,
+}
+
+impl Experiment {
+    /// Runs in `mode` with the parameter values `values` (from [`ParamsDef::apply`] or a run
+    /// file); `None` = the experiment's defaults. Returns the output and what result.json records.
+    pub fn run_values(
+        &self,
+        mode: Mode,
+        seed: u64,
+        values: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(ExperimentOutput, Vec<ParamRecord>)> {
+        match (&self.params, values) {
+            (Some(def), values) => {
+                let defaults;
+                let v = match values {
+                    Some(v) => v,
+                    None => {
+                        defaults = (def.defaults)(mode);
+                        &defaults
+                    }
+                };
+                Ok(((def.run)(mode, seed, v)?, def.records(mode, v)))
+            }
+            (None, None) => Ok(((self.run)(mode, seed)?, Vec::new())),
+            (None, Some(_)) => anyhow::bail!("experiment '{}' has no parameters", self.name),
+        }
+    }
 }
 
 fn sim_only(mode: Mode, name: &str) -> anyhow::Result<()> {
@@ -28,6 +60,7 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim, Mode::Real],
         run: crate::migration::bandwidth::run,
         quick: None,
+        params: Some(params_def!(crate::migration::bandwidth)),
     },
     Experiment {
         name: "gxp-scale",
@@ -39,6 +72,7 @@ pub fn all() -> Vec<Experiment> {
             crate::gxp::scale(seed)
         },
         quick: Some(|seed| crate::gxp::scale_with(seed, &[10, 100])),
+        params: Some(params_def!(crate::gxp::scale)),
     },
     Experiment {
         name: "gxp-farm",
@@ -50,6 +84,7 @@ pub fn all() -> Vec<Experiment> {
             crate::gxp::farm(seed)
         },
         quick: Some(|seed| crate::gxp::farm_with(seed, 200, 200)),
+        params: None,
     },
     Experiment {
         name: "phoenix-raytrace",
@@ -65,6 +100,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::raytrace_with(Mode::Sim, seed, &p)
         }),
+        params: None,
     },
     Experiment {
         name: "phoenix-scale",
@@ -85,6 +121,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::scale_with(seed, &p)
         }),
+        params: None,
     },
     Experiment {
         name: "phoenix-routes",
@@ -102,6 +139,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::routes_with(seed, &p)
         }),
+        params: None,
     },
     Experiment {
         name: "vmp-getpid",
@@ -110,6 +148,7 @@ pub fn all() -> Vec<Experiment> {
         modes: &[Mode::Sim, Mode::Real],
         run: |m, _seed| crate::vmp::getpid::getpid(m),
         quick: None,
+        params: None,
     }]
 }
 

@@ -48,7 +48,11 @@ pub fn first_divergence(a: &TraceRecord, b: &TraceRecord) -> Option<usize> {
 /// Re-runs the recorded experiment with its seed and compares.
 pub fn replay(run: &RunFile) -> anyhow::Result<Replay> {
     let exp = registry::find(&run.experiment)?;
-    let out = (exp.run)(Mode::Sim, run.seed)?;
+    let values = match &exp.params {
+        Some(def) if !run.params.is_empty() => Some(def.from_records(Mode::Sim, &run.params)?),
+        _ => None,
+    };
+    let (out, _) = exp.run_values(Mode::Sim, run.seed, values.as_ref())?;
     let now = out
         .trace
         .context("experiment produced no trace in sim mode")?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use gridbed_runtime::outcome::{ExperimentOutput, Mode, TraceRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::params::ParamRecord;
 use crate::registry::Experiment;
 use crate::render;
 
@@ -28,6 +29,9 @@ pub struct ResultFile {
     pub figures: Vec<String>,
     pub artifacts: Vec<String>,
     pub notes: Vec<String>,
+    /// The parameters of the run: value, default, unit, source (empty: none declared).
+    #[serde(default)]
+    pub params: Vec<ParamRecord>,
 }
 
 /// `<dir>/<name>/run.json`: what `experiment replay` needs.
@@ -37,6 +41,9 @@ pub struct RunFile {
     pub experiment: String,
     pub seed: u64,
     pub trace: TraceRecord,
+    /// The parameters of the run, so that a replay re-runs with them.
+    #[serde(default)]
+    pub params: Vec<ParamRecord>,
 }
 
 pub const RUN_FORMAT: u32 = 1;
@@ -56,6 +63,7 @@ pub fn write(
     mode: Mode,
     seed: u64,
     out: ExperimentOutput,
+    params: Vec<ParamRecord>,
 ) -> anyhow::Result<PathBuf> {
     let dir = result_dir(out_dir, exp.name, mode);
     std::fs::create_dir_all(&dir)
@@ -84,6 +92,7 @@ pub fn write(
         figures,
         artifacts,
         notes: out.notes,
+        params: params.clone(),
     };
     std::fs::write(
         dir.join("result.json"),
@@ -95,6 +104,7 @@ pub fn write(
             experiment: exp.name.into(),
             seed,
             trace,
+            params,
         };
         std::fs::write(dir.join("run.json"), serde_json::to_string(&run)?)?;
     }

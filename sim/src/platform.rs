@@ -7,6 +7,13 @@ use crate::presets;
 use crate::transport::Transport;
 use crate::SimError;
 
+/// Most hosts a platform may have: the largest experiment simulates 10,000; a platform file
+/// beyond this is a mistake, not a plan, and would only exhaust memory.
+pub const MAX_HOSTS: usize = 100_000;
+
+/// Most CPU-bound background jobs on one host (each is a share of its processor).
+pub const MAX_BACKGROUND_JOBS: u32 = 1000;
+
 /// One LAN: hosts sharing a transport.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +122,17 @@ impl Platform {
         })
     }
 
-    /// Parses a TOML platform file.
+    /// Reads and parses a TOML platform file (errors are one line and name the file).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Platform, SimError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Platform(format!("cannot read {}: {e}", path.display())))?;
+        Platform::from_toml(&text).map_err(|e| match e {
+            SimError::Platform(m) => SimError::Platform(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses a TOML platform.
     pub fn from_toml(text: &str) -> Result<Platform, SimError> {
         let p: Platform = toml::from_str(text)
             .map_err(|e| SimError::Platform(e.to_string().replace('\n', " ")))?;
@@ -192,18 +209,37 @@ impl Platform {
             .expect("validated: every LAN has a transport")
     }
 
-    /// Checks the platform is usable.
+    /// Checks the platform is usable: hosts within [`MAX_HOSTS`], every speed and rate a finite
+    /// positive number, every LAN with a transport, overrides naming existing hosts.
     pub fn validate(&self) -> Result<(), SimError> {
-        if self.host_count() == 0 {
-            return Err(SimError::Platform(
-                "a platform needs at least one host".into(),
+        let bad = |m: String| Err(SimError::Platform(m));
+        let total: u64 = self.lans.iter().map(|l| u64::from(l.hosts)).sum();
+        if total == 0 {
+            return bad("a platform needs at least one host".into());
+        }
+        if total > MAX_HOSTS as u64 {
+            return bad(format!(
+                "{total} hosts: at most {MAX_HOSTS} (each simulated host holds tasks and buffers)"
             ));
         }
+        if let Some(lan) = self.lans.iter().find(|l| l.hosts == 0) {
+            return bad(format!("LAN {} has no hosts", lan.name));
+        }
         if !(self.cpu_hz.is_finite() && self.cpu_hz > 0.0) {
-            return Err(SimError::Platform(format!(
-                "cpu_hz must be positive, got {}",
-                self.cpu_hz
-            )));
+            return bad(format!("cpu_hz must be positive, got {}", self.cpu_hz));
+        }
+        let b = &self.backbone;
+        if !(b.uplink_mbit_s.is_finite() && b.uplink_mbit_s > 0.0) {
+            return bad(format!(
+                "backbone uplink_mbit_s must be positive, got {}",
+                b.uplink_mbit_s
+            ));
+        }
+        if !(b.latency_us.is_finite() && b.latency_us >= 0.0) {
+            return bad(format!(
+                "backbone latency_us must be non-negative, got {}",
+                b.latency_us
+            ));
         }
         for lan in &self.lans {
             match (&lan.transport, &lan.preset) {
@@ -232,6 +268,18 @@ impl Platform {
                     o.host,
                     self.host_count()
                 )));
+            }
+            if let Some(hz) = o.cpu_hz.filter(|hz| !(hz.is_finite() && *hz > 0.0)) {
+                return bad(format!(
+                    "host {}: cpu_hz must be positive, got {hz}",
+                    o.host
+                ));
+            }
+            if o.background_jobs > MAX_BACKGROUND_JOBS {
+                return bad(format!(
+                    "host {}: {} background jobs, at most {MAX_BACKGROUND_JOBS}",
+                    o.host, o.background_jobs
+                ));
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! gxp-scale: time to explore and to run `hostname` on 10 → 10,000 simulated hosts, GXP's tree
 //! against a flat fan-out of 32 (pdsh/pssh style); depth and per-parent load of the tree.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -8,10 +9,15 @@ use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
-use super::nat_platform;
+use gridbed_sim::Platform;
+use serde::{Deserialize, Serialize};
+
+use super::{nat_platform, platform_world};
 use gridbed_gxp::controller::ExecOptions;
 use gridbed_gxp::proto::Status;
+use gridbed_gxp::rules::RuleSet;
 use gridbed_gxp::sim::cost::LoginCost;
+use gridbed_gxp::sim::world::World;
 use gridbed_gxp::sim::{flat_exec, start};
 
 /// pdsh's default fan-out is 32 (`pdsh -f`), as the issue asks.
@@ -22,6 +28,7 @@ pub const FLAT_FANOUT: usize = 32;
 pub struct ScalePoint {
     pub hosts: usize,
     pub lans: usize,
+    pub private_lans: usize,
     pub explore_s: f64,
     pub e_hostname_s: f64,
     pub flat_e_hostname_s: f64,
@@ -35,7 +42,8 @@ pub struct ScalePoint {
 /// whole platform is smaller.
 const PER_LAN: usize = 100;
 
-/// Runs one platform: explore everything, `e hostname` on the tree, then the flat baseline.
+/// Runs one platform of `lans` NAT'd LANs of `per_lan` hosts: explore everything, `e hostname`
+/// on the tree, then the flat baseline.
 pub fn scale_point(
     seed: u64,
     lans: usize,
@@ -43,8 +51,20 @@ pub fn scale_point(
     cost: LoginCost,
     with_flat: bool,
 ) -> anyhow::Result<(ScalePoint, TraceRecord)> {
-    let (platform, world, rules) = nat_platform(lans, per_lan, cost)?;
-    let n = lans * per_lan;
+    let built = nat_platform(lans, per_lan, cost)?;
+    scale_point_on(seed, built, with_flat, FLAT_FANOUT)
+}
+
+/// [`scale_point`] on a given platform, its world and login rules.
+pub fn scale_point_on(
+    seed: u64,
+    (platform, world, rules): (Platform, Arc<World>, RuleSet),
+    with_flat: bool,
+    flat_fanout: usize,
+) -> anyhow::Result<(ScalePoint, TraceRecord)> {
+    let n = platform.host_count();
+    let lans = platform.lans.len();
+    let private_lans = platform.lans.iter().filter(|l| l.private).count();
     let w = world.clone();
     let out = run(
         SimConfig::new(platform, seed),
@@ -99,7 +119,7 @@ pub fn scale_point(
                         w.clone(),
                         targets,
                         "hostname".into(),
-                        super::scale::FLAT_FANOUT,
+                        flat_fanout,
                     )
                     .await;
                     flat_s = (cluster.now() - t2).as_secs_f64();
@@ -134,6 +154,7 @@ pub fn scale_point(
     let point = ScalePoint {
         hosts: n,
         lans,
+        private_lans,
         explore_s,
         e_hostname_s: e_s,
         flat_e_hostname_s: flat_s,
@@ -148,22 +169,117 @@ pub fn scale_point(
 /// The sweep sizes of the experiment.
 pub const SIZES: &[usize] = &[10, 100, 1000, 10_000];
 
+/// What a researcher can change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Platform sizes of the sweep.
+    pub sizes: Vec<usize>,
+    /// Hosts per LAN in the sweep (fewer when the whole platform is smaller).
+    pub per_lan: usize,
+    /// Concurrent logins of the flat baseline.
+    pub flat_fanout: usize,
+    /// A TOML platform file to run instead of the sweep ("" = the sweep's NAT layouts).
+    pub platform: String,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            sizes: SIZES.to_vec(),
+            per_lan: PER_LAN,
+            flat_fanout: FLAT_FANOUT,
+            platform: String::new(),
+        }
+    }
+}
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    (
+        "sizes",
+        "hosts",
+        "issue 5's sweep, 10 to 10,000 hosts (targets at 1000)",
+    ),
+    (
+        "per_lan",
+        "hosts",
+        "a departmental cluster of about 100 hosts behind one NAT gateway (estimate)",
+    ),
+    (
+        "flat_fanout",
+        "logins",
+        "pdsh's default fan-out (`pdsh -f 32`)",
+    ),
+    (
+        "platform",
+        "path",
+        "none: LAN 0 public, the others behind NAT, ethernet-100",
+    ),
+];
+
 pub fn scale(seed: u64) -> anyhow::Result<ExperimentOutput> {
-    scale_with(seed, SIZES)
+    run_with(
+        gridbed_runtime::outcome::Mode::Sim,
+        seed,
+        &Params::default(),
+    )
 }
 
 /// The experiment over chosen sizes (tests use small ones).
 pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput> {
+    let p = Params {
+        sizes: sizes.to_vec(),
+        ..Params::default()
+    };
+    run_with(gridbed_runtime::outcome::Mode::Sim, seed, &p)
+}
+
+/// The experiment with explicit parameters (simulation only).
+pub fn run_with(
+    mode: gridbed_runtime::outcome::Mode,
+    seed: u64,
+    params: &Params,
+) -> anyhow::Result<ExperimentOutput> {
+    anyhow::ensure!(
+        mode == gridbed_runtime::outcome::Mode::Sim,
+        "experiment 'gxp-scale' has no {mode} mode"
+    );
+    let max = gridbed_sim::platform::MAX_HOSTS;
+    anyhow::ensure!(
+        !params.platform.is_empty() || !params.sizes.is_empty(),
+        "sizes: at least one platform size"
+    );
+    if let Some(&n) = params.sizes.iter().find(|&&n| !(2..=max).contains(&n)) {
+        bail!("sizes: {n} hosts, expected 2 to {max}");
+    }
+    anyhow::ensure!(params.per_lan >= 1, "per_lan must be at least 1");
+    anyhow::ensure!(params.flat_fanout >= 1, "flat_fanout must be at least 1");
     let cost = LoginCost::default();
     let mut out = ExperimentOutput::default();
     let mut trace = TraceRecord::default();
     let mut points = Vec::new();
-    for &n in sizes {
-        let per_lan = n.min(PER_LAN);
-        let lans = n.div_ceil(per_lan);
-        let (p, t) = scale_point(seed, lans, per_lan, cost.clone(), true)?;
+    if params.platform.is_empty() {
+        for &n in &params.sizes {
+            let per_lan = n.min(params.per_lan);
+            let lans = n.div_ceil(per_lan);
+            let built = nat_platform(lans, per_lan, cost.clone())?;
+            let (point, t) = scale_point_on(seed, built, true, params.flat_fanout)?;
+            trace.absorb(t);
+            points.push(point);
+        }
+    } else {
+        let file = Platform::from_toml_file(std::path::Path::new(&params.platform))?;
+        anyhow::ensure!(
+            file.host_count() >= 2,
+            "{}: at least 2 hosts",
+            params.platform
+        );
+        let built = platform_world(file, cost.clone())?;
+        let (point, t) = scale_point_on(seed, built, true, params.flat_fanout)?;
         trace.absorb(t);
-        points.push(p);
+        points.push(point);
+        out.notes
+            .push(format!("platform file: {}", params.platform));
     }
     // The published point: 300+ nodes on 5 LANs (here 320 = 5 x 64), tree only.
     let (p5, t5) = scale_point(seed, 5, 64, cost.clone(), false)?;
@@ -182,16 +298,17 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
         out.metrics
             .insert(format!("explore_rounds_{n}"), p.rounds as f64);
         out.notes.push(format!(
-            "{n} hosts ({} LANs, {} behind NAT): explore {:.3} s in {} rounds, depth {}, max {} children/parent, GXP installed on {} hosts; e hostname {:.3} s (tree) vs {:.3} s (flat, fan-out {FLAT_FANOUT})",
+            "{n} hosts ({} LANs, {} behind NAT): explore {:.3} s in {} rounds, depth {}, max {} children/parent, GXP installed on {} hosts; e hostname {:.3} s (tree) vs {:.3} s (flat, fan-out {})",
             p.lans,
-            p.lans - 1,
+            p.private_lans,
             p.explore_s,
             p.rounds,
             p.depth,
             p.max_children,
             p.installed,
             p.e_hostname_s,
-            p.flat_e_hostname_s
+            p.flat_e_hostname_s,
+            params.flat_fanout
         ));
     }
     out.metrics
@@ -207,8 +324,10 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
     ));
     out.notes.push(cost.describe());
     out.notes.push(format!(
-        "platform: LANs of up to {PER_LAN} hosts on the simulator's {} preset; LAN 0 (login host) public, the others behind NAT (only their first host talks across LANs); fan-out 10 soft / 40 hard (GXP defaults); flat baseline = one ssh login per host, 32 at a time, through the LAN gateway (ProxyJump) for NAT'd hosts",
-        super::LAN_TRANSPORT
+        "platform: LANs of up to {} hosts on the simulator's {} preset; LAN 0 (login host) public, the others behind NAT (only their first host talks across LANs); fan-out 10 soft / 40 hard (GXP defaults); flat baseline = one ssh login per host, {} at a time, through the LAN gateway (ProxyJump) for NAT'd hosts",
+        params.per_lan,
+        super::LAN_TRANSPORT,
+        params.flat_fanout
     ));
     out.notes.push(
         "targets (issue 5): e hostname on 1000 hosts <= 0.5 s, explore of 1000 hosts <= 15 s"
@@ -228,7 +347,10 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
         series: vec![
             series("explore (tree)", &|p| p.explore_s),
             series("e hostname (tree)", &|p| p.e_hostname_s),
-            series("hostname, flat fan-out 32", &|p| p.flat_e_hostname_s),
+            series(
+                &format!("hostname, flat fan-out {}", params.flat_fanout),
+                &|p| p.flat_e_hostname_s,
+            ),
         ],
     });
     out.figures.push(Figure {

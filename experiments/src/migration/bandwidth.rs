@@ -5,25 +5,82 @@ use std::process::Command;
 
 use gridbed_migration_driver::blocks::{self, BlockPath};
 use gridbed_runtime::outcome::{ExperimentOutput, Mode, Series};
+use serde::{Deserialize, Serialize};
+
+/// The AIX 4.3 default socket buffer (tcp_sendspace = tcp_recvspace = 16384), the paper's setup.
+pub const PAPER_SOCKET_BUFFER: u64 = 16 * 1024;
+
+/// What a researcher can change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Socket buffer (TCP flow-control window) of the simulated TCP transports; LAPI has none.
+    pub socket_buffer_bytes: u64,
+    /// The sweep's largest block is 2^this bytes (from 1 KiB up).
+    pub largest_block_log2: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            socket_buffer_bytes: PAPER_SOCKET_BUFFER,
+            largest_block_log2: 26,
+        }
+    }
+}
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    (
+        "socket_buffer_bytes",
+        "bytes",
+        "AIX 4.3 default tcp_sendspace/tcp_recvspace (sim/src/presets.rs)",
+    ),
+    (
+        "largest_block_log2",
+        "log2 bytes",
+        "document 1, Figure 3: blocks of 1 KiB to 64 MiB",
+    ),
+];
+
+/// Most bytes a socket buffer may be set to (the simulator's window is a byte count; beyond this
+/// no 2000-era kernel allowed it).
+const MAX_SOCKET_BUFFER: u64 = 1 << 30;
 
 pub fn run(mode: Mode, seed: u64) -> anyhow::Result<ExperimentOutput> {
+    run_with(mode, seed, &Params::default())
+}
+
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    anyhow::ensure!(
+        (1..=MAX_SOCKET_BUFFER).contains(&p.socket_buffer_bytes),
+        "socket_buffer_bytes must be 1 to {MAX_SOCKET_BUFFER}, got {}",
+        p.socket_buffer_bytes
+    );
+    anyhow::ensure!(
+        (10..=26).contains(&p.largest_block_log2),
+        "largest_block_log2 must be 10 to 26 (1 KiB to 64 MiB), got {}",
+        p.largest_block_log2
+    );
     match mode {
-        Mode::Sim => super::bandwidth_sim::simulate(seed),
-        Mode::Real => real(),
+        Mode::Sim => super::bandwidth_sim::simulate_with(seed, p),
+        Mode::Real => real(p),
     }
 }
 
 /// Real mode: three paths between this process and a sink child process. The figure keeps the
 /// simulated SP/2 curves beside "this machine" for comparison.
-fn real() -> anyhow::Result<ExperimentOutput> {
-    let mut out = super::bandwidth_sim::simulate(0)?;
+fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
+    let mut out = super::bandwidth_sim::simulate_with(0, p)?;
     out.metrics.clear();
     out.paper.clear();
     out.tolerance.clear();
     out.trace = None;
     out.notes.clear();
     let exe = std::env::current_exe()?;
-    let sizes = gridbed_migration::block_sizes();
+    let sizes: Vec<usize> = gridbed_migration::block_sizes()
+        .into_iter()
+        .filter(|&b| b <= 1usize << p.largest_block_log2)
+        .collect();
     let paths = [
         (
             BlockPath::TcpLimitedWrites(8 * 1024),

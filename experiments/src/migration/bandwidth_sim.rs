@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
-use gridbed_sim::{presets, run, Platform, SimConfig};
+use gridbed_sim::{presets, run, Platform, SimConfig, Transport};
 
 use gridbed_migration::{block_sizes, move_block};
 
@@ -29,11 +29,17 @@ pub type Sweep = (Vec<(usize, f64)>, f64, TraceRecord);
 /// Sweeps every block size over one preset in one simulated run; returns (bytes, seconds) and the
 /// trace. The 40 MB block of the paper's text is moved last.
 pub fn sweep(preset: &str, seed: u64) -> anyhow::Result<Sweep> {
-    let cfg = SimConfig::new(Platform::preset(preset)?, seed);
+    sweep_on(Platform::preset(preset)?, &block_sizes(), seed)
+}
+
+/// [`sweep`] on any two-host platform over the given block sizes.
+pub fn sweep_on(platform: Platform, sizes: &[usize], seed: u64) -> anyhow::Result<Sweep> {
+    let cfg = SimConfig::new(platform, seed);
+    let sizes = sizes.to_vec();
     let out = run(cfg, |cluster| {
         Box::pin(async move {
             let mut points = Vec::new();
-            for size in block_sizes() {
+            for size in sizes {
                 points.push((size, move_block(&cluster, size).await.as_secs_f64()));
             }
             let t40 = move_block(&cluster, MB40).await.as_secs_f64();
@@ -44,14 +50,33 @@ pub fn sweep(preset: &str, seed: u64) -> anyhow::Result<Sweep> {
     Ok((points, t40, out.trace))
 }
 
+/// The preset's transport with the socket buffer (flow-control window) set to `bytes`, for the
+/// transports that have one (kernel TCP; LAPI has none).
+pub fn with_socket_buffer(preset: &str, bytes: u64) -> Transport {
+    let mut t = presets::transport(preset).expect("preset exists");
+    if t.window_bytes.is_some() {
+        t.window_bytes = Some(bytes);
+    }
+    t
+}
+
 /// Large-block bandwidth (Mbit/s, 10^6 bits/s) from the largest block of a sweep.
 pub fn large_block_mbit_s(points: &[(usize, f64)]) -> f64 {
     let &(bytes, secs) = points.last().expect("non-empty sweep");
     bytes as f64 * 8.0 / secs / 1e6
 }
 
-/// The simulated half of the migration-bandwidth experiment.
+/// The simulated half of the migration-bandwidth experiment, with the paper's setup.
 pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
+    simulate_with(seed, &super::bandwidth::Params::default())
+}
+
+/// The simulated half with explicit parameters.
+pub fn simulate_with(seed: u64, p: &super::bandwidth::Params) -> anyhow::Result<ExperimentOutput> {
+    let sizes: Vec<usize> = block_sizes()
+        .into_iter()
+        .filter(|&b| b <= 1usize << p.largest_block_log2)
+        .collect();
     let mut out = ExperimentOutput::default();
     let mut trace = TraceRecord::default();
     let mut time_fig = Figure {
@@ -73,7 +98,15 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
         series: Vec::new(),
     };
     for (preset, label, metric, paper) in TRANSPORTS {
-        let (points, t40, t) = sweep(preset, seed)?;
+        let transport = with_socket_buffer(preset, p.socket_buffer_bytes);
+        let platform = if Some(&transport) == presets::transport(preset).as_ref() {
+            Platform::preset(preset)?
+        } else {
+            let mut platform = Platform::preset(preset)?;
+            platform.lans[0].transport = Some(transport.clone());
+            platform
+        };
+        let (points, t40, t) = sweep_on(platform, &sizes, seed)?;
         trace.absorb(t);
         out.metrics
             .insert(metric.into(), large_block_mbit_s(&points));
@@ -90,7 +123,7 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
                 b as f64 * 8.0 / s / 1e6 / large_block_mbit_s(&points),
             );
         }
-        let cost = presets::transport(preset).expect("preset exists").cost();
+        let cost = transport.cost();
         out.notes.push(format!(
             "{preset}: alpha = {:.1} us, beta = {:.3} ns/byte; limiting stage: {:?} (per packet: send host {:.1} us, wire {:.1} us, receive host {:.1} us, packet RTT {:.1} us)",
             cost.alpha_s * 1e6,
@@ -112,6 +145,9 @@ pub fn simulate(seed: u64) -> anyhow::Result<ExperimentOutput> {
                 .map(|&(b, s)| (b as f64, b as f64 * 8.0 / s / 1e6))
                 .collect(),
         });
+    }
+    if p.socket_buffer_bytes != super::bandwidth::PAPER_SOCKET_BUFFER {
+        out.notes.push(format!("Socket buffer of the TCP transports set to {} bytes (the paper's AIX 4.3 default is {}): the paper values are those of the default.", p.socket_buffer_bytes, super::bandwidth::PAPER_SOCKET_BUFFER));
     }
     out.notes.push("Link rates come from the document (SP Switch 1200 Mbit/s, 100Base-TX 100 Mbit/s); host parameters are era estimates documented in sim/src/presets.rs.".into());
     out.figures = vec![time_fig, bw_fig];

@@ -35,14 +35,22 @@ pub fn layout(
     per_lan: usize,
     private: &[usize],
 ) -> (Vec<String>, Vec<Option<HostId>>) {
-    let mut names = Vec::with_capacity(lans * per_lan);
-    let mut gw = Vec::with_capacity(lans * per_lan);
-    for l in 0..lans {
-        for i in 0..per_lan {
+    layout_of(&vec![per_lan; lans], private)
+}
+
+/// [`layout`] with LANs of any sizes (`sizes[l]` hosts in LAN `l`).
+pub fn layout_of(sizes: &[usize], private: &[usize]) -> (Vec<String>, Vec<Option<HostId>>) {
+    let total: usize = sizes.iter().sum();
+    let mut names = Vec::with_capacity(total);
+    let mut gw = Vec::with_capacity(total);
+    let mut first = 0;
+    for (l, &n) in sizes.iter().enumerate() {
+        for i in 0..n {
             names.push(host_name(l, i));
             let is_private = private.contains(&l) && i != 0;
-            gw.push(is_private.then_some(HostId((l * per_lan) as u32)));
+            gw.push(is_private.then_some(HostId(first as u32)));
         }
+        first += n;
     }
     (names, gw)
 }
