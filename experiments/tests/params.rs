@@ -139,7 +139,7 @@ fn gxp_scale_runs_on_a_platform_file() {
         .unwrap();
     let out = (g.run)(Mode::Sim, 3, &v).unwrap();
     assert!(out.metrics["explore_60_s"] > 0.0, "{:?}", out.metrics);
-    assert_eq!(out.metrics["tree_depth_60"] as usize >= 2, true);
+    assert!(out.metrics["tree_depth_60"] >= 2.0, "{:?}", out.metrics);
     assert!(
         out.notes.iter().any(|n| n.contains("3 LANs, 2 behind NAT")),
         "{:?}",

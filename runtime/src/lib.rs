@@ -16,6 +16,7 @@
 //! - `rng_u64()` is deterministic in sim (a function of the run seed and the host), OS-seeded in real.
 
 pub mod outcome;
+pub mod rng;
 
 use std::fmt;
 use std::future::Future;

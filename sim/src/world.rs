@@ -57,10 +57,8 @@ pub struct World {
 
 /// Seeds a per-purpose RNG from the run seed (SplitMix-style mixing keeps streams independent).
 pub fn derive_rng(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+    use gridbed_runtime::rng::{mix64, GOLDEN_GAMMA};
+    ChaCha8Rng::seed_from_u64(mix64(seed ^ stream.wrapping_mul(GOLDEN_GAMMA)))
 }
 
 impl World {

@@ -68,6 +68,9 @@ impl RunOptions {
 }
 
 /// Boots the kernel with `programs` and runs until the guest powers off.
+// `wall_s` is how long the run took on this machine (the real-mode measurement); the guest and the
+// modelled time never see it.
+#[allow(clippy::disallowed_methods)]
 pub fn run_programs(programs: &[UserProgram], opts: RunOptions) -> Result<RunReport> {
     let image = build_image(programs, opts.timer_hz)?;
     let mut m = Machine::new(opts.config, opts.cpu, &image)?;

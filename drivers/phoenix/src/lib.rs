@@ -8,3 +8,12 @@
 
 pub mod cpuload;
 pub mod raytrace;
+
+/// Wall-clock seconds since the UNIX epoch: the timestamps of the processes' events, comparable
+/// between processes of this machine.
+pub fn unix_now() -> f64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 
-use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Dump, Event};
+use crate::unix_now;
+use gridbed_phoenix::raytrace::events::{Cmd, Dump, Event};
 use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
 use gridbed_phoenix::raytrace::params::RaytraceParams;
 use gridbed_phoenix::raytrace::record::RunRecord;

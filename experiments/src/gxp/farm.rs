@@ -10,10 +10,11 @@ use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
-use super::{nat_platform, SplitMix};
+use super::nat_platform;
 use gridbed_gxp::farm::{FarmJournal, FarmOptions, FarmReport};
 use gridbed_gxp::sim::cost::LoginCost;
 use gridbed_gxp::sim::start;
+use gridbed_runtime::rng::SplitMix64;
 
 /// LANs of the farm platforms (the slides' contest: 9 LANs).
 pub const LANS: usize = 9;
@@ -22,7 +23,7 @@ pub const LANS: usize = 9;
 /// (mean 60 s: a stand-in for the NLP job's many short analyses; the slides give only the total,
 /// ~1000 CPU-days on ~350 CPUs).
 pub fn task_list(seed: u64, count: usize) -> Vec<String> {
-    let mut r = SplitMix(seed ^ 0x7a5c);
+    let mut r = SplitMix64(seed ^ 0x7a5c);
     (0..count)
         .map(|_| format!("compute {}", (20e9 + 80e9 * r.unit()) as u64))
         .collect()
@@ -70,7 +71,7 @@ pub fn farm_run(
                 let workers: BTreeSet<u32> = ctl.table.alive().take(hosts).collect();
                 ctl.selection.set(workers.clone());
                 // Crash schedule: deterministic from the seed; never the login host.
-                let mut r = SplitMix(seed ^ 0xc4a5);
+                let mut r = SplitMix64(seed ^ 0xc4a5);
                 let victims: Vec<u32> = workers
                     .iter()
                     .copied()

@@ -1,4 +1,4 @@
-//! The experiments the runner calls: `gxp-scale` ([`scale`]) and `gxp-farm` ([`farm`]).
+//! The experiments the runner calls: `gxp-scale` ([`scale()`]) and `gxp-farm` ([`farm()`]).
 
 mod farm;
 pub mod scale;
@@ -58,23 +58,4 @@ pub fn platform_world(
     let world = Arc::new(World::new(names, gw, cost));
     let rules = rules_for(sizes.len(), &private);
     Ok((platform, world, rules))
-}
-
-/// splitmix64: the experiments' own deterministic stream (task sizes, crash times), a function of
-/// the seed only.
-pub(crate) struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::controller::ExecReport;
 use crate::proto::Stream;
 
-/// Turns chunks into `host: line` lines; a partial line waits for its end (or [`flush`]).
+/// Turns chunks into `host: line` lines; a partial line waits for its end (or [`LinePrefixer::flush`]).
 #[derive(Default)]
 pub struct LinePrefixer {
     partial: BTreeMap<(String, Stream), Vec<u8>>,

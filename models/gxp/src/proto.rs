@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of [`Frame`]; a peer with another version is refused.
+/// Bumped on any incompatible change of `Frame`; a peer with another version is refused.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted. Outputs are chunked well below this (see [`OUTPUT_CHUNK`]); the limit
 /// only protects a daemon from a hostile or corrupt length prefix.

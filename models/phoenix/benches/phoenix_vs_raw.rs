@@ -6,6 +6,9 @@
 //!
 //! `CARGO_TARGET_DIR=... cargo bench -p gridbed-phoenix --bench phoenix_vs_raw`
 
+// A benchmark on real sockets measures wall time; no simulated code runs here.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use gridbed_runtime::rng::{SplitMix64, GOLDEN_GAMMA};
 use gridbed_runtime::HostId;
 
 use crate::data::IdData;
@@ -183,7 +184,7 @@ pub struct Node<D: IdData> {
     pub(crate) suspected: BTreeSet<HostId>,
     /// (crashed coordinator, crashed machine) reports already spread to every known member.
     pub(crate) flooded: BTreeSet<(HostId, HostId)>,
-    pub(crate) rng: u64,
+    pub(crate) rng: SplitMix64,
     pub(crate) out: Vec<Frame>,
     local: VecDeque<Frame>,
     pub(crate) stats: Stats,
@@ -230,7 +231,7 @@ impl<D: IdData> Node<D> {
             lost: Vec::new(),
             suspected: BTreeSet::new(),
             flooded: BTreeSet::new(),
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64(seed ^ GOLDEN_GAMMA),
             out: Vec::new(),
             local: VecDeque::new(),
             stats: Stats::default(),
@@ -647,11 +648,7 @@ impl<D: IdData> Node<D> {
 
     /// A pseudo-random number from this node's private stream (splitmix64).
     pub(crate) fn next_rand(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     /// The entry the table holds for `id`.

@@ -18,7 +18,7 @@ pub(crate) struct Net {
     pub(crate) space: Id,
     pub(crate) nodes: BTreeMap<HostId, Node<LogData>>,
     links: BTreeMap<(HostId, HostId), VecDeque<Vec<u8>>>,
-    rng: u64,
+    rng: gridbed_runtime::rng::SplitMix64,
     /// Messages each origin sent per ID.
     pub(crate) sent: BTreeMap<(u32, Id), u64>,
     next_host: u32,
@@ -64,7 +64,7 @@ impl Net {
             space,
             nodes: BTreeMap::new(),
             links: BTreeMap::new(),
-            rng: seed,
+            rng: gridbed_runtime::rng::SplitMix64(seed),
             sent: BTreeMap::new(),
             next_host: initial,
             violations: Vec::new(),
@@ -93,11 +93,7 @@ impl Net {
     }
 
     pub(crate) fn rand(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {

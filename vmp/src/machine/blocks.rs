@@ -3,6 +3,9 @@
 //! keeps the common case — a loop re-running the same few blocks — to one compare, which matters
 //! because this lookup is most of what the monitor costs when nothing traps.
 
+// The cache's map has a fixed hasher (BlockKeyHasher, no random seed) and is only looked up, never
+// iterated, so no order can reach a result; a BTreeMap would slow every translated block.
+#[allow(clippy::disallowed_types)]
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -31,6 +34,7 @@ impl BlockInfo {
 #[derive(Default)]
 pub struct BlockCache {
     front: Vec<Option<(Key, BlockInfo)>>,
+    #[allow(clippy::disallowed_types)] // fixed hasher, lookups only (see the import)
     all: HashMap<Key, Rc<[u16]>, BuildHasherDefault<BlockKeyHasher>>,
 }
 
@@ -42,6 +46,7 @@ impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
             front: vec![None; FRONT],
+            #[allow(clippy::disallowed_types)] // fixed hasher, lookups only (see the import)
             all: HashMap::default(),
         }
     }

@@ -25,7 +25,7 @@ mod segs;
 mod shadow;
 mod vtlb;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use unicorn_engine::{Arch, Mode, Prot, RegisterX86 as X, UcHookId, Unicorn};
@@ -82,7 +82,7 @@ pub struct Monitor {
     cur_block: blocks::CurBlock,
     block_cache: blocks::BlockCache,
     /// Addresses of REP string instructions seen in translated blocks (membership tests only).
-    rep_string_at: HashSet<u32>,
+    rep_string_at: BTreeSet<u32>,
     /// Address of the last instruction started (end of the last block, or the last trap).
     last_insn: u32,
     /// Index in the current block of the last I/O instruction whose hook ran.
@@ -143,7 +143,7 @@ impl Machine {
             idle_cycles: 0,
             cur_block: blocks::CurBlock::default(),
             block_cache: blocks::BlockCache::new(),
-            rep_string_at: HashSet::new(),
+            rep_string_at: BTreeSet::new(),
             last_insn: 0,
             io_cursor: None,
             stop_at: u64::MAX,

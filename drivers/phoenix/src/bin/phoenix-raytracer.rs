@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gridbed_phoenix::raytrace::events::{unix_now, Cmd, Counters, Dump, Event, TileDone};
+use gridbed_phoenix::raytrace::events::{Cmd, Counters, Dump, Event, TileDone};
 use gridbed_phoenix::raytrace::machine::{start_machine, work, Control, Directive, Outcome};
 use gridbed_phoenix::raytrace::scene::Scene;
 use gridbed_phoenix::raytrace::tiles::{TileGrid, TileState, Tiles};
 use gridbed_phoenix::{Phoenix, RoutingTable, Start};
+use gridbed_phoenix_driver::unix_now;
 use gridbed_real::RealHost;
 use gridbed_runtime::{HostId, HostRef};
 

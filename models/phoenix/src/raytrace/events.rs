@@ -3,7 +3,7 @@
 //! Both sides use these types, so the format cannot drift apart.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -198,13 +198,6 @@ impl Dump {
     pub fn decode(bytes: &[u8]) -> Result<Dump, String> {
         postcard::from_bytes(bytes).map_err(|e| format!("bad tile dump: {e}"))
     }
-}
-
-/// Wall-clock seconds since the UNIX epoch.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
