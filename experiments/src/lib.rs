@@ -1,7 +1,12 @@
 //! The `experiment` runner: the registry of experiments, rendering, the report and replay.
 
+pub mod browser;
+pub mod catalogue;
 pub mod migration_bandwidth;
+pub mod page;
+pub mod provenance;
 pub mod registry;
 pub mod render;
 pub mod replay;
 pub mod report;
+pub mod runner;

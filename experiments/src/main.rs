@@ -2,12 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gridbed_experiments::{registry, replay, report};
-use gridbed_runtime::outcome::Mode;
+use gridbed_experiments::runner::{self, ModeChoice, RunOptions};
+use gridbed_experiments::{browser, registry, replay};
 
 #[derive(Parser)]
 #[command(name = "experiment", about = "Reproduce the gridbed source documents' measurements.", after_help = experiments_help())]
@@ -42,6 +40,21 @@ enum Cmd {
         /// Output directory (default: the repository's reports/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Runs per real-mode experiment, summarised as min / median / max (default 3).
+        #[arg(long)]
+        repeat: Option<u32>,
+        /// Print the results as JSON on stdout (progress and summaries go to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a report's index.html in headless Chromium: fail on a missing image, a broken link or
+    /// a JavaScript error; optionally write a full-page screenshot.
+    CheckReport {
+        /// Report directory (default: the repository's reports/).
+        dir: Option<PathBuf>,
+        /// Write a full-page PNG here.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
     },
     /// Re-run a recorded simulated run (its run.json) and say "identical" or where it diverges.
     Replay { runfile: PathBuf },
@@ -51,7 +64,9 @@ enum Cmd {
 }
 
 fn experiments_help() -> String {
-    let mut s = String::from("Experiments:\n");
+    let mut s = String::from(
+        "Example:\n  experiment run migration-bandwidth --seed 7 --out /tmp/r   (Figure 3 in simulation; open /tmp/r/index.html)\n  experiment replay /tmp/r/migration-bandwidth/run.json    (same seed, same trace: prints \"identical\")\n\nExperiments:\n",
+    );
     for e in registry::all() {
         s.push_str(&format!(
             "  {:22} {}\n  {:22} Reproduces {}.\n",
@@ -73,65 +88,25 @@ fn default_out() -> PathBuf {
     }
 }
 
-fn check_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
-fn run_cmd(name: &str, mode: ModeArg, seed: u64, out: PathBuf) -> anyhow::Result<()> {
-    let selected = if name == "all" {
-        registry::all()
-    } else {
-        vec![registry::find(name)?]
-    };
-    check_writable(&out)?;
-    for exp in selected {
-        let modes: Vec<Mode> = match mode {
-            ModeArg::Sim => vec![Mode::Sim],
-            ModeArg::Real => vec![Mode::Real],
-            ModeArg::Both => exp.modes.to_vec(),
-        };
-        for m in modes {
-            if !exp.modes.contains(&m) {
-                anyhow::bail!("experiment '{}' has no {m} mode", exp.name);
-            }
-            let bar =
-                indicatif::ProgressBar::new_spinner().with_message(format!("{} ({m})", exp.name));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            let t0 = Instant::now();
-            let result = (exp.run)(m, seed)
-                .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
-            bar.finish_and_clear();
-            let output = result?;
-            let dir = report::write(&out, &exp, m, seed, output)?;
-            let r: report::ResultFile =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
-            println!(
-                "{} ({m}) in {:.1}s -> {}",
-                exp.name,
-                t0.elapsed().as_secs_f64(),
-                dir.display()
-            );
-            for (k, v) in &r.metrics {
-                match report::verdict(&r, k) {
-                    Some((p, ratio, ok)) => println!(
-                        "  {k:32} {v:>14.6}  paper {p:<10} ratio {ratio:.3} {}",
-                        if ok { "ok" } else { "OUT OF TOLERANCE" }
-                    ),
-                    None => println!("  {k:32} {v:>14.6}"),
-                }
-            }
-            if let Some(d) = r.trace_digest {
-                println!("  trace digest {d}");
-            }
-        }
+fn check_report(dir: PathBuf, screenshot: Option<PathBuf>) -> anyhow::Result<()> {
+    let page = dir.join("index.html");
+    let check = browser::check_page(&page)?;
+    let problems = check.problems();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}: {}",
+        page.display(),
+        problems.join("; ")
+    );
+    println!(
+        "{}: {} images loaded, no broken link, no JavaScript error",
+        page.display(),
+        check.images
+    );
+    if let Some(png) = screenshot {
+        let h = browser::screenshot(&page, &png, 1200)?;
+        println!("screenshot: {} (1200 x {h})", png.display());
     }
-    println!("index: {}", out.join("index.html").display());
     Ok(())
 }
 
@@ -164,7 +139,24 @@ fn main() -> ExitCode {
             mode,
             seed,
             out,
-        } => run_cmd(&name, mode, seed, out.unwrap_or_else(default_out)),
+            repeat,
+            json,
+        } => runner::run(&RunOptions {
+            name,
+            modes: match mode {
+                ModeArg::Sim => ModeChoice::Sim,
+                ModeArg::Real => ModeChoice::Real,
+                ModeArg::Both => ModeChoice::Both,
+            },
+            seed,
+            out: out.unwrap_or_else(default_out),
+            repeat,
+            json,
+        })
+        .map(|_| ()),
+        Cmd::CheckReport { dir, screenshot } => {
+            check_report(dir.unwrap_or_else(default_out), screenshot)
+        }
         Cmd::Replay { runfile } => {
             replay::load(&runfile).and_then(|run| match replay::replay(&run)? {
                 replay::Replay::Identical { events, digest } => {

@@ -194,6 +194,20 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
             p.flat_e_hostname_s
         ));
     }
+    for p in &points {
+        let n = p.hosts;
+        for (metric, unit) in [
+            (format!("explore_{n}_s"), "s"),
+            (format!("e_hostname_{n}_s"), "s"),
+            (format!("flat_e_hostname_{n}_s"), "s"),
+            (format!("tree_depth_{n}"), "count"),
+            (format!("max_children_{n}"), "count"),
+            (format!("explore_rounds_{n}"), "count"),
+        ] {
+            out.units.insert(metric, unit.into());
+        }
+    }
+    out.set_units(&[("e_hostname_320_5lan_s", "s")]);
     out.metrics
         .insert("e_hostname_320_5lan_s".into(), p5.e_hostname_s);
     // The published figure is a rough one ("about 0.6 s"); the tolerance says so. It is shown, not
@@ -230,6 +244,7 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
             series("e hostname (tree)", &|p| p.e_hostname_s),
             series("hostname, flat fan-out 32", &|p| p.flat_e_hostname_s),
         ],
+        ..Default::default()
     });
     out.figures.push(Figure {
         id: "gxp-tree-shape".into(),
@@ -242,6 +257,7 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
             series("depth", &|p| p.depth as f64),
             series("max children per parent", &|p| p.max_children as f64),
         ],
+        ..Default::default()
     });
     out.trace = Some(trace);
     Ok(out)

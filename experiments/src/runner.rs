@@ -1,0 +1,223 @@
+//! `experiment run`: runs the selected experiments in their modes, repeats real-mode runs, shows
+//! progress (a live line on a terminal, plain lines otherwise) and writes the report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gridbed_runtime::outcome::Mode;
+
+use crate::catalogue::Verdict;
+use crate::registry::{self, Experiment};
+use crate::report::{self, ResultFile, RunExtra};
+
+/// Which modes to run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ModeChoice {
+    Sim,
+    Real,
+    /// Every mode the experiment has.
+    Both,
+}
+
+pub struct RunOptions {
+    /// An experiment name or `all`.
+    pub name: String,
+    pub modes: ModeChoice,
+    pub seed: u64,
+    pub out: PathBuf,
+    /// Runs per real-mode experiment (None: [`DEFAULT_REAL_REPEATS`]); sim runs once.
+    pub repeat: Option<u32>,
+    /// Print the results as JSON on stdout (progress and summaries go to stderr).
+    pub json: bool,
+}
+
+/// Real-mode runs per experiment unless `--repeat` says otherwise: enough for a min / median / max.
+pub const DEFAULT_REAL_REPEATS: u32 = 3;
+
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Progress of the whole run: a spinner line on a terminal, plain lines on stderr otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, total }
+    }
+
+    fn phase(&self, i: usize, exp: &str, mode: Mode, phase: &str) {
+        let line = format!("[{i}/{}] {exp} ({mode}): {phase}", self.total);
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A finished step's lines, printed above the live line.
+    fn println(&self, text: &str, json: bool) {
+        match (&self.bar, json) {
+            (Some(bar), _) => bar.suspend(|| print_lines(text, json)),
+            (None, _) => print_lines(text, json),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_lines(text: &str, json: bool) {
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+/// The modes of one experiment under the choice.
+fn modes_of(exp: &Experiment, choice: ModeChoice) -> anyhow::Result<Vec<Mode>> {
+    let modes = match choice {
+        ModeChoice::Sim => vec![Mode::Sim],
+        ModeChoice::Real => vec![Mode::Real],
+        ModeChoice::Both => exp.modes.to_vec(),
+    };
+    for m in &modes {
+        anyhow::ensure!(
+            exp.modes.contains(m),
+            "experiment '{}' has no {m} mode",
+            exp.name
+        );
+    }
+    Ok(modes)
+}
+
+/// Runs the selection; returns the result files written.
+pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
+    let selected = if opts.name == "all" {
+        registry::all()
+    } else {
+        vec![registry::find(&opts.name)?]
+    };
+    if opts.modes == ModeChoice::Sim && opts.repeat.is_some_and(|n| n > 1) {
+        anyhow::bail!(
+            "--repeat applies to real mode only: a simulated run is a function of its seed"
+        );
+    }
+    anyhow::ensure!(opts.repeat != Some(0), "--repeat must be at least 1");
+    check_writable(&opts.out)?;
+    let mut steps = Vec::new();
+    for exp in &selected {
+        for m in modes_of(exp, opts.modes)? {
+            steps.push((exp, m));
+        }
+    }
+    let progress = Progress::new(steps.len());
+    let mut written = Vec::new();
+    for (i, (exp, m)) in steps.into_iter().enumerate() {
+        let step = i + 1;
+        let n = match m {
+            Mode::Sim => 1,
+            Mode::Real => opts.repeat.unwrap_or(DEFAULT_REAL_REPEATS),
+        };
+        let t0 = Instant::now();
+        let mut extra = RunExtra::default();
+        let mut last = None;
+        for k in 1..=n {
+            let phase = if n > 1 {
+                format!("run {k} of {n}")
+            } else {
+                "running".into()
+            };
+            progress.phase(step, exp.name, m, &phase);
+            let out = (exp.run)(m, opts.seed)
+                .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    progress.finish();
+                    return Err(e);
+                }
+            };
+            if n > 1 {
+                extra.repeats.push(out.metrics.clone());
+            }
+            last = Some(out);
+        }
+        let Some(out) = last else { continue };
+        progress.phase(step, exp.name, m, "rendering figures, writing the report");
+        let dir = report::write_with(&opts.out, exp, m, opts.seed, out, &extra)?;
+        let r: ResultFile =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)
+                .context("reading back result.json")?;
+        let text = summary_lines(&r, step, progress.total, t0.elapsed(), &dir);
+        progress.println(&text, opts.json);
+        written.push(r);
+    }
+    progress.finish();
+    let index = format!("index: {}\n", opts.out.join("index.html").display());
+    print_lines(&index, opts.json);
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&written)?);
+    }
+    Ok(written)
+}
+
+/// What a finished step prints: where it went, each metric with its unit and verdict.
+fn summary_lines(r: &ResultFile, step: usize, total: usize, took: Duration, dir: &Path) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "[{step}/{total}] {} ({}) in {:.1} s -> {}\n",
+        r.experiment,
+        r.mode,
+        took.as_secs_f64(),
+        dir.display()
+    );
+    for (k, &v) in &r.metrics {
+        let unit = r.units.get(k).map(String::as_str).unwrap_or("");
+        let value = crate::page::fmt_value(v, unit);
+        let shown_unit = if matches!(unit, "count" | "bool" | "fraction") {
+            ""
+        } else {
+            unit
+        };
+        let verdict = crate::page::metric_verdict(r, k, v);
+        let paper = r
+            .paper
+            .get(k)
+            .map(|p| format!("  paper {}", crate::page::fmt_value(*p, unit)))
+            .unwrap_or_default();
+        let label = match verdict {
+            Verdict::NoVerdict => String::new(),
+            v => format!("  {}", v.label()),
+        };
+        let _ = writeln!(s, "  {k:36} {value:>12} {shown_unit:<8}{paper}{label}");
+    }
+    if let Some(d) = &r.trace_digest {
+        let _ = writeln!(s, "  trace digest {d}");
+    }
+    s
+}
