@@ -63,14 +63,6 @@ impl Document {
             Document::Other => "Other experiments",
         }
     }
-
-    pub fn short(self) -> &'static str {
-        match self {
-            Document::Migration => "1 (migration/LAPI)",
-            Document::Slides => "2 (GXP/Phoenix/VMP)",
-            Document::Other => "—",
-        }
-    }
 }
 
 const VMP_CAVEAT: &str = "the slides call the prototype buggy and unstable, its consistency control partly naive, and the results for reference only";

@@ -188,14 +188,52 @@ fn reproduced_cell(row: &catalogue::Row, e: &Evaluated) -> String {
 }
 
 fn summary(results: &[&ResultFile], registered: &[&str], h: &mut String, md: &mut String) {
-    h.push_str("<h2 id=\"summary\">Summary</h2>\n<table><tr><th>document</th><th>figure or sentence</th><th>paper / target</th><th>reproduced</th><th>ratio</th><th>verdict</th></tr>\n");
-    md.push_str("\n## Summary\n\n| document | figure or sentence | paper / target | reproduced | ratio | verdict |\n|---|---|---|---|---|---|\n");
-    for row in catalogue::ROWS {
-        let result = find(results, row.experiment, row.mode);
-        let e = catalogue::evaluate(row, result, registered.contains(&row.experiment));
+    let evaluated: Vec<(&catalogue::Row, Option<&ResultFile>, Evaluated)> = catalogue::ROWS
+        .iter()
+        .map(|row| {
+            let result = find(results, row.experiment, row.mode);
+            let e = catalogue::evaluate(row, result, registered.contains(&row.experiment));
+            (row, result, e)
+        })
+        .collect();
+    let mut counts: Vec<(&str, &str, usize)> = Vec::new();
+    for (_, _, e) in &evaluated {
+        match counts.iter_mut().find(|c| c.0 == e.verdict.label()) {
+            Some(c) => c.2 += 1,
+            None => counts.push((e.verdict.label(), e.verdict.class(), 1)),
+        }
+    }
+    let overview: Vec<String> = counts.iter().map(|c| format!("{} {}", c.2, c.0)).collect();
+    let _ = write!(
+        h,
+        "<h2 id=\"summary\">Summary</h2>\n<p>{} figures and targets: {}.</p>\n<table><tr><th>figure or sentence</th><th>paper / target</th><th>reproduced</th><th>ratio</th><th>verdict</th></tr>\n",
+        evaluated.len(),
+        counts
+            .iter()
+            .map(|c| format!("<span class=\"{}\">{} {}</span>", c.1, c.2, c.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = write!(
+        md,
+        "\n## Summary\n\n{} figures and targets: {}.\n\n| figure or sentence | paper / target | reproduced | ratio | verdict |\n|---|---|---|---|---|\n",
+        evaluated.len(),
+        overview.join(", ")
+    );
+    let mut current = None;
+    for (row, result, e) in &evaluated {
+        if current != Some(row.document) {
+            let _ = writeln!(
+                h,
+                "<tr><th colspan=\"5\" style=\"text-align:left\">{}</th></tr>",
+                esc(row.document.title())
+            );
+            let _ = writeln!(md, "| **{}** | | | | |", row.document.title());
+            current = Some(row.document);
+        }
         let anchor = dir_name(row.experiment, row.mode);
-        let paper = paper_cell(row, &e);
-        let got = reproduced_cell(row, &e);
+        let paper = paper_cell(row, e);
+        let got = reproduced_cell(row, e);
         let ratio = e.ratio.map(|r| format!("{r:.3}")).unwrap_or("—".into());
         let place = format!("{} ({}), {}", row.experiment, row.mode, row.metric);
         let (why_h, why_md) = match &e.verdict {
@@ -215,8 +253,7 @@ fn summary(results: &[&ResultFile], registered: &[&str], h: &mut String, md: &mu
         };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}<br><span class=\"why\">{target}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{ratio}</td><td class=\"{}\">{}{why_h}</td></tr>",
-            esc(row.document.short()),
+            "<tr><td>{}<br><span class=\"why\">{target}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{ratio}</td><td class=\"{}\">{}{why_h}</td></tr>",
             esc(row.figure),
             esc(&paper),
             esc(&got),
@@ -230,8 +267,7 @@ fn summary(results: &[&ResultFile], registered: &[&str], h: &mut String, md: &mu
         };
         let _ = writeln!(
             md,
-            "| {} | {} ({link}) | {paper} | {got} | {ratio} | {}{why_md} |",
-            row.document.short(),
+            "| {} ({link}) | {paper} | {got} | {ratio} | {}{why_md} |",
             row.figure,
             e.verdict.label()
         );
