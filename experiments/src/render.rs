@@ -267,7 +267,11 @@ fn short(v: f64) -> String {
     } else if a >= 1e-3 || a == 0.0 {
         (v, "")
     } else {
-        return format!("{v:.2e}");
+        // "1e-4", "2.5e-5": scientific, without trailing zeros.
+        let sci = format!("{v:.2e}");
+        let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+        let mant = mant.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mant}e{exp}");
     };
     // Three decimals, then no trailing zeros: "1.4M", "0.25", "2".
     let digits = format!("{x:.3}");
@@ -288,6 +292,7 @@ mod tests {
         assert_eq!(short(1_400_000.0), "1.4M");
         assert_eq!(short(600_000.0), "600K");
         assert_eq!(short(-0.5), "-0.5");
-        assert_eq!(short(2.5e-5), "2.50e-5");
+        assert_eq!(short(2.5e-5), "2.5e-5");
+        assert_eq!(short(1e-4), "1e-4");
     }
 }

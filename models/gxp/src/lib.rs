@@ -11,6 +11,7 @@ pub mod exec_loop;
 pub mod experiments;
 pub mod explore;
 pub mod farm;
+pub mod help;
 pub mod hostrange;
 pub mod hosts;
 pub mod node;

@@ -177,7 +177,7 @@ pub fn farm_with(
         id: "gxp-farm-makespan".into(),
         title: "GXP task farm: makespan vs hosts (simulated, 1% host crashes)".into(),
         x_label: "hosts".into(),
-        y_label: "seconds".into(),
+        y_label: "time (s)".into(),
         log_x: false,
         log_y: false,
         series: vec![

@@ -240,7 +240,7 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
         id: "gxp-scale".into(),
         title: "GXP: time vs number of hosts (simulated, 2005-era login model)".into(),
         x_label: "hosts".into(),
-        y_label: "seconds".into(),
+        y_label: "time (s)".into(),
         log_x: true,
         log_y: true,
         series: vec![
