@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 /// Most time one headless page load may take before it is killed.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
-/// Screenshots taller than this are cut (Chromium's own limit on a window is about 16k pixels).
-const MAX_SCREENSHOT_HEIGHT: u32 = 16_000;
+/// Screenshots taller than this are cut (a bound on the PNG, about 200 MB of pixels).
+const MAX_SCREENSHOT_HEIGHT: u32 = 60_000;
 
 /// What the browser saw.
 #[derive(Debug, Default)]

@@ -154,7 +154,7 @@ pub enum Verdict {
     NotBuilt,
     /// The experiment exists but has no result in this report.
     NotRun,
-    /// The result exists but lacks the metric.
+    /// The result exists but lacks the metric (the piece that computes it is not built yet).
     MissingMetric,
 }
 
@@ -169,7 +169,7 @@ impl Verdict {
             Verdict::NoVerdict => "no verdict",
             Verdict::NotBuilt => "not built yet",
             Verdict::NotRun => "not run yet",
-            Verdict::MissingMetric => "metric missing",
+            Verdict::MissingMetric => "not built yet (metric missing)",
         }
     }
 
@@ -177,7 +177,7 @@ impl Verdict {
     pub fn class(&self) -> &'static str {
         match self {
             Verdict::Within | Verdict::TargetMet => "ok",
-            Verdict::Outside | Verdict::TargetNotMet | Verdict::MissingMetric => "bad",
+            Verdict::Outside | Verdict::TargetNotMet => "bad",
             Verdict::Explained(_) => "explained",
             _ => "none",
         }

@@ -50,6 +50,7 @@ pub fn fmt_value(v: f64, unit: &str) -> String {
 fn unit_suffix(unit: &str) -> &str {
     match unit {
         "count" | "bool" | "fraction" | "" => "",
+        "us" => "µs",
         u => u,
     }
 }
@@ -82,6 +83,19 @@ th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .why{color:#555;font-size:.9em}code{background:#f4f4f4;padding:0 3px}img{max-width:100%;border:1px solid #ddd}\
 .meta td:first-child{font-weight:600;white-space:nowrap}section{border-top:2px solid #ccc;margin-top:2em}\
 .notes li{margin:.3em 0}";
+
+/// The order of the verdict counts above the summary: results first, missing pieces last.
+const VERDICT_ORDER: &[&str] = &[
+    "within tolerance",
+    "target met",
+    "outside, explained",
+    "outside tolerance",
+    "target not met",
+    "no verdict",
+    "not built yet (metric missing)",
+    "not run yet",
+    "not built yet",
+];
 
 /// Builds both pages from the loaded results; `registered` names the experiments of this build.
 pub fn build(results: &[Loaded], registered: &[&str]) -> Pages {
@@ -203,6 +217,7 @@ fn summary(results: &[&ResultFile], registered: &[&str], h: &mut String, md: &mu
             None => counts.push((e.verdict.label(), e.verdict.class(), 1)),
         }
     }
+    counts.sort_by_key(|c| VERDICT_ORDER.iter().position(|l| *l == c.0));
     let overview: Vec<String> = counts.iter().map(|c| format!("{} {}", c.2, c.0)).collect();
     let _ = write!(
         h,
