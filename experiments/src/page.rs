@@ -374,7 +374,10 @@ fn section(r: &ResultFile, h: &mut String, md: &mut String) {
         meta.push(("produced by", esc(&p.describe()), p.describe()));
     }
     if r.repeats > 1 {
-        let s = format!("{} runs; values are medians, with min and max", r.repeats);
+        let s = format!(
+            "{} runs; values are medians, with min and max; figures and notes from one run",
+            r.repeats
+        );
         meta.push(("repeats", esc(&s), s));
     }
     for (k, vh, vm) in &meta {

@@ -208,7 +208,18 @@ pub fn write_with(
             out.metrics.insert(name.clone(), s.median);
         }
     }
-    let repeats = extra.repeats.len().max(1) as u32;
+    let mut repeats = extra.repeats.len().max(1) as u32;
+    if let Some(own) = own_repeats(&out.metrics) {
+        // The experiment repeated itself and reports `<m>_min` / `<m>_max` beside the median run.
+        repeats = own;
+        for (name, &median) in &out.metrics {
+            let lo = out.metrics.get(&format!("{name}_min"));
+            let hi = out.metrics.get(&format!("{name}_max"));
+            if let (Some(&min), Some(&max)) = (lo, hi) {
+                spread.insert(name.clone(), Spread { min, median, max });
+            }
+        }
+    }
     let result = ResultFile {
         experiment: exp.name.into(),
         mode,
@@ -255,6 +266,14 @@ pub fn write_with(
     )?;
     write_index(out_dir)?;
     Ok(dir)
+}
+
+/// Runs an experiment made itself, when it reports them in a `repeats` metric (more than one).
+pub fn own_repeats(metrics: &BTreeMap<String, f64>) -> Option<u32> {
+    metrics
+        .get("repeats")
+        .filter(|n| **n >= 2.0 && n.is_finite())
+        .map(|n| *n as u32)
 }
 
 /// Whether a metric is within its tolerance of the paper value (None = no paper value).

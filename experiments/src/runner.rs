@@ -162,10 +162,15 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
                     return Err(e);
                 }
             };
-            if n > 1 {
+            // An experiment that repeats itself (and says so) is not repeated again.
+            let own = report::own_repeats(&out.metrics).is_some();
+            if n > 1 && !own {
                 extra.repeats.push(out.metrics.clone());
             }
             last = Some(out);
+            if own {
+                break;
+            }
         }
         let Some(out) = last else { continue };
         progress.phase(step, exp.name, m, "rendering figures, writing the report");

@@ -129,4 +129,21 @@ fn real_mode_repeats_give_min_median_max_and_provenance() {
     assert!(r.command.contains("--mode real") && r.command.contains("--repeat 3"));
     let html = read(&tmp.path().join("index.html"));
     assert!(html.contains("<th>min</th><th>max</th>"));
+
+    // An experiment that repeats itself reports `<m>_min` / `<m>_max` and `repeats`.
+    let ray = registry::find("phoenix-raytrace").unwrap();
+    let mut own = ExperimentOutput::default();
+    for (k, v) in [
+        ("eff", 0.96),
+        ("eff_min", 0.95),
+        ("eff_max", 0.97),
+        ("repeats", 3.0),
+    ] {
+        own.metrics.insert(k.into(), v);
+    }
+    let dir = report::write(tmp.path(), &ray, Mode::Real, 1, own).unwrap();
+    let r: report::ResultFile = serde_json::from_str(&read(&dir.join("result.json"))).unwrap();
+    assert_eq!(r.repeats, 3);
+    let s = r.spread["eff"];
+    assert_eq!((s.min, s.median, s.max), (0.95, 0.96, 0.97));
 }
