@@ -168,7 +168,7 @@ pub fn rerun_command(name: &str, mode: Mode, seed: u64, repeats: u32, args: &[St
     cmd
 }
 
-/// [`write`] with the runner's parameters and repeats.
+/// [`write()`] with the runner's parameters and repeats.
 pub fn write_with(
     out_dir: &Path,
     exp: &Experiment,
