@@ -80,7 +80,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;marg
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;vertical-align:top}\
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 .ok{color:#060;font-weight:600}.bad{color:#b00;font-weight:600}.explained{color:#a60;font-weight:600}.none{color:#777}\
-.why{color:#555;font-size:.9em}code{background:#f4f4f4;padding:0 3px}img{max-width:100%;border:1px solid #ddd}\
+.why{color:#555;font-size:.9em;font-weight:normal}code{background:#f4f4f4;padding:0 3px}img{max-width:100%;border:1px solid #ddd}\
 .meta td:first-child{font-weight:600;white-space:nowrap}section{border-top:2px solid #ccc;margin-top:2em}\
 .notes li{margin:.3em 0}";
 
