@@ -6,3 +6,5 @@ bash scripts/setup.sh
 # The ray tracer's real mode starts one `phoenix-raytracer` process per machine.
 cargo build --release --locked -p gridbed-phoenix-driver --bins
 cargo run --release --locked -p gridbed-experiments --bin experiment -- run all --mode both "$@"
+# The report as a reader sees it: every image loads, no broken link, no JavaScript error.
+cargo run --release --locked -p gridbed-experiments --bin experiment -- check-report

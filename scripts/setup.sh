@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh Debian machine with a Rust toolchain:
 # cmake + libclang-dev (unicorn-engine's C build), openssh-server (GXP's real-sshd tests),
-# fonts-dejavu-core (PNG figure text), pdsh (GXP benchmark baseline, optional).
+# fonts-dejavu-core (PNG figure text), chromium (the report's headless-browser check and
+# screenshot), pdsh (GXP benchmark baseline, optional).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in cmake libclang-dev openssh-server openssh-client fonts-dejavu-core pkg-config; do
+for pkg in cmake libclang-dev openssh-server openssh-client fonts-dejavu-core pkg-config chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 optional=()

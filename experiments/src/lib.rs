@@ -1,11 +1,16 @@
 //! The `experiment` runner: the registry of experiments, rendering, the report and replay.
 
+pub mod browser;
+pub mod catalogue;
 pub mod gxp;
 pub mod migration;
+pub mod page;
 pub mod params;
 pub mod phoenix;
+pub mod provenance;
 pub mod registry;
 pub mod render;
 pub mod replay;
 pub mod report;
+pub mod runner;
 pub mod vmp;

@@ -2,12 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gridbed_experiments::{registry, replay, report};
-use gridbed_runtime::outcome::Mode;
+use gridbed_experiments::runner::{self, ModeChoice, RunOptions};
+use gridbed_experiments::{browser, registry, replay};
 
 #[derive(Parser)]
 #[command(name = "experiment", about = "Reproduce the gridbed source documents' measurements.", after_help = experiments_help())]
@@ -48,6 +46,21 @@ enum Cmd {
         /// Run on this simulator platform file (TOML, see experiments/platforms/).
         #[arg(long, value_name = "FILE.toml")]
         platform: Option<PathBuf>,
+        /// Runs per real-mode experiment, summarised as min / median / max (default 3).
+        #[arg(long)]
+        repeat: Option<u32>,
+        /// Print the results as JSON on stdout (progress and summaries go to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a report's index.html in headless Chromium: fail on a missing image, a broken link or
+    /// a JavaScript error; optionally write a full-page screenshot.
+    CheckReport {
+        /// Report directory (default: the repository's reports/).
+        dir: Option<PathBuf>,
+        /// Write a full-page PNG here.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
     },
     /// List an experiment's parameters: name, default, unit and where the default comes from.
     Describe { name: String },
@@ -59,7 +72,9 @@ enum Cmd {
 }
 
 fn experiments_help() -> String {
-    let mut s = String::from("Experiments:\n");
+    let mut s = String::from(
+        "Example:\n  experiment run migration-bandwidth --seed 7 --out /tmp/r   (Figure 3 in simulation; open /tmp/r/index.html)\n  experiment replay /tmp/r/migration-bandwidth/run.json    (same seed, same trace: prints \"identical\")\n\nExperiments:\n",
+    );
     for e in registry::all() {
         s.push_str(&format!(
             "  {:22} {}\n  {:22} Reproduces {}.\n",
@@ -81,16 +96,6 @@ fn default_out() -> PathBuf {
     }
 }
 
-fn check_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("output directory {} cannot be created", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
 /// What `--set` and `--platform` ask for, as `key=value` settings.
 fn settings(sets: &[String], platform: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let mut all = sets.to_vec();
@@ -102,102 +107,25 @@ fn settings(sets: &[String], platform: Option<&Path>) -> anyhow::Result<Vec<Stri
     Ok(all)
 }
 
-/// The parameter values of one experiment in one mode: its defaults with `sets` applied
-/// (None: nothing set, the experiment's own defaults).
-fn values(
-    exp: &registry::Experiment,
-    mode: Mode,
-    sets: &[String],
-) -> anyhow::Result<Option<serde_json::Value>> {
-    if sets.is_empty() {
-        return Ok(None);
+fn check_report(dir: PathBuf, screenshot: Option<PathBuf>) -> anyhow::Result<()> {
+    let page = dir.join("index.html");
+    let check = browser::check_page(&page)?;
+    let problems = check.problems();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}: {}",
+        page.display(),
+        problems.join("; ")
+    );
+    println!(
+        "{}: {} images loaded, no broken link, no JavaScript error",
+        page.display(),
+        check.images
+    );
+    if let Some(png) = screenshot {
+        let h = browser::screenshot(&page, &png, 1200)?;
+        println!("screenshot: {} (1200 x {h})", png.display());
     }
-    let def = exp
-        .params
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("experiment '{}' has no settable parameters", exp.name))?;
-    if sets.iter().any(|s| s.starts_with("platform=")) && !def.names().contains(&"platform") {
-        anyhow::bail!("experiment '{}' takes no platform file", exp.name);
-    }
-    def.apply(mode, sets).map(Some)
-}
-
-/// Experiments to run, each with its modes and parameter values per mode.
-type Plan = Vec<(
-    registry::Experiment,
-    Vec<Mode>,
-    Vec<Option<serde_json::Value>>,
-)>;
-
-/// Checks the whole request (names, modes, every setting) before anything runs.
-fn plan(name: &str, mode: ModeArg, sets: &[String]) -> anyhow::Result<Plan> {
-    let selected = if name == "all" {
-        anyhow::ensure!(
-            sets.is_empty(),
-            "--set and --platform apply to one experiment, not to 'all'"
-        );
-        registry::all()
-    } else {
-        vec![registry::find(name)?]
-    };
-    let mut plan = Vec::new();
-    for exp in selected {
-        let modes: Vec<Mode> = match mode {
-            ModeArg::Sim => vec![Mode::Sim],
-            ModeArg::Real => vec![Mode::Real],
-            ModeArg::Both => exp.modes.to_vec(),
-        };
-        for &m in &modes {
-            if !exp.modes.contains(&m) {
-                anyhow::bail!("experiment '{}' has no {m} mode", exp.name);
-            }
-        }
-        let vals = modes
-            .iter()
-            .map(|&m| values(&exp, m, sets))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        plan.push((exp, modes, vals));
-    }
-    Ok(plan)
-}
-
-fn run_cmd(plan: Plan, seed: u64, out: PathBuf) -> anyhow::Result<()> {
-    check_writable(&out)?;
-    for (exp, modes, vals) in plan {
-        for (m, v) in modes.into_iter().zip(vals) {
-            let bar =
-                indicatif::ProgressBar::new_spinner().with_message(format!("{} ({m})", exp.name));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            let t0 = Instant::now();
-            let result = exp
-                .run_values(m, seed, v.as_ref())
-                .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
-            bar.finish_and_clear();
-            let (output, params) = result?;
-            let dir = report::write(&out, &exp, m, seed, output, params)?;
-            let r: report::ResultFile =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
-            println!(
-                "{} ({m}) in {:.1}s -> {}",
-                exp.name,
-                t0.elapsed().as_secs_f64(),
-                dir.display()
-            );
-            for (k, v) in &r.metrics {
-                match report::verdict(&r, k) {
-                    Some((p, ratio, ok)) => println!(
-                        "  {k:32} {v:>14.6}  paper {p:<10} ratio {ratio:.3} {}",
-                        if ok { "ok" } else { "OUT OF TOLERANCE" }
-                    ),
-                    None => println!("  {k:32} {v:>14.6}"),
-                }
-            }
-            if let Some(d) = r.trace_digest {
-                println!("  trace digest {d}");
-            }
-        }
-    }
-    println!("index: {}", out.join("index.html").display());
     Ok(())
 }
 
@@ -263,11 +191,33 @@ fn main() -> ExitCode {
             out,
             set,
             platform,
-        } => match settings(&set, platform.as_deref()).and_then(|sets| plan(&name, mode, &sets)) {
-            Ok(plan) => run_cmd(plan, seed, out.unwrap_or_else(default_out)),
-            Err(e) => return bad_input(e),
-        },
+            repeat,
+            json,
+        } => {
+            let modes = match mode {
+                ModeArg::Sim => ModeChoice::Sim,
+                ModeArg::Real => ModeChoice::Real,
+                ModeArg::Both => ModeChoice::Both,
+            };
+            let planned = settings(&set, platform.as_deref())
+                .and_then(|sets| Ok((runner::plan(&name, modes, &sets)?, sets)));
+            match planned {
+                Ok((plan, sets)) => runner::run(&RunOptions {
+                    plan,
+                    args: sets.iter().map(|s| format!("--set {s}")).collect(),
+                    seed,
+                    out: out.unwrap_or_else(default_out),
+                    repeat,
+                    json,
+                })
+                .map(|_| ()),
+                Err(e) => return bad_input(e),
+            }
+        }
         Cmd::Describe { name } => describe(&name),
+        Cmd::CheckReport { dir, screenshot } => {
+            check_report(dir.unwrap_or_else(default_out), screenshot)
+        }
         Cmd::Replay { runfile } => {
             replay::load(&runfile).and_then(|run| match replay::replay(&run)? {
                 replay::Replay::Identical { events, digest } => {

@@ -55,8 +55,11 @@ macro_rules! params_def {
 pub struct ParamRecord {
     pub name: String,
     pub value: Value,
+    #[serde(default)]
     pub default: Value,
+    #[serde(default)]
     pub unit: String,
+    #[serde(default)]
     pub source: String,
 }
 

@@ -6,6 +6,7 @@ use gridbed_runtime::outcome::{ExperimentOutput, Mode};
 use crate::params::{ParamRecord, ParamsDef};
 use crate::params_def;
 
+#[derive(Clone)]
 pub struct Experiment {
     pub name: &'static str,
     pub about: &'static str,

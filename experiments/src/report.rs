@@ -1,8 +1,9 @@
 //! Files an experiment run writes: result.json, run.json (the trace, for replay), figures,
 //! artifacts, and the index pages (index.html, README.md) over every result in the directory.
+//! Every file is written to a temporary name and renamed, so a reader (or a second run) never
+//! sees half a file.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -10,11 +11,42 @@ use gridbed_runtime::outcome::{ExperimentOutput, Mode, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::params::ParamRecord;
+use crate::provenance::Provenance;
 use crate::registry::Experiment;
-use crate::render;
+use crate::{page, render};
+
+/// Minimum, median and maximum of a metric over the repeats of a real-mode run.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// None for an empty list or one holding a non-finite value.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        })
+    }
+}
 
 /// `<dir>/<name>/result.json`.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultFile {
     pub experiment: String,
     pub mode: Mode,
@@ -29,9 +61,27 @@ pub struct ResultFile {
     pub figures: Vec<String>,
     pub artifacts: Vec<String>,
     pub notes: Vec<String>,
-    /// The parameters of the run: value, default, unit, source (empty: none declared).
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    #[serde(default)]
+    pub explained: BTreeMap<String, String>,
     #[serde(default)]
     pub params: Vec<ParamRecord>,
+    /// Number of runs the metrics summarise (real mode: `--repeat`).
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// Per metric over the repeats (present when `repeats` > 1); `metrics` holds the medians.
+    #[serde(default)]
+    pub spread: BTreeMap<String, Spread>,
+    /// The command that reruns this section.
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `<dir>/<name>/run.json`: what `experiment replay` needs.
@@ -48,12 +98,38 @@ pub struct RunFile {
 
 pub const RUN_FORMAT: u32 = 1;
 
+/// What the runner knows beyond the experiment's own output.
+#[derive(Clone, Debug, Default)]
+pub struct RunExtra {
+    pub params: Vec<ParamRecord>,
+    /// The metrics of every repeat, when the run was repeated (the output holds one of them).
+    pub repeats: Vec<BTreeMap<String, f64>>,
+    /// Extra command-line arguments that reproduce the run (e.g. `--set` pairs).
+    pub args: Vec<String>,
+}
+
 /// Directory of one experiment's results in one mode.
 pub fn result_dir(out: &Path, name: &str, mode: Mode) -> PathBuf {
+    out.join(dir_name(name, mode))
+}
+
+/// The directory (and HTML anchor) of one experiment in one mode.
+pub fn dir_name(name: &str, mode: Mode) -> String {
     match mode {
-        Mode::Sim => out.join(name),
-        Mode::Real => out.join(format!("{name}-real")),
+        Mode::Sim => name.to_string(),
+        Mode::Real => format!("{name}-real"),
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("output path has no file name")?;
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// Writes everything for one run; returns the result directory.
@@ -63,7 +139,34 @@ pub fn write(
     mode: Mode,
     seed: u64,
     out: ExperimentOutput,
-    params: Vec<ParamRecord>,
+) -> anyhow::Result<PathBuf> {
+    write_with(out_dir, exp, mode, seed, out, &RunExtra::default())
+}
+
+/// The command line that reruns one section.
+pub fn rerun_command(name: &str, mode: Mode, seed: u64, repeats: u32, args: &[String]) -> String {
+    let mut cmd = format!("experiment run {name} --mode {mode}");
+    if mode == Mode::Sim {
+        cmd.push_str(&format!(" --seed {seed}"));
+    }
+    if repeats > 1 {
+        cmd.push_str(&format!(" --repeat {repeats}"));
+    }
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(a);
+    }
+    cmd
+}
+
+/// [`write()`] with the runner's parameters and repeats.
+pub fn write_with(
+    out_dir: &Path,
+    exp: &Experiment,
+    mode: Mode,
+    seed: u64,
+    mut out: ExperimentOutput,
+    extra: &RunExtra,
 ) -> anyhow::Result<PathBuf> {
     let dir = result_dir(out_dir, exp.name, mode);
     std::fs::create_dir_all(&dir)
@@ -75,8 +178,38 @@ pub fn write(
     }
     let mut artifacts = Vec::new();
     for (name, bytes) in &out.artifacts {
-        std::fs::write(dir.join(name), bytes).with_context(|| format!("cannot write {name}"))?;
+        write_atomic(&dir.join(name), bytes)?;
         artifacts.push(name.clone());
+    }
+    let mut spread = BTreeMap::new();
+    if extra.repeats.len() > 1 {
+        for name in out.metrics.keys() {
+            let values: Vec<f64> = extra
+                .repeats
+                .iter()
+                .filter_map(|m| m.get(name).copied())
+                .collect();
+            if values.len() == extra.repeats.len() {
+                if let Some(s) = Spread::of(&values) {
+                    spread.insert(name.clone(), s);
+                }
+            }
+        }
+        for (name, s) in &spread {
+            out.metrics.insert(name.clone(), s.median);
+        }
+    }
+    let mut repeats = extra.repeats.len().max(1) as u32;
+    if let Some(own) = own_repeats(&out.metrics) {
+        // The experiment repeated itself and reports `<m>_min` / `<m>_max` beside the median run.
+        repeats = own;
+        for (name, &median) in &out.metrics {
+            let lo = out.metrics.get(&format!("{name}_min"));
+            let hi = out.metrics.get(&format!("{name}_max"));
+            if let (Some(&min), Some(&max)) = (lo, hi) {
+                spread.insert(name.clone(), Spread { min, median, max });
+            }
+        }
     }
     let result = ResultFile {
         experiment: exp.name.into(),
@@ -92,24 +225,47 @@ pub fn write(
         figures,
         artifacts,
         notes: out.notes,
-        params: params.clone(),
+        units: out.units,
+        explained: out.explained,
+        params: extra.params.clone(),
+        repeats,
+        spread,
+        command: rerun_command(exp.name, mode, seed, repeats, &extra.args),
+        // A simulated result is a function of the code and the seed; the date and machine would
+        // only make identical results differ.
+        provenance: match mode {
+            Mode::Real => Some(Provenance::here()),
+            Mode::Sim => None,
+        },
     };
-    std::fs::write(
-        dir.join("result.json"),
-        serde_json::to_string_pretty(&result)? + "\n",
-    )?;
     if let Some(trace) = out.trace {
         let run = RunFile {
             format: RUN_FORMAT,
             experiment: exp.name.into(),
             seed,
             trace,
-            params,
+            params: extra.params.clone(),
         };
-        std::fs::write(dir.join("run.json"), serde_json::to_string(&run)?)?;
+        write_atomic(
+            &dir.join("run.json"),
+            serde_json::to_string(&run)?.as_bytes(),
+        )?;
     }
+    // result.json last: its presence means the rest of the directory is complete.
+    write_atomic(
+        &dir.join("result.json"),
+        (serde_json::to_string_pretty(&result)? + "\n").as_bytes(),
+    )?;
     write_index(out_dir)?;
     Ok(dir)
+}
+
+/// Runs an experiment made itself, when it reports them in a `repeats` metric (more than one).
+pub fn own_repeats(metrics: &BTreeMap<String, f64>) -> Option<u32> {
+    metrics
+        .get("repeats")
+        .filter(|n| **n >= 2.0 && n.is_finite())
+        .map(|n| *n as u32)
 }
 
 /// Whether a metric is within its tolerance of the paper value (None = no paper value).
@@ -124,126 +280,51 @@ pub fn verdict(r: &ResultFile, metric: &str) -> Option<(f64, f64, bool)> {
     Some((paper, ratio, ok))
 }
 
-fn load_results(out_dir: &Path) -> anyhow::Result<Vec<ResultFile>> {
-    let mut results = Vec::new();
-    let mut dirs: Vec<_> = std::fs::read_dir(out_dir)?
+/// One result directory as the index sees it.
+pub enum Loaded {
+    Ok(Box<ResultFile>),
+    /// A result.json that does not parse: listed in the index with the reason.
+    Corrupt {
+        dir: String,
+        error: String,
+    },
+}
+
+/// Every `<out_dir>/*/result.json`, sorted by directory name.
+pub fn load_results(out_dir: &Path) -> anyhow::Result<Vec<Loaded>> {
+    let mut dirs: Vec<_> = std::fs::read_dir(out_dir)
+        .with_context(|| format!("cannot read {}", out_dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.join("result.json").is_file())
         .collect();
     dirs.sort();
+    let mut results = Vec::new();
     for d in dirs {
-        let text = std::fs::read_to_string(d.join("result.json"))?;
-        // A stale or foreign file is skipped, not fatal: the index covers what it can read.
-        if let Ok(r) = serde_json::from_str::<ResultFile>(&text) {
-            results.push(r);
-        }
+        let dir = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed = std::fs::read_to_string(d.join("result.json"))
+            .map_err(anyhow::Error::from)
+            .and_then(|t| serde_json::from_str::<ResultFile>(&t).map_err(Into::into));
+        results.push(match parsed {
+            Ok(r) => Loaded::Ok(Box::new(r)),
+            Err(e) => Loaded::Corrupt {
+                dir,
+                error: format!("{e:#}"),
+            },
+        });
     }
     Ok(results)
-}
-
-fn dir_name(r: &ResultFile) -> String {
-    match r.mode {
-        Mode::Sim => r.experiment.clone(),
-        Mode::Real => format!("{}-real", r.experiment),
-    }
-}
-
-fn fmt_num(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
-        format!("{v:.4}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    } else {
-        format!("{v:.4e}")
-    }
 }
 
 /// Regenerates `index.html` and `README.md` from every result in `out_dir`.
 pub fn write_index(out_dir: &Path) -> anyhow::Result<()> {
     let results = load_results(out_dir)?;
-    let mut md = String::from("# gridbed — reproduced results\n\nGenerated by `experiment run`; do not edit by hand. Each section: what was run, the paper-vs-reproduced table, the figures.\n");
-    let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>gridbed results</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}td:first-child{text-align:left}.ok{color:#070}.bad{color:#b00}img{max-width:100%}</style></head><body><h1>gridbed — reproduced results</h1>\n");
-    for r in &results {
-        let d = dir_name(r);
-        let _ = write!(
-            md,
-            "\n## {} ({})\n\n{}\n\nReproduces: {}. Seed {}",
-            r.experiment, r.mode, r.about, r.reproduces, r.seed
-        );
-        let _ = write!(
-            html,
-            "<h2>{} ({})</h2><p>{}</p><p>Reproduces: {}. Seed {}",
-            esc(&r.experiment),
-            r.mode,
-            esc(&r.about),
-            esc(&r.reproduces),
-            r.seed
-        );
-        if let Some(dg) = &r.trace_digest {
-            let _ = write!(
-                md,
-                ", trace digest `{}` ({} events)",
-                &dg[..16.min(dg.len())],
-                r.trace_events.unwrap_or(0)
-            );
-            let _ = write!(
-                html,
-                ", trace digest <code>{}</code>",
-                esc(&dg[..16.min(dg.len())])
-            );
-        }
-        md.push_str(".\n\n| metric | reproduced | paper | ratio | within tolerance |\n|---|---|---|---|---|\n");
-        html.push_str(".</p><table><tr><th>metric</th><th>reproduced</th><th>paper</th><th>ratio</th><th>within tolerance</th></tr>");
-        for (name, v) in &r.metrics {
-            let (paper, ratio, ok) = match verdict(r, name) {
-                Some((p, ratio, ok)) => {
-                    let tol = r
-                        .tolerance
-                        .get(name)
-                        .map(|t| format!("{} (±{:.0}%)", if ok { "yes" } else { "NO" }, t * 100.0))
-                        .unwrap_or_else(|| "—".into());
-                    (fmt_num(p), format!("{ratio:.3}"), tol)
-                }
-                None => ("—".into(), "—".into(), "—".into()),
-            };
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {paper} | {ratio} | {ok} |",
-                fmt_num(*v)
-            );
-            let class = if ok.starts_with("NO") { "bad" } else { "ok" };
-            let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{paper}</td><td>{ratio}</td><td class=\"{class}\">{}</td></tr>", esc(name), fmt_num(*v), esc(&ok));
-        }
-        html.push_str("</table>");
-        for f in &r.figures {
-            let _ = write!(md, "\n![{f}]({d}/{f}.png)\n");
-            let _ = write!(html, "<p><img src=\"{d}/{f}.svg\" alt=\"{f}\"></p>");
-        }
-        for a in r.artifacts.iter().filter(|a| a.ends_with(".png")) {
-            let _ = write!(md, "\n![{a}]({d}/{a})\n");
-            let _ = write!(html, "<p><img src=\"{d}/{a}\" alt=\"{a}\"></p>");
-        }
-        if !r.notes.is_empty() {
-            md.push_str("\nNotes:\n");
-            html.push_str("<ul>");
-            for n in &r.notes {
-                let _ = writeln!(md, "- {n}");
-                let _ = write!(html, "<li>{}</li>", esc(n));
-            }
-            html.push_str("</ul>");
-        }
-        html.push('\n');
-    }
-    html.push_str("</body></html>\n");
-    std::fs::write(out_dir.join("README.md"), md)?;
-    std::fs::write(out_dir.join("index.html"), html)?;
+    let registered: Vec<&'static str> = crate::registry::all().iter().map(|e| e.name).collect();
+    let pages = page::build(&results, &registered);
+    write_atomic(&out_dir.join("README.md"), pages.markdown.as_bytes())?;
+    write_atomic(&out_dir.join("index.html"), pages.html.as_bytes())?;
     Ok(())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

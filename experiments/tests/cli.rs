@@ -28,6 +28,14 @@ fn bad_input_is_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     one_line_failure(&["run", "no-such-experiment"], "unknown experiment");
     one_line_failure(&["run", "all", "--seed", "minus-one"], "--seed");
+    one_line_failure(
+        &["run", "vmp-getpid", "--repeat", "3"],
+        "--repeat applies to real mode only",
+    );
+    one_line_failure(
+        &["run", "vmp-getpid", "--mode", "real", "--repeat", "0"],
+        "at least 1",
+    );
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let under_file = file.join("out");
@@ -104,4 +112,27 @@ fn run_writes_results_and_replay_confirms_then_detects_divergence() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("diverged at event #7"), "{err}");
+}
+
+#[test]
+fn json_output_is_the_result_files_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = experiment()
+        .args(["run", "migration-bandwidth", "--json", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let runs = v.as_array().expect("an array of results");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["experiment"], "migration-bandwidth");
+    assert_eq!(runs[0]["units"]["lapi_mbit_s"], "Mbit/s");
+    // Progress and the human summary went to stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[1/1] migration-bandwidth (sim)"), "{err}");
 }

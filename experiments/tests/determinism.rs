@@ -1,5 +1,5 @@
 //! Determinism: every registered experiment, run twice with one seed, gives one trace digest; the
-//! simulator is exercised over many seeds.
+//! simulator is exercised over many seeds. The same runs check that every metric declares a unit.
 
 use gridbed_experiments::registry;
 use gridbed_runtime::outcome::Mode;
@@ -14,7 +14,14 @@ fn each_experiment_same_seed_same_digest() {
             Some(quick) => quick(42),
             None => (exp.run)(Mode::Sim, 42),
         };
-        let a = go().unwrap().trace.expect("sim runs have a trace");
+        let first = go().unwrap();
+        let missing = first.metrics_without_unit();
+        assert!(
+            missing.is_empty(),
+            "{}: metrics without a unit: {missing:?}",
+            exp.name
+        );
+        let a = first.trace.expect("sim runs have a trace");
         let b = go().unwrap().trace.expect("sim runs have a trace");
         assert_eq!(a.digest, b.digest, "{} is not deterministic", exp.name);
         assert_eq!(a.events, b.events);

@@ -44,6 +44,11 @@ pub struct Figure {
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
+    /// The source document's published values on the same axes, drawn as marked points (not
+    /// lines) so a reader sees the reproduction against the paper; `paper_points[i]` is drawn in
+    /// the colour of `series[i]`.
+    #[serde(default)]
+    pub paper_points: Vec<Series>,
 }
 
 /// Most trace events kept verbatim in a record; beyond it only the digest and count grow.
@@ -121,4 +126,30 @@ pub struct ExperimentOutput {
     pub trace: Option<TraceRecord>,
     /// Short remarks for the report: parameters used, caveats.
     pub notes: Vec<String>,
+    /// Unit of every metric ("s", "Mbit/s", "count", "x" for a factor, "fraction", ...).
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// Why a metric lies outside its paper value's tolerance, when the cause is known (one line;
+    /// the report shows the verdict "outside, explained" with this reason).
+    #[serde(default)]
+    pub explained: BTreeMap<String, String>,
+}
+
+impl ExperimentOutput {
+    /// Declares the unit of each named metric.
+    pub fn set_units(&mut self, units: &[(&str, &str)]) {
+        for (metric, unit) in units {
+            self.units
+                .insert((*metric).to_string(), (*unit).to_string());
+        }
+    }
+
+    /// Metrics that declare no unit (the report cannot print them properly).
+    pub fn metrics_without_unit(&self) -> Vec<String> {
+        self.metrics
+            .keys()
+            .filter(|k| !self.units.contains_key(*k))
+            .cloned()
+            .collect()
+    }
 }

@@ -178,7 +178,7 @@ pub fn farm_with(
         id: "gxp-farm-makespan".into(),
         title: "GXP task farm: makespan vs hosts (simulated, 1% host crashes)".into(),
         x_label: "hosts".into(),
-        y_label: "seconds".into(),
+        y_label: "time (s)".into(),
         log_x: false,
         log_y: false,
         series: vec![
@@ -191,9 +191,15 @@ pub fn farm_with(
                 points: ideal,
             },
         ],
+        ..Default::default()
     });
     out.notes.push(LoginCost::default().describe());
     out.notes.push("task list synthetic (seeded): compute tasks uniform 20-100 s at 1 GHz; one task per host at a time; a lost host is detected by keepalive (30 s x 3) and its task re-dispatched".into());
+    out.set_units(&[("dispatch_tasks_per_s", "tasks/s")]);
+    for hosts in [350usize, 1000] {
+        out.units.insert(format!("makespan_{hosts}_s"), "s".into());
+        out.units.insert(format!("retried_{hosts}"), "count".into());
+    }
     out.trace = Some(trace);
     Ok(out)
 }

@@ -74,6 +74,7 @@ fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
     out.metrics.clear();
     out.paper.clear();
     out.tolerance.clear();
+    out.units.clear();
     out.trace = None;
     out.notes.clear();
     let exe = std::env::current_exe()?;
@@ -94,9 +95,11 @@ fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
         cmd.arg("__sink");
         let points = blocks::measure(&mut cmd, path, &sizes, 3)?;
         let (b, s) = *points.last().expect("sizes non-empty");
+        let time_metric = format!("{}_64mib_s", metric.trim_end_matches("_mbit_s"));
         out.metrics.insert(metric.into(), b as f64 * 8.0 / s / 1e6);
-        out.metrics
-            .insert(format!("{}_64mib_s", metric.trim_end_matches("_mbit_s")), s);
+        out.metrics.insert(time_metric.clone(), s);
+        out.units.insert(metric.into(), "Mbit/s".into());
+        out.units.insert(time_metric, "s".into());
         let label = path.label();
         out.figures[0].series.push(Series {
             name: label.clone(),

@@ -226,6 +226,9 @@ fn median_run(mut runs: Vec<ExperimentOutput>) -> ExperimentOutput {
     out.metrics.insert(format!("{KEY}_min"), lo);
     out.metrics.insert(format!("{KEY}_max"), hi);
     out.metrics.insert("repeats".into(), n as f64);
+    out.units.insert(format!("{KEY}_min"), "fraction".into());
+    out.units.insert(format!("{KEY}_max"), "fraction".into());
+    out.units.insert("repeats".into(), "count".into());
     out.notes.insert(
         0,
         format!(
@@ -365,6 +368,30 @@ fn report(
             c.steal_wait_us as f64 / 1e3 / c.steals_answered as f64,
         );
     }
+    out.set_units(&[
+        ("efficiency_vs_ideal", "fraction"),
+        ("efficiency_vs_reference", "fraction"),
+        ("speed_in_run_over_reference", "x"),
+        ("others_cores", "cores"),
+        ("machines_cpu_s", "s"),
+        ("driver_cpu_s", "s"),
+        ("render_cpu_s", "s"),
+        ("machines_thread_cpu_s", "s"),
+        ("efficiency_vs_available", "fraction"),
+        ("reference_s_before", "s"),
+        ("reference_s_after", "s"),
+        ("rebalance_s", "s"),
+        ("image_bit_identical", "bool"),
+        ("run_s", "s"),
+        ("pixels", "count"),
+        ("tiles", "count"),
+        ("membership_changes", "count"),
+        ("duplicates", "count"),
+        ("hop_bound_violations", "count"),
+        ("steals", "count"),
+        ("steals_unanswered", "count"),
+        ("steal_wait_ms", "ms"),
+    ]);
     // Work done, in pixels of the image's mean cost: tiles differ in cost (sky vs. mirrored floor),
     // so raw pixels/s would rise and fall with the region being rendered rather than with capacity.
     let samples: Vec<(f64, f64)> = r

@@ -158,6 +158,27 @@ pub fn routes_with(seed: u64, p: &RoutesParams) -> anyhow::Result<ExperimentOutp
     );
     m.insert("machines".into(), f64::from(machines));
     m.insert("links".into(), links as f64);
+    out.set_units(&[
+        ("build_over_offline", "x"),
+        ("build_s", "s"),
+        ("offline_s", "s"),
+        ("messages", "count"),
+        ("bytes", "B"),
+        ("messages_per_link", "messages"),
+        ("offline_messages", "count"),
+        ("table_entries_max", "entries"),
+        ("table_entries_min", "entries"),
+        ("hops_max", "hops"),
+        ("leave_settle_s", "s"),
+        ("leave_messages", "count"),
+        ("join_settle_s", "s"),
+        ("join_messages", "count"),
+        ("corrective_replies", "count"),
+        ("table_errors", "count"),
+        ("bad_frames", "count"),
+        ("machines", "count"),
+        ("links", "count"),
+    ]);
     out.paper.insert("build_over_offline".into(), 2.0);
     out.tolerance.insert("build_over_offline".into(), 0.5);
     let mut offline_curve: Vec<f64> = offline_done.clone();

@@ -216,6 +216,29 @@ pub fn scale_with(seed: u64, p: &ScaleParams) -> anyhow::Result<ExperimentOutput
     );
     m.insert("machines".into(), f64::from(p.machines));
     m.insert("ids".into(), p.space as f64);
+    out.set_units(&[
+        ("hops_mean", "hops"),
+        ("hops_max", "hops"),
+        ("settle_s", "s"),
+        ("replication_per_change", "messages"),
+        ("messages_per_join", "messages"),
+        ("messages_per_leave", "messages"),
+        ("grow_s", "s"),
+        ("run_s", "s"),
+        ("messages_sent", "count"),
+        ("messages_delivered", "count"),
+        ("exactly_once_violations", "count"),
+        ("duplicates", "count"),
+        ("multi_owner_instants", "count"),
+        ("unowned_ids_after_settle", "count"),
+        ("hop_bound_violations", "count"),
+        ("forwarded", "count"),
+        ("relayed", "count"),
+        ("table_entries_mean", "entries"),
+        ("table_entries_max", "entries"),
+        ("machines", "count"),
+        ("ids", "count"),
+    ]);
     out.figures.push(Figure {
         id: "growth".into(),
         title: "Machines holding IDs during growth and churn".into(),

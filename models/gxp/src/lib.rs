@@ -10,6 +10,7 @@ pub mod controller;
 pub mod exec_loop;
 pub mod explore;
 pub mod farm;
+pub mod help;
 pub mod hostrange;
 pub mod hosts;
 pub mod node;

@@ -11,6 +11,7 @@
 //! farm TASKFILE [JOURNAL]      task farm; JOURNAL makes it resumable
 //! sel all|ok|failed|re RE|save NAME|use NAME|list
 //! stat                         the tree
+//! help [CMD]                   the commands, or one with an example
 //! ```
 
 use std::io::Write;
@@ -91,6 +92,13 @@ impl Shell {
                 self.ctl.quit();
                 return Ok(Reply { quit: true });
             }
+            "help" | "?" => match rest {
+                "" => write!(out, "{}", crate::help::overview())?,
+                name => match crate::help::command(name) {
+                    Some(text) => write!(out, "{text}")?,
+                    None => anyhow::bail!("help: no command {name:?} (type `help` for the list)"),
+                },
+            },
             "use" => self.ctl.rules.add_line(line)?,
             "method" => {
                 let w: Vec<&str> = rest.split_whitespace().collect();
@@ -203,7 +211,7 @@ impl Shell {
                 }
                 writeln!(out, "{} hosts, depth {}, max {} children per parent", self.ctl.table.alive_count(), self.ctl.table.depth(), self.ctl.table.max_children())?;
             }
-            other => anyhow::bail!("unknown command {other:?} (use, method, explore, cd, e, eg, farm, sel, stat, quit; or a {{{{ }}}} pipe)"),
+            other => anyhow::bail!("unknown command {other:?} (type `help` for the list: use, method, explore, cd, e, eg, farm, sel, stat, quit, or a {{{{ }}}} pipe)"),
         }
         Ok(Reply { quit: false })
     }

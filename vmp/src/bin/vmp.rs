@@ -13,7 +13,8 @@ use gridbed_vmp::Config;
 #[derive(Parser)]
 #[command(
     name = "vmp",
-    about = "Virtual Multiprocessor, one processor: trap-and-emulate IA-32 guests"
+    about = "Virtual Multiprocessor, one processor: trap-and-emulate IA-32 guests",
+    after_help = "Example:\n  vmp builtin getpid --n 1000            the slides' benchmark: 1000 getpid() under the monitor; prints the console, traps by kind and the times\n  vmp builtin getpid --n 1000 --config native   the same guest without the trap-and-emulate monitor, for comparison"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -4,7 +4,7 @@
 //! - `gxp -c LINE [-c LINE]...` one-shot: runs the lines in order, exits 1 if any failed
 //! - `gxp daemon --index N`     a child daemon (started by the bootstrap of a login; not for users)
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -15,7 +15,8 @@ use tokio::io::AsyncBufReadExt;
 #[derive(Parser)]
 #[command(
     name = "gxp",
-    about = "GXP: a parallel shell over a self-installing tree of hosts"
+    about = "GXP: a parallel shell over a self-installing tree of hosts",
+    after_help = gridbed_gxp::help::examples()
 )]
 struct Cli {
     /// Run these command lines in order and exit (one-shot use from scripts).
@@ -93,6 +94,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         return Ok(if failed { 1 } else { 0 });
     }
+    if std::io::stdin().is_terminal() {
+        interactive(&mut shell).await?;
+        shell.ctl.quit();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        return Ok(0);
+    }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         print!("{}", shell.prompt());
@@ -110,4 +117,38 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     shell.ctl.quit();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(0)
+}
+
+/// The prompt on a terminal: line editing and history (rustyline). The editor blocks while the
+/// user types, so it runs on the blocking pool and the daemons' tasks keep running meanwhile.
+async fn interactive(shell: &mut Shell) -> anyhow::Result<()> {
+    use rustyline::error::ReadlineError;
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let mut stdout = std::io::stdout();
+    loop {
+        let prompt = shell.prompt();
+        let (ed, line) = tokio::task::spawn_blocking(move || {
+            let line = editor.readline(&prompt);
+            (editor, line)
+        })
+        .await?;
+        editor = ed;
+        let line = match line {
+            Ok(line) => line,
+            // Ctrl-C abandons the line being typed; Ctrl-D leaves.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if !line.trim().is_empty() {
+            let _ = editor.add_history_entry(line.as_str());
+        }
+        match shell.line(&line, &mut stdout).await {
+            Ok(r) if r.quit => break,
+            Ok(_) => {}
+            Err(e) => eprintln!("gxp: {}", format!("{e:#}").replace('\n', " ")),
+        }
+        stdout.flush()?;
+    }
+    Ok(())
 }
