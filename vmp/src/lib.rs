@@ -8,6 +8,7 @@ pub mod ffi;
 pub mod guest;
 pub mod host;
 pub mod layout;
+pub mod litmus;
 pub mod machine;
 pub mod run;
 pub mod time;
