@@ -432,7 +432,10 @@ pub fn parse(src: &str) -> Result<Litmus, ParseError> {
         }
         it.next();
         let Some(row) = l.strip_suffix(';') else {
-            return err(ln, "an instruction row must end with `;`");
+            return err(
+                ln,
+                "expected an instruction row ending with `;` or a condition (exists, ~exists, forall)",
+            );
         };
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         if cells.len() != ncpu {
