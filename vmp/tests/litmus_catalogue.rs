@@ -17,14 +17,28 @@ fn verdict(name: &str) {
         cond.holds(&allowed),
         entry.allowed,
         "{name}: oracle {} the relaxed outcome; catalogue says {}",
-        if cond.holds(&allowed) { "allows" } else { "forbids" },
-        if entry.allowed { "allowed" } else { "forbidden" }
+        if cond.holds(&allowed) {
+            "allows"
+        } else {
+            "forbids"
+        },
+        if entry.allowed {
+            "allowed"
+        } else {
+            "forbidden"
+        }
     );
     // Every relaxed outcome the catalogue lists is one SC forbids, so for an allowed test TSO must
     // produce strictly more than SC, and for a forbidden one SC must not produce it either.
     let sc_set = sc::outcomes(&t, DEFAULT_STATE_LIMIT).unwrap();
-    assert!(sc_set.is_subset(&allowed), "{name}: SC outcome not allowed by TSO");
-    assert!(!cond.holds(&sc_set), "{name}: SC already shows the relaxed outcome");
+    assert!(
+        sc_set.is_subset(&allowed),
+        "{name}: SC outcome not allowed by TSO"
+    );
+    assert!(
+        !cond.holds(&sc_set),
+        "{name}: SC already shows the relaxed outcome"
+    );
 }
 
 macro_rules! verdicts {
@@ -64,7 +78,12 @@ fn sb_outcome_sets_are_exact() {
     let show = |s: BTreeSet<Outcome>| s.iter().map(|o| o.to_string()).collect::<Vec<_>>();
     assert_eq!(
         show(tso::outcomes(&t, DEFAULT_STATE_LIMIT).unwrap()),
-        ["0:EAX=0; 1:EAX=0;", "0:EAX=0; 1:EAX=1;", "0:EAX=1; 1:EAX=0;", "0:EAX=1; 1:EAX=1;"]
+        [
+            "0:EAX=0; 1:EAX=0;",
+            "0:EAX=0; 1:EAX=1;",
+            "0:EAX=1; 1:EAX=0;",
+            "0:EAX=1; 1:EAX=1;"
+        ]
     );
     assert_eq!(sc::outcomes(&t, DEFAULT_STATE_LIMIT).unwrap().len(), 3);
 }
@@ -72,16 +91,23 @@ fn sb_outcome_sets_are_exact() {
 #[test]
 fn locked_operations_are_atomic_and_fence() {
     // Two lock incs never lose an update; an xchg-based SB is SC.
-    let inc = parse(
-        "X86 incs\n{ x=0; }\n P0 | P1 ;\n LOCK INC [x] | LOCK INC [x] ;\nforall (x=2)\n",
-    )
-    .unwrap();
-    assert!(inc.condition.as_ref().unwrap().holds(&tso::outcomes(&inc, DEFAULT_STATE_LIMIT).unwrap()));
+    let inc =
+        parse("X86 incs\n{ x=0; }\n P0 | P1 ;\n LOCK INC [x] | LOCK INC [x] ;\nforall (x=2)\n")
+            .unwrap();
+    assert!(inc
+        .condition
+        .as_ref()
+        .unwrap()
+        .holds(&tso::outcomes(&inc, DEFAULT_STATE_LIMIT).unwrap()));
     let sbx = parse(
         "X86 SB+xchgs\n{ 0:EBX=1; 1:EBX=1; }\n P0 | P1 ;\n XCHG [x],EBX | XCHG [y],EBX ;\n MOV EAX,[y] | MOV EAX,[x] ;\nexists (0:EAX=0 /\\ 1:EAX=0)\n",
     )
     .unwrap();
-    assert!(!sbx.condition.as_ref().unwrap().holds(&tso::outcomes(&sbx, DEFAULT_STATE_LIMIT).unwrap()));
+    assert!(!sbx
+        .condition
+        .as_ref()
+        .unwrap()
+        .holds(&tso::outcomes(&sbx, DEFAULT_STATE_LIMIT).unwrap()));
     // cmpxchg: exactly one of two competing CASes from 0 succeeds.
     let cas = parse(
         "X86 cas\n{ 0:EBX=1; 1:EBX=2; }\n P0 | P1 ;\n LOCK CMPXCHG [x],EBX | LOCK CMPXCHG [x],EBX ;\n\
@@ -91,7 +117,9 @@ fn locked_operations_are_atomic_and_fence() {
     let outs = tso::outcomes(&cas, DEFAULT_STATE_LIMIT).unwrap();
     assert_eq!(outs.len(), 2, "{outs:?}");
     assert!(cas.condition.as_ref().unwrap().holds(&outs));
-    assert!(outs.iter().all(|o| cas.condition.as_ref().unwrap().prop.holds(o)));
+    assert!(outs
+        .iter()
+        .all(|o| cas.condition.as_ref().unwrap().prop.holds(o)));
 }
 
 #[test]
@@ -117,7 +145,11 @@ fn assembled_code_on_unicorn_stays_inside_the_oracle() {
             seen.insert(interleave::run(&asm, &Schedule::Random(seed)).unwrap());
         }
         for o in &seen {
-            assert!(sc_set.contains(o), "{}: unicorn gave {o}, not an SC outcome", entry.name);
+            assert!(
+                sc_set.contains(o),
+                "{}: unicorn gave {o}, not an SC outcome",
+                entry.name
+            );
         }
     }
 }

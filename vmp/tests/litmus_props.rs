@@ -65,21 +65,39 @@ fn build(threads: &[Vec<Op>]) -> Litmus {
             let r = POOL[k];
             match *op {
                 Op::Load(loc) => t.push(Instr::Load { dst: r, loc }),
-                Op::Store(loc) => t.push(Instr::Store { loc, src: Operand::Imm(value()) }),
+                Op::Store(loc) => t.push(Instr::Store {
+                    loc,
+                    src: Operand::Imm(value()),
+                }),
                 Op::Fence => t.push(Instr::Mfence),
                 Op::Xchg(loc) => {
-                    t.push(Instr::Mov { dst: r, src: Operand::Imm(value()) });
+                    t.push(Instr::Mov {
+                        dst: r,
+                        src: Operand::Imm(value()),
+                    });
                     t.push(Instr::Xchg { loc, reg: r });
                 }
-                Op::Add(loc) => t.push(Instr::LockAdd { loc, src: Operand::Imm(value()) }),
+                Op::Add(loc) => t.push(Instr::LockAdd {
+                    loc,
+                    src: Operand::Imm(value()),
+                }),
                 Op::Inc(loc) => t.push(Instr::LockInc { loc }),
                 Op::Xadd(loc) => {
-                    t.push(Instr::Mov { dst: r, src: Operand::Imm(value()) });
+                    t.push(Instr::Mov {
+                        dst: r,
+                        src: Operand::Imm(value()),
+                    });
                     t.push(Instr::LockXadd { loc, reg: r });
                 }
                 Op::Cas(loc, expect) => {
-                    t.push(Instr::Mov { dst: Reg::Eax, src: Operand::Imm(expect) });
-                    t.push(Instr::Mov { dst: r, src: Operand::Imm(value()) });
+                    t.push(Instr::Mov {
+                        dst: Reg::Eax,
+                        src: Operand::Imm(expect),
+                    });
+                    t.push(Instr::Mov {
+                        dst: r,
+                        src: Operand::Imm(value()),
+                    });
                     t.push(Instr::LockCmpxchg { loc, reg: r });
                 }
             }
@@ -113,11 +131,14 @@ pub fn machine_within_oracle<M: LitmusMachine>(
     t: &Litmus,
     seeds: u64,
 ) -> Result<BTreeSet<Outcome>, TestCaseError> {
-    let allowed = tso::outcomes(t, DEFAULT_STATE_LIMIT).map_err(|e| TestCaseError::reject(e.to_string()))?;
+    let allowed =
+        tso::outcomes(t, DEFAULT_STATE_LIMIT).map_err(|e| TestCaseError::reject(e.to_string()))?;
     let asm = assemble(t, Layout::default()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
     let mut seen = BTreeSet::new();
     for seed in 0..seeds {
-        let o = m.run(&asm, seed).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+        let o = m
+            .run(&asm, seed)
+            .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
         prop_assert!(
             allowed.contains(&o),
             "seed {seed}: outcome {o} is forbidden by x86-TSO\n{}",

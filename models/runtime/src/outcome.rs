@@ -121,4 +121,8 @@ pub struct ExperimentOutput {
     pub trace: Option<TraceRecord>,
     /// Short remarks for the report: parameters used, caveats.
     pub notes: Vec<String>,
+    /// Why a metric lies outside its paper value's tolerance, when the cause is known (one line;
+    /// the report shows the verdict "outside, explained" with this reason).
+    #[serde(default)]
+    pub explained: BTreeMap<String, String>,
 }

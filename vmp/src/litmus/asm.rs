@@ -96,20 +96,42 @@ fn r32(r: Reg) -> AsmRegister32 {
     }
 }
 
-fn emit(a: &mut CodeAssembler, i: &Instr, addr: impl Fn(usize) -> u32) -> Result<(), iced_x86::IcedError> {
+fn emit(
+    a: &mut CodeAssembler,
+    i: &Instr,
+    addr: impl Fn(usize) -> u32,
+) -> Result<(), iced_x86::IcedError> {
     let m = |loc: usize| x::dword_ptr(addr(loc) as u64);
     match *i {
-        Instr::Store { loc, src: Operand::Imm(v) } => a.mov(m(loc), v),
-        Instr::Store { loc, src: Operand::Reg(r) } => a.mov(m(loc), r32(r)),
+        Instr::Store {
+            loc,
+            src: Operand::Imm(v),
+        } => a.mov(m(loc), v),
+        Instr::Store {
+            loc,
+            src: Operand::Reg(r),
+        } => a.mov(m(loc), r32(r)),
         Instr::Load { dst, loc } => a.mov(r32(dst), m(loc)),
-        Instr::Mov { dst, src: Operand::Imm(v) } => a.mov(r32(dst), v),
-        Instr::Mov { dst, src: Operand::Reg(r) } => a.mov(r32(dst), r32(r)),
+        Instr::Mov {
+            dst,
+            src: Operand::Imm(v),
+        } => a.mov(r32(dst), v),
+        Instr::Mov {
+            dst,
+            src: Operand::Reg(r),
+        } => a.mov(r32(dst), r32(r)),
         Instr::Mfence => a.mfence(),
         // XCHG with memory is locked without a prefix; emitting none keeps the encoding the
         // one compilers use, so a monitor must recognise it as a locked instruction.
         Instr::Xchg { loc, reg } => a.xchg(m(loc), r32(reg)),
-        Instr::LockAdd { loc, src: Operand::Imm(v) } => a.lock().add(m(loc), v),
-        Instr::LockAdd { loc, src: Operand::Reg(r) } => a.lock().add(m(loc), r32(r)),
+        Instr::LockAdd {
+            loc,
+            src: Operand::Imm(v),
+        } => a.lock().add(m(loc), v),
+        Instr::LockAdd {
+            loc,
+            src: Operand::Reg(r),
+        } => a.lock().add(m(loc), r32(r)),
         Instr::LockInc { loc } => a.lock().inc(m(loc)),
         Instr::LockXadd { loc, reg } => a.lock().xadd(m(loc), r32(reg)),
         Instr::LockCmpxchg { loc, reg } => a.lock().cmpxchg(m(loc), r32(reg)),

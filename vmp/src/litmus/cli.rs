@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 
 use super::interleave::InterleaveMachine;
-use super::{
-    assemble, parse, sc, tso, Layout, LitmusMachine, Outcome, DEFAULT_STATE_LIMIT,
-};
+use super::{assemble, parse, sc, tso, Layout, LitmusMachine, Outcome, DEFAULT_STATE_LIMIT};
 
 /// Which machine produces the histogram.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +22,9 @@ pub enum MachineKind {
 fn machine(kind: MachineKind) -> Result<Box<dyn LitmusMachine>> {
     match kind {
         MachineKind::Interleave => Ok(Box::new(InterleaveMachine)),
-        MachineKind::Smp => bail!("the smp machine is not part of this build (use --machine interleave)"),
+        MachineKind::Smp => {
+            bail!("the smp machine is not part of this build (use --machine interleave)")
+        }
         MachineKind::Oracle => unreachable!("the oracle runs no code"),
     }
 }
@@ -70,7 +70,11 @@ pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
     let mut forbidden_seen = false;
     if kind == MachineKind::Oracle {
         for o in &allowed {
-            let tag = if sc_set.contains(o) { "" } else { "  (TSO only)" };
+            let tag = if sc_set.contains(o) {
+                ""
+            } else {
+                "  (TSO only)"
+            };
             writeln!(text, "  {o}{tag}")?;
         }
     } else {
@@ -97,7 +101,11 @@ pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
             writeln!(
                 text,
                 "Observed: condition {} on this machine",
-                if c.holds(&seen) { "validated" } else { "not validated" }
+                if c.holds(&seen) {
+                    "validated"
+                } else {
+                    "not validated"
+                }
             )?;
         }
     }
@@ -106,7 +114,11 @@ pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
             text,
             "Oracle: {} is {} under x86-TSO ({})",
             super::print::condition(c),
-            if c.holds(&allowed) { "validated" } else { "not validated" },
+            if c.holds(&allowed) {
+                "validated"
+            } else {
+                "not validated"
+            },
             if c.holds(&allowed) { "Ok" } else { "No" }
         )?;
     }

@@ -97,13 +97,19 @@ impl Run<'_> {
     fn step(&mut self, asm: &Assembled, cpu: usize) -> Result<bool> {
         self.switch_to(cpu)?;
         let hlt = asm.cpus[cpu].hlt_at as u64;
-        let eip = self.uc.reg_read(RegisterX86::EIP).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let eip = self
+            .uc
+            .reg_read(RegisterX86::EIP)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if eip != hlt {
             self.uc
                 .emu_start(eip, hlt, 0, 1)
                 .map_err(|e| anyhow::anyhow!("P{cpu} at {eip:#x}: {e:?}"))?;
         }
-        let eip = self.uc.reg_read(RegisterX86::EIP).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let eip = self
+            .uc
+            .reg_read(RegisterX86::EIP)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok(eip == hlt)
     }
 
@@ -127,7 +133,10 @@ pub fn run(asm: &Assembled, schedule: &Schedule) -> Result<Outcome> {
     let mut tick = |r: &mut Run, cpu: usize, done: &mut [bool]| -> Result<()> {
         steps += 1;
         if steps > MAX_STEPS {
-            bail!("{}: P{cpu} did not reach hlt within {MAX_STEPS} steps", asm.name);
+            bail!(
+                "{}: P{cpu} did not reach hlt within {MAX_STEPS} steps",
+                asm.name
+            );
         }
         done[cpu] = r.step(asm, cpu)?;
         Ok(())
@@ -140,7 +149,10 @@ pub fn run(asm: &Assembled, schedule: &Schedule) -> Result<Outcome> {
                     tick(&mut r, cpu, &mut done)?;
                 }
             }
-            anyhow::ensure!(done.iter().all(|d| *d), "the schedule leaves a processor unrun");
+            anyhow::ensure!(
+                done.iter().all(|d| *d),
+                "the schedule leaves a processor unrun"
+            );
         }
         Schedule::Random(seed) => {
             let mut rng = ChaCha8Rng::seed_from_u64(*seed);

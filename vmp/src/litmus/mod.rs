@@ -86,19 +86,42 @@ pub enum Operand {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Instr {
     /// `MOV [loc],src`: a plain store, buffered under TSO.
-    Store { loc: Loc, src: Operand },
+    Store {
+        loc: Loc,
+        src: Operand,
+    },
     /// `MOV dst,[loc]`.
-    Load { dst: Reg, loc: Loc },
+    Load {
+        dst: Reg,
+        loc: Loc,
+    },
     /// `MOV dst,src` between registers/immediates: no memory access.
-    Mov { dst: Reg, src: Operand },
+    Mov {
+        dst: Reg,
+        src: Operand,
+    },
     Mfence,
     /// `XCHG [loc],reg`: locked by definition on x86.
-    Xchg { loc: Loc, reg: Reg },
-    LockAdd { loc: Loc, src: Operand },
-    LockInc { loc: Loc },
-    LockXadd { loc: Loc, reg: Reg },
+    Xchg {
+        loc: Loc,
+        reg: Reg,
+    },
+    LockAdd {
+        loc: Loc,
+        src: Operand,
+    },
+    LockInc {
+        loc: Loc,
+    },
+    LockXadd {
+        loc: Loc,
+        reg: Reg,
+    },
     /// `LOCK CMPXCHG [loc],reg`: if `[loc] == EAX` then `[loc] = reg` else `EAX = [loc]`.
-    LockCmpxchg { loc: Loc, reg: Reg },
+    LockCmpxchg {
+        loc: Loc,
+        reg: Reg,
+    },
 }
 
 impl Instr {

@@ -70,7 +70,12 @@ fn parse_value(s: &str, line: usize) -> Result<u32, ParseError> {
     } else {
         t.parse::<u32>()
     };
-    r.or_else(|_| err(line, format!("expected a 32-bit integer, found `{}`", s.trim())))
+    r.or_else(|_| {
+        err(
+            line,
+            format!("expected a 32-bit integer, found `{}`", s.trim()),
+        )
+    })
 }
 
 fn is_ident(s: &str) -> bool {
@@ -133,7 +138,10 @@ fn parse_operand(s: &str, line: usize) -> Result<Opnd, ParseError> {
     if t.starts_with('$') || t.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
         return Ok(Opnd::Imm(parse_value(t, line)?));
     }
-    err(line, format!("unsupported operand `{t}` (use [loc], a register or $value)"))
+    err(
+        line,
+        format!("unsupported operand `{t}` (use [loc], a register or $value)"),
+    )
 }
 
 /// One instruction cell; locations are interned through `loc`.
@@ -266,7 +274,8 @@ impl CondParser<'_> {
     fn next(&mut self) -> Result<String, ParseError> {
         let t = self.toks.get(self.pos).map(|(_, t)| t.clone());
         self.pos += 1;
-        t.ok_or(()).or_else(|_| err(self.last_line, "condition ends too early"))
+        t.ok_or(())
+            .or_else(|_| err(self.last_line, "condition ends too early"))
     }
     fn expect(&mut self, want: &str) -> Result<(), ParseError> {
         let line = self.line();
@@ -342,7 +351,12 @@ fn parse_condition(lines: &[(usize, &str)], ncpu: usize) -> Result<Condition, Pa
             p.pos += 1;
             Quantifier::NotExists
         }
-        other => return err(line, format!("expected exists, ~exists or forall, found `{other}`")),
+        other => {
+            return err(
+                line,
+                format!("expected exists, ~exists or forall, found `{other}`"),
+            )
+        }
     };
     let prop = p.or()?;
     if let Some(t) = p.peek() {
@@ -379,7 +393,10 @@ pub fn parse(src: &str) -> Result<Litmus, ParseError> {
             break;
         }
         if !(l.starts_with('"') || l.contains('=')) {
-            return err(ln, format!("expected the initial state `{{ ... }}`, found `{l}`"));
+            return err(
+                ln,
+                format!("expected the initial state `{{ ... }}`, found `{l}`"),
+            );
         }
         it.next();
     }
@@ -417,7 +434,10 @@ pub fn parse(src: &str) -> Result<Litmus, ParseError> {
     }
     let ncpu = names.len();
     if ncpu > MAX_THREADS {
-        return err(hln, format!("at most {MAX_THREADS} processors are supported"));
+        return err(
+            hln,
+            format!("at most {MAX_THREADS} processors are supported"),
+        );
     }
     let mut locs: BTreeSet<String> = BTreeSet::new();
     // Instruction rows: parsed after all locations are known (locations are sorted by name).
@@ -447,7 +467,10 @@ pub fn parse(src: &str) -> Result<Litmus, ParseError> {
         rows.push((ln, cells));
     }
     if rows.len() > MAX_INSTRS {
-        return err(hln, format!("at most {MAX_INSTRS} instruction rows are supported"));
+        return err(
+            hln,
+            format!("at most {MAX_INSTRS} instruction rows are supported"),
+        );
     }
     // First pass over the instructions: collect location names.
     for (ln, cells) in &rows {
@@ -482,7 +505,10 @@ pub fn parse(src: &str) -> Result<Litmus, ParseError> {
     for (ln, text) in &init_text {
         for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((lhs, rhs)) = item.split_once('=') else {
-                return err(*ln, format!("expected `name=value` in the initial state, found `{item}`"));
+                return err(
+                    *ln,
+                    format!("expected `name=value` in the initial state, found `{item}`"),
+                );
             };
             let obs = parse_observable(lhs, *ln, ncpu)?;
             inits.push((*ln, obs, parse_value(rhs, *ln)?));

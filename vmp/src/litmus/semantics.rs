@@ -62,8 +62,6 @@ pub fn written_reg(i: &Instr) -> Option<Reg> {
         Instr::Load { dst, .. } | Instr::Mov { dst, .. } => Some(dst),
         Instr::Xchg { reg, .. } | Instr::LockXadd { reg, .. } => Some(reg),
         Instr::LockCmpxchg { .. } => Some(Reg::Eax),
-        Instr::Store { .. } | Instr::Mfence | Instr::LockAdd { .. } | Instr::LockInc { .. } => {
-            None
-        }
+        Instr::Store { .. } | Instr::Mfence | Instr::LockAdd { .. } | Instr::LockInc { .. } => None,
     }
 }
