@@ -405,9 +405,9 @@ fn getpid_real() -> Result<ExperimentOutput> {
          ring-0 SS load that unicorn refuses at CPL 3; the monitor drops CR0.PE for one SS load, and each \
          PE toggle flushes QEMU's TLB and jump cache (about 40% of native time in a perf profile). `vmp` \
          never changes the real CPL (guest kernel and user both run at ring 3), so it avoids that cost \
-         and comes out faster; `vmp` also fills unicorn's TLB itself while the guest has paging off, \
-         which keeps guest stores to data pages on the fast path, while `native` keeps the processor's \
-         own page walk (the guest may enable paging behind the monitor's back there); \
+         and comes out faster; both configurations fill unicorn's TLB the same way while the guest has \
+         paging off (guest stores to data pages stay on the fast path; `native` follows the guest's \
+         own `mov cr0` through hooks), so the TLB path is like for like; \
          host_getpid_wall_s is the real-machine reference"
             .into(),
     );
