@@ -6,7 +6,7 @@
 //!    (`CPUX86State::old_exception`) is never reset: after one handled #GP the next arrives as #DF and
 //!    the third ends emulation (unicorn issues #578, #1883). [`ExceptionReset`] clears it by saving
 //!    the CPU context, patching that field to -1 and restoring, as QEMU's own delivery path does.
-//!    The field's offset inside the context is found once, empirically (see [`find_offset`]), rather
+//!    The field's offset inside the context is found once, empirically (see `find_offset`), rather
 //!    than hard-coded from one build's struct layout.
 
 use std::sync::OnceLock;
