@@ -3,7 +3,9 @@
 //! whether x86-TSO permits it. Written here in the documented subset of herd's syntax.
 //!
 //! Shapes checked against herdtools7's `catalogue/x86/tests/` (via the search tool): MP, LB, 2+2W,
-//! S, SB, SB+mfences, SB+mfence+po, R, R+po+mfence. WRC, IRIW, WWC, RWC, RWC+po+mfence follow
+//! S, SB, SB+mfences, SB+mfence+po, R, R+po+mfence; MP, LB, SB and WRC (as the SDM's examples
+//! 8-1, 8-2, 8-3 and 8-6, with verdicts) also against Sewell et al., CACM 53(7) 2010, p. 96
+//! (mags.acm.org/communications/201007/?pg=96). IRIW, WWC, RWC, RWC+po+mfence follow
 //! the standard shapes of the x86-TSO papers (Owens, Sarkar & Sewell 2009; Sewell et al., CACM
 //! 2010); n6 is the test of that name from Owens et al.; `iriw-internal` is the
 //! store-forwarding variant of IRIW with each writer reading its own write first (Intel SDM
