@@ -48,3 +48,22 @@ fn monitor_time_is_linear_in_counted_events() {
     assert!((d - t.ptrace_call_s).abs() < 1e-15);
     assert_eq!(two.since(&one), one);
 }
+
+/// The band over the documented ptrace variants brackets the base model, and the report says why
+/// the paper lies above it.
+#[test]
+fn experiment_reports_band_and_explanation() {
+    let out = getpid(Mode::Sim).unwrap();
+    let m = &out.metrics;
+    let (lo, hi, vm) = (m["vm_s_band_min"], m["vm_s_band_max"], m["vm_s"]);
+    assert!(
+        lo <= vm * (1.0 + 1e-9) && vm <= hi && lo < hi,
+        "{lo} {vm} {hi}"
+    );
+    assert!((m["vm_s_variant_base"] - vm).abs() < 1e-9 * vm);
+    let (xlo, xhi) = (m["overhead_x_band_min"], m["overhead_x_band_max"]);
+    assert!(xlo <= m["overhead_x"] * (1.0 + 1e-9) && m["overhead_x"] <= xhi);
+    assert!(out.explained["vm_s"].contains("the band's top"));
+    assert!(out.explained.contains_key("overhead_x"));
+    assert_eq!(out.paper["vm_s"], 0.54);
+}

@@ -179,7 +179,7 @@ impl MonitorBreakdown {
 
 impl TrapCostModel {
     /// One stop/resume round trip of the VM process: signal, two context switches, `waitpid`.
-    fn round_trip_s(&self) -> f64 {
+    pub fn round_trip_s(&self) -> f64 {
         self.signal_s + 2.0 * self.context_switch_s + self.syscall_s
     }
 

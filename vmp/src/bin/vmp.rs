@@ -49,6 +49,16 @@ enum Cmd {
         #[command(flatten)]
         opts: Opts,
     },
+    /// Run a litmus test (herd x86 syntax): outcome histogram and the x86-TSO oracle's verdict;
+    /// exits 1 if the machine produced an outcome x86-TSO forbids.
+    Litmus {
+        file: PathBuf,
+        /// Runs (one seed each) on the chosen machine.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        #[arg(long, value_enum, default_value = "interleave")]
+        machine: gridbed_vmp::litmus::cli::MachineKind,
+    },
 }
 
 #[derive(clap::Args)]
@@ -76,6 +86,17 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let (progs, opts): (Vec<UserProgram>, Opts) = match cli.cmd {
+        Cmd::Litmus {
+            file,
+            seeds,
+            machine,
+        } => {
+            let src = gridbed_vmp::litmus::cli::read_source(&file)?;
+            let r = gridbed_vmp::litmus::cli::run(&src, seeds, machine)
+                .with_context(|| file.display().to_string())?;
+            print!("{}", r.text);
+            return Ok(ExitCode::from(u8::from(r.forbidden_seen)));
+        }
         Cmd::Run { file, opts } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

@@ -31,13 +31,24 @@ impl BlockInfo {
     }
 }
 
-#[derive(Default)]
+/// A key no translation block has (blocks are never 4 GiB long): marks an empty front slot,
+/// so a lookup is one compare with no emptiness test.
+const EMPTY: Key = (u32::MAX, u32::MAX);
+
 pub struct BlockCache {
-    front: Vec<Option<(Key, BlockInfo)>>,
+    /// Fixed size, indexed by a masked hash: the compiler drops the bounds check.
+    front: Box<[(Key, BlockInfo); FRONT]>,
     #[allow(clippy::disallowed_types)] // fixed hasher, lookups only (see the import)
     all: HashMap<Key, Rc<[u16]>, BuildHasherDefault<BlockKeyHasher>>,
 }
 
+impl Default for BlockCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline(always)]
 fn slot(key: Key) -> usize {
     ((key.0 ^ (key.0 >> 8) ^ key.1) as usize) & (FRONT - 1)
 }
@@ -45,23 +56,35 @@ fn slot(key: Key) -> usize {
 impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
-            front: vec![None; FRONT],
+            front: Box::new([(EMPTY, BlockInfo::default()); FRONT]),
             #[allow(clippy::disallowed_types)] // fixed hasher, lookups only (see the import)
             all: HashMap::default(),
         }
     }
 
-    /// Count and last offset of the block at `addr` with `size` bytes, if seen before.
+    /// Count and last offset of the block at `addr` with `size` bytes, if seen before. Runs on
+    /// every executed block, so the front-table hit is kept inline at the caller.
+    #[inline(always)]
     pub fn info(&mut self, addr: u32, size: u32) -> Option<BlockInfo> {
         let key = (addr, size);
-        let s = slot(key);
-        if let Some((k, v)) = &self.front[s] {
-            if *k == key {
-                return Some(*v);
-            }
+        let (k, v) = self.front[slot(key)];
+        if k == key {
+            return Some(v);
         }
+        self.info_slow(key)
+    }
+
+    /// The front-table entry for the block, if it holds it (no fallback to the map).
+    #[inline(always)]
+    pub fn front_hit(&self, addr: u32, size: u32) -> Option<BlockInfo> {
+        let (k, v) = self.front[slot((addr, size))];
+        (k == (addr, size)).then_some(v)
+    }
+
+    #[inline(never)]
+    fn info_slow(&mut self, key: Key) -> Option<BlockInfo> {
         let v = BlockInfo::of(self.all.get(&key)?);
-        self.front[s] = Some((key, v));
+        self.front[slot(key)] = (key, v);
         Some(v)
     }
 
@@ -73,13 +96,13 @@ impl BlockCache {
     pub fn insert(&mut self, addr: u32, size: u32, offsets: Rc<[u16]>) -> BlockInfo {
         let key = (addr, size);
         let info = BlockInfo::of(&offsets);
-        self.front[slot(key)] = Some((key, info));
+        self.front[slot(key)] = (key, info);
         self.all.insert(key, offsets);
         info
     }
 
     pub fn clear(&mut self) {
-        self.front.iter_mut().for_each(|e| *e = None);
+        self.front.iter_mut().for_each(|e| e.0 = EMPTY);
         self.all.clear();
     }
 
@@ -88,8 +111,8 @@ impl BlockCache {
         let inside = |a: u32| a >= start && a < end;
         self.all.retain(|(a, _), _| !inside(*a));
         for e in self.front.iter_mut() {
-            if e.as_ref().is_some_and(|((a, _), _)| inside(*a)) {
-                *e = None;
+            if e.0 != EMPTY && inside(e.0 .0) {
+                e.0 = EMPTY;
             }
         }
     }

@@ -7,7 +7,7 @@ use iced_x86::{Decoder, DecoderOptions};
 use unicorn_engine::{uc_error, HookType, MemType, RegisterX86 as X, Unicorn};
 use unicorn_engine_sys as sys;
 
-use super::blocks::CurBlock;
+use super::blocks::{BlockInfo, CurBlock};
 use super::{deliver, emulate, regs, Config, Monitor};
 use crate::error::{Result, VmpError};
 use crate::layout::{MONITOR_BASE, MONITOR_SIZE, PORT_PIC_EOI, RAM_BASE, RAM_TOP};
@@ -145,7 +145,29 @@ fn add_raw_block_hook(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
 extern "C" fn block_proxy(uc: *mut sys::uc_engine, addr: u64, size: u32, ud: *mut c_void) {
     // SAFETY: see `add_raw_block_hook`; no other reference to the monitor is live in a hook.
     let m = unsafe { &mut *ud.cast::<Monitor>() };
-    if on_block(m, addr as u32, size, uc) {
+    let addr = addr as u32;
+    // The common case — a known block, no REP re-entry, no stop due — touches a few fields and
+    // makes no call, so it needs no stack frame; everything else takes `block_slow`.
+    if let Some(info) = m.block_cache.front_hit(addr, size) {
+        let retired = m.retired + m.cur_block.count as u64;
+        if m.last_insn != addr && retired < m.stop_at {
+            m.retired = retired;
+            m.last_insn = addr + info.last_offset as u32;
+            m.cur_block = CurBlock {
+                start: addr,
+                size,
+                count: info.count,
+            };
+            m.io_cursor = None;
+            return;
+        }
+    }
+    block_slow(m, addr, size, uc)
+}
+
+#[inline(never)]
+fn block_slow(m: &mut Monitor, addr: u32, size: u32, uc: *mut sys::uc_engine) {
+    if on_block(m, addr, size, uc) {
         // SAFETY: stopping the engine that is calling us is what uc_emu_stop is for.
         unsafe {
             sys::uc_emu_stop(uc);
@@ -158,11 +180,7 @@ extern "C" fn block_proxy(uc: *mut sys::uc_engine, addr: u64, size: u32, ud: *mu
 fn on_block(m: &mut Monitor, addr: u32, size: u32, uc: *mut sys::uc_engine) -> bool {
     let info = match m.block_cache.info(addr, size) {
         Some(i) => i,
-        None => {
-            let (o, reps) = block_offsets(m, uc, addr, size);
-            m.rep_string_at.extend(reps);
-            m.block_cache.insert(addr, size, o)
-        }
+        None => new_block(m, uc, addr, size),
     };
     // QEMU runs each further iteration of a REP string instruction as a new block starting at it;
     // architecturally it is still the one instruction already counted.
@@ -183,6 +201,15 @@ fn on_block(m: &mut Monitor, addr: u32, size: u32, uc: *mut sys::uc_engine) -> b
     };
     m.io_cursor = None;
     false
+}
+
+/// First execution of a block: decode it and remember its offsets (kept out of the hot path).
+#[cold]
+#[inline(never)]
+fn new_block(m: &mut Monitor, uc: *mut sys::uc_engine, addr: u32, size: u32) -> BlockInfo {
+    let (o, reps) = block_offsets(m, uc, addr, size);
+    m.rep_string_at.extend(reps);
+    m.block_cache.insert(addr, size, o)
 }
 
 /// Offsets of the instructions of a translation block, decoded with iced-x86, and the addresses of

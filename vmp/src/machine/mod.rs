@@ -184,8 +184,14 @@ impl Machine {
         let reset = ExceptionReset::new(&uc)?;
         uc.get_data_mut().reset = Some(reset);
         hooks::install(&mut uc)?;
-        if config == Config::Vmp {
-            vtlb::install(&mut uc)?;
+        vtlb::install(&mut uc)?;
+        if config == Config::Native {
+            let (start, end) = image.kernel_text;
+            if start < end {
+                let mut text = vec![0u8; (end - start) as usize];
+                uc.mem_read(start as u64, &mut text)?;
+                vtlb::hook_cr0_writes(&mut uc, start, &text)?;
+            }
         }
         let mut m = Machine { uc };
         m.boot(image.entry)?;

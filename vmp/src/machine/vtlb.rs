@@ -10,14 +10,34 @@
 //! translation, same faults, but stores to those pages go fast after the first. Code pages keep
 //! execute (their stores must stay slow so self-modifying code is seen). When the guest enables
 //! paging the processor's own page walk takes over again (`set_paging`).
+//!
+//! `native` uses the same fill, so `vmp` and `native` run the guest on the same fast path. There
+//! the guest writes CR0 itself, so every `mov cr0, r32` of its kernel text gets a hook that
+//! switches the fill before the write takes effect (`hook_cr0_writes`); a paging switch made
+//! anywhere else is caught in the fill hook and stops the run with an error instead of running
+//! with a wrong translation.
 
-use unicorn_engine::{MemType, Prot, TlbEntry, TlbType, Unicorn};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+use unicorn_engine::{MemType, Prot, RegisterX86 as X, TlbEntry, TlbType, Unicorn};
 
-use super::Monitor;
-use crate::error::Result;
+use super::{regs, Config, Monitor};
+use crate::error::{Result, VmpError};
+
+const CR0_PG: u32 = 0x8000_0000;
 
 pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
     uc.add_tlb_hook(0, u64::MAX, |uc, addr, ty| {
+        if uc.get_data().config == Config::Native
+            && regs::get(uc, X::CR0).is_ok_and(|cr0| cr0 & CR0_PG != 0)
+        {
+            // Paging came on without passing a hooked `mov cr0`: the identity fill would be
+            // wrong, so stop with an error rather than translate.
+            uc.get_data_mut().fail(VmpError::Engine(format!(
+                "native guest enabled paging outside its scanned kernel text (fill at {addr:#x})"
+            )));
+            let _ = uc.emu_stop();
+            return None;
+        }
         let data = ty != MemType::FETCH && uc.get_data().ram.is_data_only(addr);
         Some(TlbEntry {
             paddr: addr,
@@ -36,5 +56,42 @@ pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
 pub(super) fn set_paging(uc: &mut Unicorn<'_, Monitor>, on: bool) -> Result<()> {
     uc.ctl_set_tlb_type(if on { TlbType::CPU } else { TlbType::VIRTUAL })?;
     uc.ctl_flush_tlb()?;
+    Ok(())
+}
+
+/// `native`: hooks every `mov cr0, r32` in `text` (the guest kernel's code at `base`) so the TLB
+/// fill follows the paging bit the instruction is about to write.
+pub(super) fn hook_cr0_writes(
+    uc: &mut Unicorn<'static, Monitor>,
+    base: u32,
+    text: &[u8],
+) -> Result<()> {
+    let mut d = Decoder::with_ip(32, text, base as u64, DecoderOptions::NONE);
+    let mut found = Vec::new();
+    while d.can_decode() {
+        let i = d.decode();
+        if i.mnemonic() == Mnemonic::Mov
+            && i.op0_kind() == OpKind::Register
+            && i.op0_register() == Register::CR0
+        {
+            found.push((i.ip32(), i.op1_register()));
+        }
+    }
+    for (addr, src) in found {
+        uc.add_code_hook(addr as u64, addr as u64, move |uc, _, _| {
+            let switch = regs::read_iced(uc, src).and_then(|new| {
+                let old = regs::get(uc, X::CR0)?;
+                let on = new & CR0_PG != 0;
+                if on != (old & CR0_PG != 0) {
+                    set_paging(uc, on)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = switch {
+                uc.get_data_mut().fail(e);
+                let _ = uc.emu_stop();
+            }
+        })?;
+    }
     Ok(())
 }
