@@ -1,8 +1,14 @@
 //! Document 1 (Yazawa & Horiguchi): process migration is dominated by moving the address space, so
 //! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario
-//! (written against the runtime interface, so it runs on either backend) and the Figure 3 sweep.
+//! (written against the runtime interface, so it runs on either backend) and the Figure 3 sweep,
+//! and the load-driven side: per-host load monitors ([`load`]), the migration policy
+//! ([`controller`]) and its daemon ([`daemon`]), costed through [`cost::MigrationCost`].
 
 pub mod bandwidth;
+pub mod controller;
+pub mod cost;
+pub mod daemon;
+pub mod load;
 
 use std::time::Duration;
 
