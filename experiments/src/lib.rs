@@ -1,5 +1,6 @@
 //! The `experiment` runner: the registry of experiments, rendering, the report and replay.
 
+pub mod migration;
 pub mod migration_bandwidth;
 pub mod registry;
 pub mod render;

@@ -5,6 +5,7 @@
 //! ([`controller`]) and its daemon ([`daemon`]), costed through [`cost::MigrationCost`].
 
 pub mod bandwidth;
+pub mod bsp;
 pub mod controller;
 pub mod cost;
 pub mod daemon;
