@@ -10,6 +10,7 @@ pub mod controller;
 pub mod cost;
 pub mod daemon;
 pub mod load;
+pub mod sharing;
 
 use std::time::Duration;
 
