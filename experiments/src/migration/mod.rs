@@ -2,3 +2,4 @@
 //! (Figure 1) and the placement-vs-migration question of its reference [1] (Eager et al. 1988).
 
 pub mod contention;
+pub mod eager;

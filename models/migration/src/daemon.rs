@@ -206,7 +206,7 @@ mod tests {
             min_residence_s: 0.0,
         });
         let from = Addr::new(HostId(1), 41);
-        assert!(!handle(&mut ctl, Duration::ZERO, from, &[b'X']));
+        assert!(!handle(&mut ctl, Duration::ZERO, from, b"X"));
         assert!(!handle(&mut ctl, Duration::ZERO, from, &[]));
         // A progress report claiming another host is refused.
         assert!(!handle(&mut ctl, Duration::ZERO, from, &p.encode()));

@@ -136,9 +136,20 @@ struct Host {
     queue: BTreeSet<(OrdF64, u64)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+/// An f64 ordered by `total_cmp`, for keys of ordered sets.
+#[derive(Clone, Copy, Debug)]
 struct OrdF64(f64);
+impl PartialEq for OrdF64 {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
 impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for OrdF64 {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)
@@ -260,7 +271,7 @@ pub fn simulate(cfg: &Config) -> Outcome {
         hosts: (0..cfg.hosts.max(1)).map(|_| Host::default()).collect(),
         jobs: BTreeMap::new(),
         in_transit: BTreeSet::new(),
-        probe_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_0f_0be5_u64),
+        probe_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005e_ed0f_0be5_u64),
         pull_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_11ed_u64),
         done: 0,
         sum_response: 0.0,
