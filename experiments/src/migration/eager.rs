@@ -4,7 +4,7 @@
 //! processor-sharing model of `gridbed_migration::sharing`.
 
 use gridbed_migration::sharing::{simulate, Config, Demand, Outcome, Policy};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
+use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,6 +178,18 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentO
     let demands = p.demands();
     let mut figures = Vec::new();
     let mut conclusions = Vec::new();
+    // The model is not event-traced job by job; each run's exact result is one trace event, so a
+    // replay still detects any divergence.
+    let mut events = Vec::new();
+    let mut record = |what: String, o: &Outcome| {
+        events.push(format!(
+            "{what}: response {:016x} placements {} migrations {} counted {}",
+            o.mean_response.to_bits(),
+            o.placements,
+            o.migrations,
+            o.counted
+        ));
+    };
     for &load in &p.loads {
         let lname = fmt_num(load);
         let mut place_series = Series {
@@ -203,6 +215,11 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentO
                     .map(|&c| (c, simulate(&cfg(Policy::Migration, c))))
                     .collect(),
             };
+            record(format!("load {load} {dname} none"), &cell.none);
+            record(format!("load {load} {dname} placement"), &cell.place);
+            for (c, o) in &cell.migrate {
+                record(format!("load {load} {dname} migration cost {c}"), o);
+            }
             let x = demand.cv();
             let rel_place = cell.place.mean_response / cell.none.mean_response;
             place_series.points.push((x, rel_place));
@@ -254,6 +271,7 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentO
     out.notes.push(summarise(&conclusions, p.headline_cost));
     out.notes.push("Eager, Lazowska & Zahorjan's abstract (checked via the search tool): migratory load sharing offers modest benefits only under fairly extreme conditions and no major benefits under any. Which conditions those are (high variability of demands, low migration cost) is from recollection, not verified against the paper's text; their model, not this one, used FCFS-like hosts per Downey & Harchol-Balter's 1995 note (also recollection).".into());
     out.figures = figures;
+    out.trace = Some(TraceRecord::from_events(events));
     Ok(out)
 }
 
