@@ -115,6 +115,11 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Outcome {
     pub mean_response: f64,
+    /// Mean of response − demand: time lost to sharing the CPU and to migration (the "delay" of
+    /// Harchol-Balter & Downey).
+    pub mean_delay: f64,
+    /// Mean of response / demand.
+    pub mean_slowdown: f64,
     pub placements: u64,
     pub migrations: u64,
     pub counted: u64,
@@ -185,6 +190,8 @@ struct Sim<'a> {
     pull_rng: ChaCha8Rng,
     done: usize,
     sum_response: f64,
+    sum_slowdown: f64,
+    sum_demand: f64,
     out: Outcome,
 }
 
@@ -275,8 +282,12 @@ pub fn simulate(cfg: &Config) -> Outcome {
         pull_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_11ed_u64),
         done: 0,
         sum_response: 0.0,
+        sum_slowdown: 0.0,
+        sum_demand: 0.0,
         out: Outcome {
             mean_response: f64::NAN,
+            mean_delay: f64::NAN,
+            mean_slowdown: f64::NAN,
             placements: 0,
             migrations: 0,
             counted: 0,
@@ -340,7 +351,10 @@ pub fn simulate(cfg: &Config) -> Outcome {
                 let job = sim.jobs.remove(&id).expect("live");
                 sim.done += 1;
                 if sim.done > cfg.warmup {
-                    sim.sum_response += sim.now - job.arrival;
+                    let response = sim.now - job.arrival;
+                    sim.sum_response += response;
+                    sim.sum_demand += job.demand;
+                    sim.sum_slowdown += response / job.demand;
                     sim.out.counted += 1;
                 }
                 sim.pull(h);
@@ -358,7 +372,10 @@ pub fn simulate(cfg: &Config) -> Outcome {
             }
         }
     }
-    sim.out.mean_response = sim.sum_response / sim.out.counted.max(1) as f64;
+    let counted = sim.out.counted.max(1) as f64;
+    sim.out.mean_response = sim.sum_response / counted;
+    sim.out.mean_delay = (sim.sum_response - sim.sum_demand) / counted;
+    sim.out.mean_slowdown = sim.sum_slowdown / counted;
     sim.out
 }
 
