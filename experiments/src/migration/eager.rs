@@ -1,5 +1,5 @@
 //! eager-1988: does migrating running processes add to what initial placement already gives?
-//! (Eager, Lazowska & Zahorjan, SIGMETRICS 1988, document 1's reference [1].) Mean response time
+//! (Eager, Lazowska & Zahorjan, SIGMETRICS 1988, document 1's reference \[1\].) Mean response time
 //! relative to no load sharing, swept over demand variability, load and migration cost, on the
 //! processor-sharing model of `gridbed_migration::sharing`.
 

@@ -82,6 +82,11 @@ impl Probe {
         }
     }
 
+    /// Whether the probe found itself on a real backend and calibrated its busy loop.
+    pub fn calibrated(&self) -> bool {
+        self.spin_iters > 0
+    }
+
     /// Runs one probe on `host` and returns the sample.
     pub async fn sample(&mut self, host: &HostRef) -> LoadSample {
         let cycles = (self.cfg.probe_s * host.cpu_hz()).max(1.0) as u64;

@@ -1,5 +1,5 @@
 //! Load sharing with and without migration of running processes: the question of Eager, Lazowska
-//! & Zahorjan (SIGMETRICS 1988), document 1's reference [1], as a discrete-event model.
+//! & Zahorjan (SIGMETRICS 1988), document 1's reference \[1\], as a discrete-event model.
 //!
 //! N identical hosts, each a processor-sharing server (a time-shared UNIX CPU, as in
 //! Harchol-Balter & Downey 1996 and in `gridbed-sim`'s CPU model), speed 1, each with Poisson

@@ -51,3 +51,35 @@ fn probe_counts_other_users_jobs() {
     let (_, one) = measured(1);
     assert!((one - 2.0).abs() < 0.01, "probe + one job: {one}");
 }
+
+/// Real mode: `compute` returns at once, so the probe must notice, calibrate its busy loop and
+/// from then on spend about its nominal length of real CPU time per sample.
+#[test]
+fn real_probe_calibrates_and_spins() {
+    use gridbed_migration::load::Probe;
+    use std::time::Duration;
+    let probe_s = 0.005;
+    let (calibrated, runnable, spun_s) =
+        gridbed_real::run_local(1, Duration::from_secs(30), move |cluster| {
+            Box::pin(async move {
+                let host = cluster.hosts()[0].clone();
+                let mut probe = Probe::new(ProbeConfig {
+                    period_s: 0.1,
+                    probe_s,
+                });
+                probe.sample(&host).await;
+                let t0 = host.now();
+                let s = probe.sample(&host).await;
+                (
+                    probe.calibrated(),
+                    s.runnable,
+                    (host.now() - t0).as_secs_f64(),
+                )
+            })
+        })
+        .unwrap();
+    assert!(calibrated);
+    assert!(runnable.is_finite() && runnable >= 1.0, "{runnable}");
+    // The loop ran: at least a fraction of the nominal length, whatever else the machine runs.
+    assert!(spun_s >= probe_s * 0.3, "{spun_s}");
+}
