@@ -175,7 +175,8 @@ pub fn start_restart_daemon(host: HostRef, job: Arc<BspJob>, log: MigrationLog) 
 /// Sends the controller this rank's position and remaining work.
 async fn report(host: &HostRef, job: &BspJob, st: &RankState) {
     let Some(ctl) = job.controller else { return };
-    let left = u64::from(job.iterations - st.iter - 1) * job.compute_cycles + st.remaining_cycles;
+    let left = u64::from(job.iterations.saturating_sub(st.iter + 1)) * job.compute_cycles
+        + st.remaining_cycles;
     let p = Progress {
         process: st.rank,
         host: host.id(),
