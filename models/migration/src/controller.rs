@@ -10,6 +10,9 @@
 //! - the predicted gain, remaining work × the difference in competitors, exceeds the predicted
 //!   migration cost (image transfer + restart, from [`MigrationCost`]).
 //!
+//! An order the process does not carry out (lost, or the image could not be sent) is given up
+//! once the process still reports from its old host well after the move should have finished.
+//!
 //! Decisions of one round see each other: a host chosen as a destination counts its incoming
 //! process at once, so two overloaded hosts do not both pile onto the same idle one.
 
@@ -69,6 +72,9 @@ pub struct Controller {
     pub policy: Policy,
     loads: BTreeMap<HostId, f64>,
     procs: BTreeMap<u32, Managed>,
+    /// When an order in flight is given up if the process still reports from its old host (the
+    /// order or the image was lost): twice the predicted cost plus four periods.
+    deadlines: BTreeMap<u32, Duration>,
     pub decisions: Vec<Decision>,
 }
 
@@ -78,6 +84,7 @@ impl Controller {
             policy,
             loads: BTreeMap::new(),
             procs: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
             decisions: Vec::new(),
         }
     }
@@ -97,6 +104,10 @@ impl Controller {
                 if m.host != p.host {
                     m.resident_since = now;
                     m.moving_to = None;
+                    self.deadlines.remove(&p.id);
+                } else if self.deadlines.get(&p.id).is_some_and(|&d| now > d) {
+                    m.moving_to = None;
+                    self.deadlines.remove(&p.id);
                 }
                 m.host = p.host;
                 m.control = p.control;
@@ -115,6 +126,7 @@ impl Controller {
     /// Forgets a finished process.
     pub fn finished(&mut self, id: u32) {
         self.procs.remove(&id);
+        self.deadlines.remove(&id);
     }
 
     pub fn process(&self, id: u32) -> Option<&Managed> {
@@ -177,6 +189,9 @@ impl Controller {
                 cost_s,
             };
             self.procs.get_mut(&id).expect("listed").moving_to = Some(to);
+            let wait = 2.0 * cost_s + 4.0 * self.policy.period_s;
+            self.deadlines
+                .insert(id, now + Duration::from_secs_f64(wait.min(1e9)));
             self.decisions.push(d);
             out.push(d);
         }

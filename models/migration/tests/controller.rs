@@ -140,3 +140,24 @@ fn residence_bound_stops_ping_pong_under_an_oscillating_load() {
     );
     assert!(bounded <= 6, "at most one move per 10 s: {bounded}");
 }
+
+#[test]
+fn a_lost_order_is_given_up_and_the_process_managed_again() {
+    let mut c = Controller::new(policy());
+    c.report(Duration::ZERO, proc_on(0, 1, 40_000_000, 20.0));
+    sample(&mut c, 1, 3.0);
+    sample(&mut c, 2, 1.0);
+    assert_eq!(c.decide(T10, &lapi()).len(), 1);
+    // Still reporting from host 1 shortly after: the move may be under way.
+    c.report(
+        T10 + Duration::from_millis(500),
+        proc_on(0, 1, 40_000_000, 19.0),
+    );
+    assert!(c
+        .decide(T10 + Duration::from_millis(500), &lapi())
+        .is_empty());
+    // Long after the move should have ended: the order is given up and issued again.
+    let late = T10 + Duration::from_secs(5);
+    c.report(late, proc_on(0, 1, 40_000_000, 15.0));
+    assert_eq!(c.decide(late, &lapi()).len(), 1);
+}
