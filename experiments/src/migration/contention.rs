@@ -23,7 +23,9 @@ pub const TRANSPORTS: [(&str, &str, &str); 3] = [
     ("ethernet-100", "TCP / 100Base-TX", "ethernet"),
 ];
 
+/// What a researcher can change (see PARAM_SPECS for units and sources).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     pub ranks: u32,
     pub spare_hosts: u32,
@@ -420,5 +422,10 @@ mod tests {
         };
         assert!(run_with(Mode::Sim, 1, &p).is_err());
         assert!(run_with(Mode::Real, 1, &Params::default()).is_err());
+        // A misspelt parameter is an error, not a silently ignored default.
+        let mut v = serde_json::to_value(Params::default()).unwrap();
+        assert!(serde_json::from_value::<Params>(v.clone()).is_ok());
+        v["rank"] = serde_json::json!(4);
+        assert!(serde_json::from_value::<Params>(v).is_err());
     }
 }

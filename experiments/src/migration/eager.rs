@@ -7,7 +7,9 @@ use gridbed_migration::sharing::{simulate, Config, Demand, Outcome, Policy};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use serde::{Deserialize, Serialize};
 
+/// What a researcher can change (see PARAM_SPECS for units and sources).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     pub hosts: u32,
     pub loads: Vec<f64>,

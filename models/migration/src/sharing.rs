@@ -22,6 +22,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The model's random stream: the three draws it needs, over one seeded generator (swapping the
+/// generator changes only this type).
+pub struct Stream(ChaCha8Rng);
+
+impl Stream {
+    pub fn new(seed: u64) -> Self {
+        Stream(ChaCha8Rng::seed_from_u64(seed))
+    }
+    /// Uniform in (0, 1): safe under `ln`.
+    pub fn unit_open(&mut self) -> f64 {
+        self.0.gen_range(f64::EPSILON..1.0)
+    }
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0.gen_range(0..n)
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.0.gen_bool(p.clamp(0.0, 1.0))
+    }
+}
+
 /// Service-demand distribution, mean 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Demand {
@@ -33,14 +55,14 @@ pub enum Demand {
 
 impl Demand {
     /// Draws one demand.
-    pub fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
-        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+    pub fn sample(&self, rng: &mut Stream) -> f64 {
+        let u = rng.unit_open();
         match *self {
             Demand::Cv(cv) if cv <= 1.0 => -u.ln(),
             Demand::Cv(cv) => {
                 let c2 = cv * cv;
                 let p1 = 0.5 * (1.0 + ((c2 - 1.0) / (c2 + 1.0)).sqrt());
-                let rate = if rng.gen_bool(p1) {
+                let rate = if rng.chance(p1) {
                     2.0 * p1
                 } else {
                     2.0 * (1.0 - p1)
@@ -184,10 +206,10 @@ struct Sim<'a> {
     hosts: Vec<Host>,
     jobs: BTreeMap<u64, Job>,
     in_transit: BTreeSet<(OrdF64, u64, usize)>,
-    probe_rng: ChaCha8Rng,
+    probe_rng: Stream,
     /// Migration probes draw from their own stream, so placement sees the same random hosts
     /// whether or not migration is on.
-    pull_rng: ChaCha8Rng,
+    pull_rng: Stream,
     done: usize,
     sum_response: f64,
     sum_slowdown: f64,
@@ -210,7 +232,7 @@ impl Sim<'_> {
         } else {
             &mut self.probe_rng
         };
-        (h + 1 + rng.gen_range(0..n - 1)) % n
+        (h + 1 + rng.below(n - 1)) % n
     }
 
     fn place(&mut self, arrived_at: usize) -> usize {
@@ -271,15 +293,15 @@ impl Sim<'_> {
 
 /// Runs one configuration.
 pub fn simulate(cfg: &Config) -> Outcome {
-    let mut arrivals = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut arrivals = Stream::new(cfg.seed);
     let mut sim = Sim {
         cfg,
         now: 0.0,
         hosts: (0..cfg.hosts.max(1)).map(|_| Host::default()).collect(),
         jobs: BTreeMap::new(),
         in_transit: BTreeSet::new(),
-        probe_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005e_ed0f_0be5_u64),
-        pull_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_11ed_u64),
+        probe_rng: Stream::new(cfg.seed ^ 0x005e_ed0f_0be5_u64),
+        pull_rng: Stream::new(cfg.seed ^ 0x0070_11ed_u64),
         done: 0,
         sum_response: 0.0,
         sum_slowdown: 0.0,
@@ -295,7 +317,7 @@ pub fn simulate(cfg: &Config) -> Outcome {
     };
     let n = sim.hosts.len();
     let rate = cfg.load * n as f64;
-    let exp = |rng: &mut ChaCha8Rng| -rng.gen_range(f64::EPSILON..1.0f64).ln() / rate;
+    let exp = |rng: &mut Stream| -rng.unit_open().ln() / rate;
     let mut next_arrival = exp(&mut arrivals);
     let mut next_rebalance = cfg.rebalance_period;
     let mut next_id = 0u64;
@@ -329,7 +351,7 @@ pub fn simulate(cfg: &Config) -> Outcome {
         sim.now = t;
         match kind {
             0 => {
-                let at = arrivals.gen_range(0..n);
+                let at = arrivals.below(n);
                 let demand = cfg.demand.sample(&mut arrivals);
                 next_arrival = sim.now + exp(&mut arrivals);
                 let id = next_id;
@@ -401,7 +423,7 @@ mod tests {
 
     #[test]
     fn demands_have_mean_one_and_the_stated_cv() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = Stream::new(1);
         for d in [Demand::Cv(1.0), Demand::Cv(4.0)] {
             let xs: Vec<f64> = (0..400_000).map(|_| d.sample(&mut rng)).collect();
             let m = xs.iter().sum::<f64>() / xs.len() as f64;
