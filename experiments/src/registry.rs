@@ -64,6 +64,38 @@ pub fn all() -> Vec<Experiment> {
         params: Some(params_def!(crate::migration::bandwidth)),
     },
     Experiment {
+        name: "migration-contention",
+        about: "A bulk-synchronous job of P ranks; another user's job arrives on one host; iteration time with no migration, with load-driven migration over LAPI, SP-TCP and 100Base-TX, and the ideal.",
+        reproduces: "document 1, Figure 1 (the delayed process migrates to a lightly loaded node and the delay disappears); no numbers in the document",
+        modes: &[Mode::Sim],
+        run: |m, seed| {
+            use crate::migration::contention::{run_with, Params};
+            run_with(m, seed, &Params::default())
+        },
+        quick: Some(|seed| {
+            use crate::migration::contention::{run_with, Params};
+            let p = Params {
+                iterations: 12,
+                ranks: 3,
+                ..Params::default()
+            };
+            run_with(Mode::Sim, seed, &p)
+        }),
+        params: Some(params_def!(crate::migration::contention)),
+    },
+    Experiment {
+        name: "eager-1988",
+        about: "Load sharing on N processor-sharing hosts: no sharing vs threshold placement vs placement plus age-based migration, over demand CV 1-16 and a Pareto arm, load 0.5-0.9, migration cost 0-1x the mean demand.",
+        reproduces: "Eager, Lazowska & Zahorjan, SIGMETRICS 1988 (document 1's reference [1]): migration adds little beyond placement except under extreme conditions",
+        modes: &[Mode::Sim],
+        run: |m, seed| {
+            use crate::migration::eager::{run_with, Params};
+            run_with(m, seed, &Params::default())
+        },
+        quick: Some(crate::migration::eager::quick),
+        params: Some(params_def!(crate::migration::eager)),
+    },
+    Experiment {
         name: "gxp-scale",
         about: "Time to explore (self-installing login tree) and to run `hostname` on 10 to 10,000 simulated hosts behind NAT gateways; GXP's tree vs a flat fan-out of 32.",
         reproduces: "document 2, GXP: a command on 300+ nodes in 5 LANs in about 0.6 s; targets e hostname on 1000 hosts <= 0.5 s, explore <= 15 s",

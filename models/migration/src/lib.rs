@@ -1,7 +1,16 @@
 //! Document 1 (Yazawa & Horiguchi): process migration is dominated by moving the address space, so
-//! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario,
-//! written against the runtime interface so that it runs on either backend; the Figure 3 sweep
-//! that runs it is the `migration-bandwidth` experiment in `gridbed-experiments`.
+//! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario
+//! (written against the runtime interface, so it runs on either backend; the Figure 3 sweep that
+//! runs it is the `migration-bandwidth` experiment in `gridbed-experiments`) and the load-driven
+//! side: per-host load monitors ([`load`]), the migration policy ([`controller`]) and its daemon
+//! ([`daemon`]), costed through [`cost::MigrationCost`].
+
+pub mod bsp;
+pub mod controller;
+pub mod cost;
+pub mod daemon;
+pub mod load;
+pub mod sharing;
 
 use std::time::Duration;
 
