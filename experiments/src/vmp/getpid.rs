@@ -269,6 +269,10 @@ fn getpid_sim() -> Result<ExperimentOutput> {
             out.units.insert(k, "us".into());
         } else if k.starts_with("traps_per_getpid_") {
             out.units.insert(k, "traps".into());
+        } else if k.starts_with("vm_s_") {
+            out.units.insert(k, "s".into());
+        } else if k.starts_with("overhead_x_") || k.starts_with("paper_over_band_max_") {
+            out.units.insert(k, "x".into());
         }
     }
     out.trace = Some(TraceRecord::from_events(events));
