@@ -123,6 +123,33 @@ impl GuestRam {
         prot
     }
 
+    /// All of guest RAM. Only valid while unicorn is not emulating, which `&self` on the owning
+    /// machine guarantees (emulation needs `&mut`).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe the live allocation; see the method doc for aliasing.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// Stores `bytes` at guest `addr` bypassing unicorn, whatever the page's permissions: only
+    /// for filling a machine being restored, before any code has been translated. False if the
+    /// range is not inside RAM.
+    pub fn fill(&mut self, addr: u32, bytes: &[u8]) -> bool {
+        let end = addr as u64 + bytes.len() as u64;
+        if addr < RAM_BASE || end > RAM_TOP as u64 {
+            return false;
+        }
+        // SAFETY: the range lies inside the allocation (checked above); the engine is not
+        // running (the caller holds the machine mutably).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add((addr - RAM_BASE) as usize),
+                bytes.len(),
+            );
+        }
+        true
+    }
+
     /// Start of the buffer (guest address `RAM_BASE`), for [`map`].
     pub fn base(&self) -> RamBase {
         RamBase(self.ptr)
