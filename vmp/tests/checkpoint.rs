@@ -215,12 +215,21 @@ fn leaving_out_a_piece_of_state_changes_the_end() {
     };
     type Cut = Box<dyn Fn(&mut MachineState, &mut Vec<(u32, Vec<u8>)>)>;
     let cuts: Vec<(&str, Cut)> = vec![
-        ("engine context", Box::new(move |s, _| s.engine = early.engine.clone())),
+        (
+            "engine context",
+            Box::new(move |s, _| s.engine = early.engine.clone()),
+        ),
         ("virtual cpu", Box::new(|s, _| s.vcpu = Default::default())),
         ("console", Box::new(|s, _| s.dev.console.clear())),
         ("instruction clock", Box::new(|s, _| s.retired = 0)),
-        ("trap statistics", Box::new(|s, _| s.stats = TrapStats::default())),
-        ("kernel data page", Box::new(|_, p| p.retain(|(a, _)| *a != KERNEL_DATA))),
+        (
+            "trap statistics",
+            Box::new(|s, _| s.stats = TrapStats::default()),
+        ),
+        (
+            "kernel data page",
+            Box::new(|_, p| p.retain(|(a, _)| *a != KERNEL_DATA)),
+        ),
     ];
     for (what, cut) in cuts {
         let (mut s, mut p) = (state.clone(), pages.clone());

@@ -98,3 +98,60 @@ pub enum ImageError {
     #[error("{0}")]
     Machine(#[from] crate::error::VmpError),
 }
+
+/// Image directories: `DIR/image.gbi`, written to a temporary name and renamed when complete,
+/// so a failed write (no room on the disk, say) never leaves an image that looks whole.
+pub mod dir {
+    use std::fs::{self, File};
+    use std::io::{BufReader, BufWriter, Write};
+    use std::path::Path;
+
+    use super::{ImageError, ImageSummary, RestoreLimits, WriteOptions, IMAGE_FILE};
+    use crate::machine::Machine;
+
+    pub fn save(
+        m: &Machine,
+        dir: &Path,
+        console_delivered: u64,
+        opts: WriteOptions,
+    ) -> Result<u64, ImageError> {
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{IMAGE_FILE}.partial"));
+        let res = (|| {
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let n = super::write_image(m, &mut w, console_delivered, opts)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(IMAGE_FILE))?;
+            Ok(n)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn open(dir: &Path) -> Result<BufReader<File>, ImageError> {
+        let path = dir.join(IMAGE_FILE);
+        let f = File::open(&path).map_err(|e| {
+            ImageError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", path.display()),
+            ))
+        })?;
+        Ok(BufReader::with_capacity(1 << 20, f))
+    }
+
+    pub fn load(dir: &Path, limits: RestoreLimits) -> Result<(Machine, ImageSummary), ImageError> {
+        super::read_image(open(dir)?, limits)
+    }
+
+    pub fn inspect(dir: &Path) -> Result<ImageSummary, ImageError> {
+        super::inspect(open(dir)?)
+    }
+
+    /// Flushes `w`, for callers that print around image operations.
+    pub fn flush(w: &mut impl Write) {
+        let _ = w.flush();
+    }
+}

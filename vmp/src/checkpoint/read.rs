@@ -3,8 +3,8 @@
 use std::io::{ErrorKind, Read};
 
 use super::{
-    ImageError, ImageSummary, StateRecord, KIND_END, KIND_PAGE, KIND_STATE, MAGIC,
-    MAX_PAGE_RECORD, MAX_STATE_LEN, VERSION,
+    ImageError, ImageSummary, StateRecord, KIND_END, KIND_PAGE, KIND_STATE, MAGIC, MAX_PAGE_RECORD,
+    MAX_STATE_LEN, VERSION,
 };
 use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
 use crate::machine::snapshot::{Restorer, RAM_PAGES};
