@@ -126,7 +126,7 @@ fn generated(ops: &[(u8, u8, u32)]) -> UserProgram {
             2 => a.imul_2(x, y).unwrap(),
             3 => a.mov(dword_ptr(data + (v % 60) * 4), x).unwrap(),
             4 => a.add(x, dword_ptr(data + (v % 60) * 4)).unwrap(),
-            5 => a.rol(x, (v % 31) as u32).unwrap(),
+            5 => a.rol(x, v % 31).unwrap(),
             6 | 7 => {
                 for r in regs {
                     a.push(r).unwrap();

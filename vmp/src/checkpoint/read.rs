@@ -150,7 +150,7 @@ fn walk<R: Read>(
                     return Err(ImageError::Corrupt("short page record".into()));
                 }
                 let addr = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                if addr % PAGE != 0 || addr < RAM_BASE || addr >= RAM_TOP {
+                if !addr.is_multiple_of(PAGE) || !(RAM_BASE..RAM_TOP).contains(&addr) {
                     return Err(ImageError::Corrupt(format!("page address {addr:#x}")));
                 }
                 if last.is_some_and(|l| addr <= l) {

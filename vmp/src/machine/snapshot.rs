@@ -213,7 +213,7 @@ impl Machine {
     /// The bytes of the RAM page at `addr` (page-aligned, inside RAM).
     pub fn page(&self, addr: u32) -> Option<&[u8]> {
         let off = addr.checked_sub(RAM_BASE)? as usize;
-        if addr % PAGE != 0 || addr >= RAM_TOP {
+        if !addr.is_multiple_of(PAGE) || addr >= RAM_TOP {
             return None;
         }
         Some(&self.uc.get_data().ram.bytes()[off..off + PAGE as usize])
@@ -261,7 +261,7 @@ impl Restorer {
 
     /// Fills the RAM page at `addr` (page-aligned) with `bytes` (one page).
     pub fn page(&mut self, addr: u32, bytes: &[u8]) -> Result<()> {
-        if addr % PAGE != 0 || bytes.len() != PAGE as usize {
+        if !addr.is_multiple_of(PAGE) || bytes.len() != PAGE as usize {
             return Err(VmpError::BadImage(format!("bad page record at {addr:#x}")));
         }
         if !self.m.uc.get_data_mut().ram.fill(addr, bytes) {
