@@ -252,3 +252,21 @@ fn leaving_out_a_piece_of_state_changes_the_end() {
     // And the intact state does reproduce it.
     assert_eq!(finish(restore_direct(state, &pages)), reference);
 }
+
+/// Through the migration crate's trait: capture into a byte stream, restore, same end.
+#[test]
+fn migratable_round_trip_through_the_trait() {
+    use gridbed_migration::Migratable;
+    let progs = builtins().remove(1);
+    let reference = finish(boot(&progs, Config::Vmp));
+    let mut m = boot(&progs, Config::Vmp);
+    assert_eq!(m.run_for(reference.retired / 2).unwrap(), None);
+    let mut image = Vec::new();
+    let n = m.capture(&mut image).unwrap();
+    assert_eq!(n as usize, image.len());
+    let moved = Machine::restore(&mut &image[..]).unwrap();
+    assert_eq!(moved.position(), m.position());
+    assert_eq!(finish(moved), reference);
+    image.truncate(image.len() - 1);
+    assert!(Machine::restore(&mut &image[..]).is_err());
+}

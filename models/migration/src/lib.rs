@@ -3,6 +3,9 @@
 //! (written against the runtime interface, so it runs on either backend) and the Figure 3 sweep.
 
 pub mod bandwidth;
+pub mod migratable;
+
+pub use migratable::Migratable;
 
 use std::time::Duration;
 

@@ -155,3 +155,25 @@ pub mod dir {
         let _ = w.flush();
     }
 }
+
+/// The VMP guest as a migratable process: its image is this module's format.
+impl gridbed_migration::Migratable for crate::machine::Machine {
+    fn run_for(&mut self, instructions: u64) -> anyhow::Result<Option<u32>> {
+        match self.run(Some(instructions.max(1)))? {
+            crate::machine::Exit::PowerOff(code) => Ok(Some(code)),
+            crate::machine::Exit::SliceEnd => Ok(None),
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.monitor().retired
+    }
+
+    fn capture(&self, w: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        Ok(write_image(self, w, 0, WriteOptions::default())?)
+    }
+
+    fn restore(r: &mut dyn std::io::Read) -> anyhow::Result<Self> {
+        Ok(read_image(r, RestoreLimits::default())?.0)
+    }
+}
