@@ -1,9 +1,13 @@
 //! Document 1 (Yazawa & Horiguchi): process migration is dominated by moving the address space, so
 //! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario
-//! (written against the runtime interface, so it runs on either backend) and the Figure 3 sweep.
+//! (written against the runtime interface, so it runs on either backend), the Figure 3 sweep, and
+//! the migration mechanism itself: the [`Migratable`] trait a process implements and the per-host
+//! [`daemon`] that moves it (stop-and-copy, exactly once; protocol messages in [`wire`]).
 
 pub mod bandwidth;
+pub mod daemon;
 pub mod migratable;
+pub mod wire;
 
 pub use migratable::Migratable;
 

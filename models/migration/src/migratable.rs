@@ -13,6 +13,10 @@ pub trait Migratable: Sized {
     /// Instructions retired so far (where a capture taken now would resume).
     fn position(&self) -> u64;
 
+    /// Modelled processor cycles consumed so far; the mechanism charges their growth to the
+    /// host it runs on (host cycles = guest cycles).
+    fn cycles(&self) -> u64;
+
     /// Writes the whole state as a self-checking image to `w`; returns the bytes written. The
     /// process itself is unchanged and may go on running.
     fn capture(&self, w: &mut dyn Write) -> anyhow::Result<u64>;

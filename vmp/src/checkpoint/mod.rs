@@ -169,6 +169,10 @@ impl gridbed_migration::Migratable for crate::machine::Machine {
         self.monitor().retired
     }
 
+    fn cycles(&self) -> u64 {
+        self.monitor().cycles()
+    }
+
     fn capture(&self, w: &mut dyn std::io::Write) -> anyhow::Result<u64> {
         Ok(write_image(self, w, 0, WriteOptions::default())?)
     }

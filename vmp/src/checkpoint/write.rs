@@ -58,7 +58,8 @@ pub fn write_image<W: Write>(
     console_delivered: u64,
     opts: WriteOptions,
 ) -> Result<u64, ImageError> {
-    let pages = m.nonzero_pages().count() as u32;
+    let addrs: Vec<u32> = m.nonzero_pages().map(|(a, _)| a).collect();
+    let pages = addrs.len() as u32;
     let state = StateRecord {
         machine: m.capture_state()?,
         pages,
@@ -84,8 +85,11 @@ pub fn write_image<W: Write>(
     s.record(KIND_STATE, &[&enc])?;
     let mut written = 0u32;
     let mut packed = vec![0u8; lz4_flex::block::get_maximum_output_size(PAGE as usize)];
-    for (addr, page) in m.nonzero_pages() {
-        let addr = addr.to_le_bytes();
+    for &at in &addrs {
+        let page = m
+            .page(at)
+            .ok_or(ImageError::Corrupt(format!("page {at:#x}")))?;
+        let addr = at.to_le_bytes();
         let n = if opts.compress {
             lz4_flex::block::compress_into(page, &mut packed).unwrap_or(usize::MAX)
         } else {
