@@ -7,6 +7,8 @@
 pub mod bandwidth;
 pub mod daemon;
 pub mod migratable;
+pub mod paged;
+pub mod strategies;
 pub mod wire;
 
 pub use migratable::Migratable;
