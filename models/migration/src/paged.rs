@@ -11,8 +11,8 @@ pub struct PagedProcess {
     writes_done: u64,
     /// Page writes per second of running.
     pub writes_per_s: f64,
-    /// Writes until the process ends.
-    pub total_writes: u64,
+    /// Seconds of running until the process ends.
+    pub run_s: f64,
     /// Seconds of running so far (writes follow it).
     pub ran_s: f64,
     dirty: Vec<bool>,
@@ -37,7 +37,7 @@ impl PagedProcess {
             mem,
             writes_done: 0,
             writes_per_s,
-            total_writes: (writes_per_s * run_s).round() as u64,
+            run_s,
             ran_s: 0.0,
             dirty: vec![false; pages],
             present: vec![true; pages],
@@ -51,7 +51,7 @@ impl PagedProcess {
             mem: vec![0; self.mem.len()],
             writes_done: self.writes_done,
             writes_per_s: self.writes_per_s,
-            total_writes: self.total_writes,
+            run_s: self.run_s,
             ran_s: self.ran_s,
             dirty: vec![false; self.pages()],
             present: vec![false; self.pages()],
@@ -63,14 +63,13 @@ impl PagedProcess {
     }
 
     pub fn finished(&self) -> bool {
-        self.writes_done >= self.total_writes
+        self.ran_s >= self.run_s
     }
 
     /// Runs `dt` seconds: performs the writes that fall due. Stops before a write to a page
     /// this copy does not hold and returns that page (post-copy's page fault).
     pub fn run(&mut self, dt: f64) -> Result<(), usize> {
-        let due = ((self.ran_s + dt) * self.writes_per_s) as u64;
-        let due = due.min(self.total_writes);
+        let due = ((self.ran_s + dt).min(self.run_s) * self.writes_per_s) as u64;
         while self.writes_done < due {
             let h = mix(self.writes_done);
             let page = (h % self.pages() as u64) as usize;

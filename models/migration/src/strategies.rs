@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use gridbed_runtime::{Addr, ClusterRef, Host, HostId, HostRef, Mailbox};
+use gridbed_runtime::{secs, Addr, ClusterRef, Host, HostId, HostRef, Mailbox};
 
 use crate::paged::{PagedProcess, PAGE};
 
@@ -434,7 +434,23 @@ async fn destination(
         bail!("state arrived before every page");
     }
     let mut told_done = false;
-    while !p.finished() {
+    // Until the process ends and, for post-copy, until the last page is in (the source is
+    // busy until then even if the process ended first).
+    while !p.finished() || !told_done {
+        if p.finished() {
+            match inbox.try_recv() {
+                Some(m) => {
+                    absorb(&mut p, &m.payload);
+                }
+                None => host.sleep(secs(cfg.tick_s)).await,
+            }
+            if p.complete() {
+                with(shared, |s| s.complete_at = Some(host.now()));
+                let _ = host.send(STRATEGY_PORT, src, vec![T_DONE]).await;
+                told_done = true;
+            }
+            continue;
+        }
         while let Some(m) = inbox.try_recv() {
             absorb(&mut p, &m.payload);
         }
