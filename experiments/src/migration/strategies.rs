@@ -239,3 +239,42 @@ pub fn quick(seed: u64) -> anyhow::Result<ExperimentOutput> {
     };
     run_with(Mode::Sim, seed, &p)
 }
+
+/// What one migration costs, from the mechanism: migrates a process of `image_bytes` that
+/// dirties `dirty_mb_s` MiB/s from host 0 to host 1 of a fresh two-host `preset` platform with
+/// `strategy` and returns (total seconds, downtime seconds). Deterministic per `seed`.
+pub fn migration_cost(
+    preset: &str,
+    image_bytes: u64,
+    dirty_mb_s: f64,
+    strategy: Strategy,
+    seed: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let p = Params::default();
+    let (r, _) = one(
+        preset,
+        strategy,
+        image_bytes as f64 / 1048576.0,
+        dirty_mb_s,
+        seed,
+        &p,
+    )?;
+    Ok((r.total_s, r.downtime_s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_grows_with_the_image_and_stop_and_copy_matches_figure_3_bandwidth() {
+        let (t16, d16) =
+            migration_cost("sp2-lapi", 16 << 20, 0.0, Strategy::StopAndCopy, 1).unwrap();
+        let (t32, _) = migration_cost("sp2-lapi", 32 << 20, 0.0, Strategy::StopAndCopy, 1).unwrap();
+        assert!((t16 - d16).abs() < 1e-3);
+        assert!(t32 > 1.8 * t16 && t32 < 2.2 * t16, "{t16} {t32}");
+        // Figure 3: LAPI moves ~443 Mbit/s; 16 MiB then takes ~0.30 s.
+        let mbit_s = (16u64 << 20) as f64 * 8.0 / t16 / 1e6;
+        assert!((mbit_s / 443.0 - 1.0).abs() < 0.1, "{mbit_s}");
+    }
+}

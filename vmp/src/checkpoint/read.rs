@@ -160,8 +160,11 @@ fn walk<R: Read>(
                 let data = &buf[5..];
                 match buf[4] {
                     0 if data.len() == PAGE as usize => {
-                        page.copy_from_slice(data);
+                        if let Some(t) = target.as_mut() {
+                            t.page(addr, data)?;
+                        }
                         raw_pages += 1;
+                        continue;
                     }
                     1 => {
                         let n = lz4_flex::block::decompress_into(data, &mut page)
