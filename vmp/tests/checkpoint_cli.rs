@@ -136,3 +136,51 @@ fn an_image_that_cannot_be_written_leaves_nothing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("vmp: error: i/o"), "{err}");
 }
+
+/// Real mode: a guest moves between two `vmp` processes over loopback TCP; the two halves print
+/// what the uninterrupted run prints and the receiver exits with the guest's status. A receiver
+/// that is not there leaves the guest running at the source.
+#[test]
+fn guest_migrates_between_two_processes_over_loopback() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let guest = ["builtin", "fib", "--n", "14"];
+    let whole = vmp(&guest);
+    let mut rx = Command::new(env!("CARGO_BIN_EXE_vmp"))
+        .args(["receive", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(rx.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let mut args = guest.to_vec();
+    args.extend(["--migrate-at", "3000", "--migrate-to", &addr]);
+    let src = vmp(&args);
+    assert!(
+        src.status.success(),
+        "{}",
+        String::from_utf8_lossy(&src.stderr)
+    );
+    assert!(String::from_utf8_lossy(&src.stderr).contains("migrated to"));
+    let dst = rx.wait_with_output().unwrap();
+    let mut both = src.stdout.clone();
+    both.extend_from_slice(&dst.stdout);
+    assert_eq!(
+        String::from_utf8_lossy(&both),
+        String::from_utf8_lossy(&whole.stdout)
+    );
+    assert_eq!(dst.status.code(), whole.status.code());
+    // Nobody listening: the source keeps the guest and finishes it itself.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap().to_string();
+    drop(l);
+    let mut args = guest.to_vec();
+    args.extend(["--migrate-at", "3000", "--migrate-to", &dead]);
+    let alone = vmp(&args);
+    assert_eq!(alone.stdout, whole.stdout);
+    assert_eq!(alone.status.code(), whole.status.code());
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use gridbed_runtime::outcome::Mode;
-use gridbed_vmp::checkpoint::{dir, ImageSummary, RestoreLimits, WriteOptions};
+use gridbed_vmp::checkpoint::{dir, tcp, ImageError, ImageSummary, RestoreLimits, WriteOptions};
 use gridbed_vmp::guest::{elf, programs, UserProgram};
 use gridbed_vmp::layout::PAGE;
 use gridbed_vmp::run::{
@@ -65,6 +65,11 @@ enum Cmd {
     },
     /// Check a checkpoint image and show what it holds.
     Image { dir: PathBuf },
+    /// Wait on `--listen ADDR` for one guest migrated with `--migrate-to`, then run it to the end.
+    Receive {
+        #[arg(long)]
+        listen: String,
+    },
     /// Run experiment vmp-getpid and print its metrics as JSON.
     Experiment {
         #[arg(long, value_enum, default_value = "sim")]
@@ -98,6 +103,12 @@ struct Opts {
     /// Store pages uncompressed (default: lz4 where it shrinks a page).
     #[arg(long)]
     no_compress: bool,
+    /// Migrate the running guest after (at least) N instructions to the `vmp receive` at
+    /// `--migrate-to ADDR` (TCP); if it does not take it, the guest runs on here.
+    #[arg(long, value_name = "N", requires = "migrate_to")]
+    migrate_at: Option<u64>,
+    #[arg(long, value_name = "ADDR", requires = "migrate_at")]
+    migrate_to: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +137,7 @@ fn real_main() -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Cmd::Restore { dir, mem_limit_mib } => return restore(&dir, mem_limit_mib),
+        Cmd::Receive { listen } => return receive(&listen),
         Cmd::Image { dir } => {
             show_image(&dir::inspect(&dir)?);
             return Ok(ExitCode::SUCCESS);
@@ -149,6 +161,9 @@ fn real_main() -> Result<ExitCode> {
     let mut ro = RunOptions::new(opts.config, Preset::PC_2005.cpu);
     ro.timer_hz = opts.timer_hz;
     ro.budget = opts.budget;
+    if let (Some(at), Some(to)) = (opts.migrate_at, &opts.migrate_to) {
+        return migrate(&progs, ro, at, to);
+    }
     if let (Some(at), Some(image)) = (opts.checkpoint_at, &opts.image) {
         let compress = !opts.no_compress;
         return checkpoint(&progs, ro, at, image, WriteOptions { compress });
@@ -195,6 +210,53 @@ fn restore(image_dir: &std::path::Path, mem_limit_mib: Option<u32>) -> Result<Ex
         limits.max_pages = limits.max_pages.min(mib.saturating_mul((1 << 20) / PAGE));
     }
     let (mut m, summary) = dir::load(image_dir, limits)?;
+    let mut r = run_machine(&mut m)?;
+    let delivered = (summary.state.console_delivered as usize).min(m.console().len());
+    let mut out = std::io::stdout().lock();
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// Runs to instruction `at`, then hands the guest to `to`; runs it on here if that fails.
+fn migrate(progs: &[UserProgram], ro: RunOptions, at: u64, to: &str) -> Result<ExitCode> {
+    let mut m = boot_programs(progs, ro)?;
+    let exit = m.run(Some(at))?;
+    let delivered = m.console().len();
+    let mut out = std::io::stdout().lock();
+    out.write_all(m.console())?;
+    dir::flush(&mut out);
+    if let Exit::SliceEnd = exit {
+        let retired = m.monitor().retired;
+        let sent = std::net::TcpStream::connect(to)
+            .map_err(ImageError::from)
+            .and_then(|s| tcp::send_guest(s, &m, delivered as u64));
+        match sent {
+            Ok(true) => {
+                eprintln!("--- migrated to {to} at instruction {retired}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(false) => eprintln!("--- {to} did not take the guest; it runs on here"),
+            Err(e) => eprintln!("--- migration to {to} failed ({e}); the guest runs on here"),
+        }
+    }
+    let mut r = run_machine(&mut m)?;
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// Accepts one migrated guest on `listen` and runs it to the end.
+fn receive(listen: &str) -> Result<ExitCode> {
+    let l = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("--- listening on {}", l.local_addr()?);
+    let (s, _) = l.accept()?;
+    let (mut m, summary) = tcp::receive_guest(s)?;
     let mut r = run_machine(&mut m)?;
     let delivered = (summary.state.console_delivered as usize).min(m.console().len());
     let mut out = std::io::stdout().lock();

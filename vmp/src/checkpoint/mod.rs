@@ -29,9 +29,10 @@
 //! restores only under the same engine build; its tag is checked.
 
 mod read;
+pub mod tcp;
 mod write;
 
-pub use read::{inspect, read_image, RestoreLimits};
+pub use read::{inspect, read_framed_image, read_image, RestoreLimits};
 pub use write::{write_image, WriteOptions};
 
 use serde::{Deserialize, Serialize};

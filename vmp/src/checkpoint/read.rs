@@ -86,7 +86,7 @@ impl<R: Read> Checked<R> {
 
 /// Checks the whole image on `r` without building a machine.
 pub fn inspect<R: Read>(r: R) -> Result<ImageSummary, ImageError> {
-    walk(r, RestoreLimits::default(), false).map(|(s, _)| s)
+    walk(r, RestoreLimits::default(), false, true).map(|(s, _)| s)
 }
 
 /// Reads and checks the image on `r` and restores the machine it holds.
@@ -94,7 +94,18 @@ pub fn read_image<R: Read>(
     r: R,
     limits: RestoreLimits,
 ) -> Result<(Machine, ImageSummary), ImageError> {
-    let (summary, restorer) = walk(r, limits, true)?;
+    let (summary, restorer) = walk(r, limits, true, true)?;
+    let restorer = restorer.ok_or(ImageError::Truncated("no state record"))?;
+    Ok((restorer.finish()?, summary))
+}
+
+/// Like [`read_image`] for an image framed inside a longer stream (a connection that goes on
+/// after it): reading stops at the END record instead of insisting on end of input.
+pub fn read_framed_image<R: Read>(
+    r: R,
+    limits: RestoreLimits,
+) -> Result<(Machine, ImageSummary), ImageError> {
+    let (summary, restorer) = walk(r, limits, true, false)?;
     let restorer = restorer.ok_or(ImageError::Truncated("no state record"))?;
     Ok((restorer.finish()?, summary))
 }
@@ -103,6 +114,7 @@ fn walk<R: Read>(
     r: R,
     limits: RestoreLimits,
     build: bool,
+    whole_input: bool,
 ) -> Result<(ImageSummary, Option<Restorer>), ImageError> {
     let mut c = Checked {
         inner: r,
@@ -206,10 +218,10 @@ fn walk<R: Read>(
         }
     }
     let mut extra = [0u8; 1];
-    match c.inner.read(&mut extra) {
-        Ok(0) => {}
-        Ok(_) => return Err(ImageError::Corrupt("bytes after the end record".into())),
-        Err(e) => return Err(e.into()),
+    match whole_input.then(|| c.inner.read(&mut extra)) {
+        None | Some(Ok(0)) => {}
+        Some(Ok(_)) => return Err(ImageError::Corrupt("bytes after the end record".into())),
+        Some(Err(e)) => return Err(e.into()),
     }
     let summary = ImageSummary {
         version,
