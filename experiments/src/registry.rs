@@ -96,6 +96,21 @@ pub fn all() -> Vec<Experiment> {
         params: Some(params_def!(crate::migration::eager)),
     },
     Experiment {
+        name: "migration-strategies",
+        about: "Stop-and-copy, pre-copy and post-copy migration of a page-dirtying process: downtime and total time vs image size and dirty rate, over sp2-lapi and a modern preset.",
+        reproduces: "document 1's stop-and-copy mechanism, compared with pre-copy (Clark et al., NSDI 2005: 60-210 ms downtimes, a reference) and post-copy",
+        modes: &[Mode::Sim],
+        run: |m, seed| {
+            crate::migration::strategies::run_with(
+                m,
+                seed,
+                &crate::migration::strategies::Params::default(),
+            )
+        },
+        quick: Some(crate::migration::strategies::quick),
+        params: Some(params_def!(crate::migration::strategies)),
+    },
+    Experiment {
         name: "gxp-scale",
         about: "Time to explore (self-installing login tree) and to run `hostname` on 10 to 10,000 simulated hosts behind NAT gateways; GXP's tree vs a flat fan-out of 32.",
         reproduces: "document 2, GXP: a command on 300+ nodes in 5 LANs in about 0.6 s; targets e hostname on 1000 hosts <= 0.5 s, explore <= 15 s",

@@ -3,12 +3,14 @@
 //! `native` the real `in`/`out` reach them through unicorn's I/O hooks (the "hardware"), in `vmp`
 //! through the monitor's emulation of the trapped instruction.
 
+use serde::{Deserialize, Serialize};
+
 use crate::layout::{PORT_CONSOLE, PORT_PIC_EOI, PORT_PIT_CH0, PORT_PIT_CMD, PORT_POWER};
 
 /// The PIT's input clock in Hz (Intel 8254 datasheet; the IBM PC's 14.31818 MHz / 12).
 pub const PIT_HZ: f64 = 1_193_182.0;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Devices {
     pub console: Vec<u8>,
     /// Guest cycles per timer period (0: timer not programmed).

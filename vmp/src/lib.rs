@@ -2,6 +2,7 @@
 //! kernel runs deprivileged while a monitor traps and emulates its sensitive instructions, after
 //! document 2 of the seeds (VMP slides, "trap and emulate" with ptrace).
 pub mod band;
+pub mod checkpoint;
 pub mod devices;
 pub mod error;
 pub mod ffi;

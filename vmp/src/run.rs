@@ -72,9 +72,19 @@ impl RunOptions {
 // modelled time never see it.
 #[allow(clippy::disallowed_methods)]
 pub fn run_programs(programs: &[UserProgram], opts: RunOptions) -> Result<RunReport> {
+    run_machine(&mut boot_programs(programs, opts)?)
+}
+
+/// Boots the kernel with `programs`, ready to run.
+pub fn boot_programs(programs: &[UserProgram], opts: RunOptions) -> Result<Machine> {
     let image = build_image(programs, opts.timer_hz)?;
     let mut m = Machine::new(opts.config, opts.cpu, &image)?;
     m.set_budget(opts.budget);
+    Ok(m)
+}
+
+/// Runs a booted or restored machine until the guest powers off.
+pub fn run_machine(m: &mut Machine) -> Result<RunReport> {
     let (t0, c0) = (Instant::now(), thread_cpu_s());
     let exit = m.run(None)?;
     let (wall_s, cpu_s) = (t0.elapsed().as_secs_f64(), thread_cpu_s() - c0);
@@ -83,7 +93,7 @@ pub fn run_programs(programs: &[UserProgram], opts: RunOptions) -> Result<RunRep
     };
     let mon = m.monitor();
     Ok(RunReport {
-        config: opts.config,
+        config: mon.config,
         exit_status,
         console: String::from_utf8_lossy(m.console()).into_owned(),
         stats: mon.stats.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use gridbed_runtime::{secs, Addr, HostId, HostRef, Mailbox};
 
-use crate::daemon::{decode_order, encode_finished, Progress};
+use crate::controller_daemon::{decode_order, encode_finished, Progress};
 
 /// Port of the barrier master.
 pub const BARRIER_PORT: u16 = 43;

@@ -1,16 +1,26 @@
 //! Document 1 (Yazawa & Horiguchi): process migration is dominated by moving the address space, so
 //! its cost is the memory-transfer time of the transport. This crate holds the transfer scenario
 //! (written against the runtime interface, so it runs on either backend; the Figure 3 sweep that
-//! runs it is the `migration-bandwidth` experiment in `gridbed-experiments`) and the load-driven
-//! side: per-host load monitors ([`load`]), the migration policy ([`controller`]) and its daemon
-//! ([`daemon`]), costed through [`cost::MigrationCost`].
+//! runs it is the `migration-bandwidth` experiment in `gridbed-experiments`); the migration
+//! mechanism itself: the [`Migratable`] trait a process implements, the per-host [`daemon`] that
+//! moves it (stop-and-copy, exactly once; protocol messages in [`wire`]) and the three strategies
+//! ([`strategies`] over a page-writing [`paged`] process); and the load-driven side: per-host load
+//! monitors ([`load`]), the migration policy ([`controller`]) and its daemon
+//! ([`controller_daemon`]), costed through [`cost::MigrationCost`].
 
 pub mod bsp;
 pub mod controller;
+pub mod controller_daemon;
 pub mod cost;
 pub mod daemon;
 pub mod load;
+pub mod migratable;
+pub mod paged;
 pub mod sharing;
+pub mod strategies;
+pub mod wire;
+
+pub use migratable::Migratable;
 
 use std::time::Duration;
 

@@ -1,14 +1,21 @@
 //! `vmp`: run a guest program on one virtual processor and show its console and trap statistics.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use gridbed_vmp::checkpoint::{dir, tcp, ImageError, ImageSummary, RestoreLimits, WriteOptions};
 use gridbed_vmp::guest::{elf, programs, UserProgram};
-use gridbed_vmp::run::{run_programs, RunOptions, RunReport, DEFAULT_BUDGET, DEFAULT_TIMER_HZ};
+use gridbed_vmp::layout::PAGE;
+use gridbed_vmp::run::{
+    boot_programs, run_machine, run_programs, RunOptions, RunReport, DEFAULT_BUDGET,
+    DEFAULT_TIMER_HZ,
+};
 use gridbed_vmp::time::Preset;
 use gridbed_vmp::Config;
+use gridbed_vmp::Exit;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +66,20 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "interleave")]
         machine: gridbed_vmp::litmus::cli::MachineKind,
     },
+    /// Restore a checkpoint image written by `--checkpoint-at` and run it to the end.
+    Restore {
+        dir: PathBuf,
+        /// Guest RAM the destination may back, in MiB (default: all of guest RAM).
+        #[arg(long)]
+        mem_limit_mib: Option<u32>,
+    },
+    /// Check a checkpoint image and show what it holds.
+    Image { dir: PathBuf },
+    /// Wait on `--listen ADDR` for one guest migrated with `--migrate-to`, then run it to the end.
+    Receive {
+        #[arg(long)]
+        listen: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -71,6 +92,22 @@ struct Opts {
     /// Instruction budget; a guest exceeding it is stopped as a runaway.
     #[arg(long, default_value_t = DEFAULT_BUDGET)]
     budget: u64,
+    /// Stop after (at least) N guest instructions, at an instruction boundary, and write a
+    /// checkpoint image to `--image DIR`.
+    #[arg(long, value_name = "N", requires = "image")]
+    checkpoint_at: Option<u64>,
+    /// Directory for the checkpoint image.
+    #[arg(long, value_name = "DIR", requires = "checkpoint_at")]
+    image: Option<PathBuf>,
+    /// Store pages uncompressed (default: lz4 where it shrinks a page).
+    #[arg(long)]
+    no_compress: bool,
+    /// Migrate the running guest after (at least) N instructions to the `vmp receive` at
+    /// `--migrate-to ADDR` (TCP); if it does not take it, the guest runs on here.
+    #[arg(long, value_name = "N", requires = "migrate_to")]
+    migrate_at: Option<u64>,
+    #[arg(long, value_name = "ADDR", requires = "migrate_at")]
+    migrate_to: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +134,12 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", r.text);
             return Ok(ExitCode::from(u8::from(r.forbidden_seen)));
         }
+        Cmd::Restore { dir, mem_limit_mib } => return restore(&dir, mem_limit_mib),
+        Cmd::Receive { listen } => return receive(&listen),
+        Cmd::Image { dir } => {
+            show_image(&dir::inspect(&dir)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         Cmd::Run { file, opts } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -116,9 +159,140 @@ fn real_main() -> Result<ExitCode> {
     let mut ro = RunOptions::new(opts.config, Preset::PC_2005.cpu);
     ro.timer_hz = opts.timer_hz;
     ro.budget = opts.budget;
+    if let (Some(at), Some(to)) = (opts.migrate_at, &opts.migrate_to) {
+        return migrate(&progs, ro, at, to);
+    }
+    if let (Some(at), Some(image)) = (opts.checkpoint_at, &opts.image) {
+        let compress = !opts.no_compress;
+        return checkpoint(&progs, ro, at, image, WriteOptions { compress });
+    }
     let r = run_programs(&progs, ro)?;
     print_report(&r);
     Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// Runs to instruction `at`, prints the console so far and writes the image.
+fn checkpoint(
+    progs: &[UserProgram],
+    ro: RunOptions,
+    at: u64,
+    image: &std::path::Path,
+    opts: WriteOptions,
+) -> Result<ExitCode> {
+    let mut m = boot_programs(progs, ro)?;
+    let exit = m.run(Some(at))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(m.console())?;
+    dir::flush(&mut out);
+    let retired = m.monitor().retired;
+    if let Exit::PowerOff(code) = exit {
+        anyhow::bail!(
+            "guest powered off (status {code}) after {retired} instructions, before \
+             --checkpoint-at {at}: no image written"
+        );
+    }
+    let bytes = dir::save(&m, image, m.console().len() as u64, opts)?;
+    eprintln!(
+        "--- checkpoint at instruction {retired}: {} ({bytes} bytes, {} non-zero pages)",
+        image.join(gridbed_vmp::checkpoint::IMAGE_FILE).display(),
+        m.nonzero_pages().count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Restores the image in `image_dir` and runs it to the end, printing the console output the
+/// checkpointed run had not yet printed.
+fn restore(image_dir: &std::path::Path, mem_limit_mib: Option<u32>) -> Result<ExitCode> {
+    let mut limits = RestoreLimits::default();
+    if let Some(mib) = mem_limit_mib {
+        limits.max_pages = limits.max_pages.min(mib.saturating_mul((1 << 20) / PAGE));
+    }
+    let (mut m, summary) = dir::load(image_dir, limits)?;
+    let mut r = run_machine(&mut m)?;
+    let delivered = (summary.state.console_delivered as usize).min(m.console().len());
+    let mut out = std::io::stdout().lock();
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// Runs to instruction `at`, then hands the guest to `to`; runs it on here if that fails.
+fn migrate(progs: &[UserProgram], ro: RunOptions, at: u64, to: &str) -> Result<ExitCode> {
+    let mut m = boot_programs(progs, ro)?;
+    let exit = m.run(Some(at))?;
+    let delivered = m.console().len();
+    let mut out = std::io::stdout().lock();
+    out.write_all(m.console())?;
+    dir::flush(&mut out);
+    if let Exit::SliceEnd = exit {
+        let retired = m.monitor().retired;
+        let sent = std::net::TcpStream::connect(to)
+            .map_err(ImageError::from)
+            .and_then(|s| tcp::send_guest(s, &m, delivered as u64));
+        match sent {
+            Ok(true) => {
+                eprintln!("--- migrated to {to} at instruction {retired}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(false) => eprintln!("--- {to} did not take the guest; it runs on here"),
+            Err(e) => eprintln!("--- migration to {to} failed ({e}); the guest runs on here"),
+        }
+    }
+    let mut r = run_machine(&mut m)?;
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// Accepts one migrated guest on `listen` and runs it to the end.
+fn receive(listen: &str) -> Result<ExitCode> {
+    let l = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("--- listening on {}", l.local_addr()?);
+    let (s, _) = l.accept()?;
+    let (mut m, summary) = tcp::receive_guest(s)?;
+    let mut r = run_machine(&mut m)?;
+    let delivered = (summary.state.console_delivered as usize).min(m.console().len());
+    let mut out = std::io::stdout().lock();
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+fn show_image(s: &ImageSummary) {
+    let m = &s.state.machine;
+    println!("gridbed vmp image, format version {}", s.version);
+    println!("configuration   {:?}", m.config);
+    println!(
+        "stopped at      instruction {} (eip {:#010x}, guest cpl {}), {} guest cycles idle",
+        m.retired, m.arch.eip, m.vcpu.cpl, m.idle_cycles
+    );
+    println!(
+        "registers       eax {:#x} ecx {:#x} edx {:#x} ebx {:#x} esp {:#x} ebp {:#x} esi {:#x} edi {:#x} eflags {:#x}",
+        m.arch.gprs[0], m.arch.gprs[1], m.arch.gprs[2], m.arch.gprs[3],
+        m.arch.gprs[4], m.arch.gprs[5], m.arch.gprs[6], m.arch.gprs[7], m.arch.eflags
+    );
+    println!(
+        "devices         console {} bytes ({} delivered), timer period {} cycles",
+        m.dev.console.len(),
+        s.state.console_delivered,
+        m.dev.timer_period
+    );
+    println!("traps so far    {}", m.stats.total());
+    println!(
+        "memory          {} non-zero pages ({} KiB): {} raw, {} lz4",
+        s.raw_pages + s.lz4_pages,
+        (s.raw_pages + s.lz4_pages) as u64 * PAGE as u64 / 1024,
+        s.raw_pages,
+        s.lz4_pages
+    );
+    println!("image           {} bytes, checksums verified", s.bytes);
 }
 
 fn print_report(r: &RunReport) {

@@ -23,6 +23,7 @@ pub mod regs;
 mod scan;
 mod segs;
 mod shadow;
+pub mod snapshot;
 mod vtlb;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,6 +101,9 @@ pub struct Monitor {
     decoded: BTreeMap<u32, iced_x86::Instruction>,
     kernel_text: (u32, u32),
     user_text: Vec<(u32, u32)>,
+    /// The page-permission plan's inputs (see `ram::GuestRam::plan`), kept for checkpoints.
+    read_only: Vec<(u32, u32)>,
+    exec: Vec<(u32, u32)>,
     text_protected: bool,
     unmapped_at: Option<u64>,
     /// Guest RAM, lent to unicorn (see `ram`).
@@ -133,6 +137,36 @@ unsafe impl Send for Machine {}
 
 impl Machine {
     pub fn new(config: Config, cpu: CpuModel, image: &GuestImage) -> Result<Self> {
+        let exec: Vec<(u32, u32)> = image
+            .segments
+            .iter()
+            .map(|(a, b)| (*a, a.saturating_add(b.len() as u32)))
+            .collect();
+        let layout = snapshot::RamLayout {
+            kernel_text: image.kernel_text,
+            user_text: image.user_text.clone(),
+            read_only: scan::protected_ranges(config, image),
+            exec,
+        };
+        let mut m = Machine::shell(config, cpu, &layout)?;
+        let uc = &mut m.uc;
+        for (addr, bytes) in &image.segments {
+            let end = *addr as u64 + bytes.len() as u64;
+            if *addr < RAM_BASE || end > RAM_TOP as u64 {
+                return Err(VmpError::BadImage(format!(
+                    "segment {addr:#x}..{end:#x} lies outside guest RAM {RAM_BASE:#x}..{RAM_TOP:#x}"
+                )));
+            }
+            uc.mem_write(*addr as u64, bytes)?;
+        }
+        m.hook_native_paging()?;
+        m.boot(image.entry)?;
+        Ok(m)
+    }
+
+    /// An engine with RAM mapped after `layout`, zeroed, and every hook installed, but no guest
+    /// loaded or booted: what a new machine and a restored one have in common.
+    fn shell(config: Config, cpu: CpuModel, layout: &snapshot::RamLayout) -> Result<Self> {
         let mon = Monitor {
             config,
             cpu,
@@ -153,49 +187,39 @@ impl Machine {
             reset: None,
             sensitive_hooks: BTreeMap::new(),
             decoded: BTreeMap::new(),
-            kernel_text: image.kernel_text,
-            user_text: image.user_text.clone(),
+            kernel_text: layout.kernel_text,
+            user_text: layout.user_text.clone(),
+            read_only: layout.read_only.clone(),
+            exec: layout.exec.clone(),
             text_protected: false,
             unmapped_at: None,
             ram: ram::GuestRam::new(),
             segs: segs::SegState::default(),
         };
         let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
-        let read_only = scan::protected_ranges(config, image);
-        let exec: Vec<(u32, u32)> = image
-            .segments
-            .iter()
-            .map(|(a, b)| (*a, a.saturating_add(b.len() as u32)))
-            .collect();
-        let prot = uc.get_data_mut().ram.plan(&read_only, &exec);
+        let prot = uc.get_data_mut().ram.plan(&layout.read_only, &layout.exec);
         let base = uc.get_data().ram.base();
         // SAFETY: the buffer lives in the engine's user data, dropped only after `uc_close`.
         unsafe { ram::map(&mut uc, base, &prot)? };
         uc.mem_map(MONITOR_BASE as u64, MONITOR_SIZE as u64, Prot::ALL)?;
-        for (addr, bytes) in &image.segments {
-            let end = *addr as u64 + bytes.len() as u64;
-            if *addr < RAM_BASE || end > RAM_TOP as u64 {
-                return Err(VmpError::BadImage(format!(
-                    "segment {addr:#x}..{end:#x} lies outside guest RAM {RAM_BASE:#x}..{RAM_TOP:#x}"
-                )));
-            }
-            uc.mem_write(*addr as u64, bytes)?;
-        }
         let reset = ExceptionReset::new(&uc)?;
         uc.get_data_mut().reset = Some(reset);
         hooks::install(&mut uc)?;
         vtlb::install(&mut uc)?;
-        if config == Config::Native {
-            let (start, end) = image.kernel_text;
-            if start < end {
-                let mut text = vec![0u8; (end - start) as usize];
-                uc.mem_read(start as u64, &mut text)?;
-                vtlb::hook_cr0_writes(&mut uc, start, &text)?;
-            }
+        Ok(Machine { uc })
+    }
+
+    /// `native`: hooks on the kernel's `mov cr0` (its text must be in RAM already), so the
+    /// monitor's TLB fill hands over to the processor's page walk when the guest turns paging on.
+    fn hook_native_paging(&mut self) -> Result<()> {
+        let uc = &mut self.uc;
+        let (start, end) = uc.get_data().kernel_text;
+        if uc.get_data().config == Config::Native && start < end {
+            let mut text = vec![0u8; (end - start) as usize];
+            uc.mem_read(start as u64, &mut text)?;
+            vtlb::hook_cr0_writes(uc, start, &text)?;
         }
-        let mut m = Machine { uc };
-        m.boot(image.entry)?;
-        Ok(m)
+        Ok(())
     }
 
     /// Puts the processor at the kernel entry: ring 0 in `native`; ring 3 in `vmp`, reached with an
@@ -382,7 +406,7 @@ pub fn flat(access: u8) -> u64 {
 }
 
 /// Registers, flags and privileged state as the guest sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchState {
     pub gprs: [u32; 8],
     pub eip: u32,

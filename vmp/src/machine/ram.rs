@@ -123,10 +123,79 @@ impl GuestRam {
         prot
     }
 
+    /// All of guest RAM. Only valid while unicorn is not emulating, which `&self` on the owning
+    /// machine guarantees (emulation needs `&mut`).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe the live allocation; see the method doc for aliasing.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// Per guest page: whether it may hold non-zero bytes, i.e. the host OS has ever backed it
+    /// (present or swapped out, from `/proc/self/pagemap`). A page the OS never backed is still
+    /// the allocation's zeros, and checking it would only fault it in. None where the OS cannot
+    /// tell (then every page is a candidate).
+    pub fn backed_pages(&self) -> Option<Vec<bool>> {
+        backed(self.ptr as usize, self.len)
+    }
+
+    /// Stores `bytes` at guest `addr` bypassing unicorn, whatever the page's permissions: only
+    /// for filling a machine being restored, before any code has been translated. False if the
+    /// range is not inside RAM.
+    pub fn fill(&mut self, addr: u32, bytes: &[u8]) -> bool {
+        let end = addr as u64 + bytes.len() as u64;
+        if addr < RAM_BASE || end > RAM_TOP as u64 {
+            return false;
+        }
+        // SAFETY: the range lies inside the allocation (checked above); the engine is not
+        // running (the caller holds the machine mutably).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add((addr - RAM_BASE) as usize),
+                bytes.len(),
+            );
+        }
+        true
+    }
+
     /// Start of the buffer (guest address `RAM_BASE`), for [`map`].
     pub fn base(&self) -> RamBase {
         RamBase(self.ptr)
     }
+}
+
+#[cfg(target_os = "linux")]
+fn backed(start: usize, len: usize) -> Option<Vec<bool>> {
+    use std::os::unix::fs::FileExt;
+    const HOST_PAGE: usize = 4096;
+    // SAFETY: sysconf has no preconditions.
+    if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != HOST_PAGE as libc::c_long {
+        return None;
+    }
+    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let (first, last) = (start / HOST_PAGE, (start + len - 1) / HOST_PAGE);
+    let mut raw = vec![0u8; (last - first + 1) * 8];
+    f.read_exact_at(&mut raw, (first * 8) as u64).ok()?;
+    // Bit 63: present; bit 62: swapped.
+    let host_backed: Vec<bool> = raw
+        .chunks_exact(8)
+        .map(|e| u64::from_le_bytes(e.try_into().unwrap_or([0; 8])) >> 62 != 0)
+        .collect();
+    let pages = len / PAGE as usize;
+    Some(
+        (0..pages)
+            .map(|i| {
+                let a = (start + i * PAGE as usize) / HOST_PAGE - first;
+                let b = (start + (i + 1) * PAGE as usize - 1) / HOST_PAGE - first;
+                host_backed[a..=b].iter().any(|x| *x)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn backed(_start: usize, _len: usize) -> Option<Vec<bool>> {
+    None
 }
 
 /// The buffer's address, copied out so the engine holding the buffer can be borrowed mutably.

@@ -75,6 +75,35 @@ impl SegState {
     }
 }
 
+/// What a checkpoint keeps of [`SegState`]: the deferred CS selector and the shadow GDT copy. What
+/// the real registers were known to hold is not kept; a restored machine starts by not knowing,
+/// which only costs one real load per register.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SegSnapshot {
+    pub cs_pending: Option<u16>,
+    pub shadow: Vec<u64>,
+    pub guest_access: Vec<u8>,
+}
+
+impl SegState {
+    pub(super) fn snapshot(&self) -> SegSnapshot {
+        SegSnapshot {
+            cs_pending: self.cs_pending,
+            shadow: self.shadow.clone(),
+            guest_access: self.guest_access.clone(),
+        }
+    }
+
+    pub(super) fn restore(s: &SegSnapshot) -> Self {
+        SegState {
+            known: [None, None],
+            cs_pending: s.cs_pending,
+            shadow: s.shadow.clone(),
+            guest_access: s.guest_access.clone(),
+        }
+    }
+}
+
 /// Descriptors equal up to the accessed bit (which the processor sets on load).
 fn same(a: u64, b: u64) -> bool {
     (a | 1 << 40) == (b | 1 << 40)
