@@ -28,7 +28,7 @@ use clap::Parser;
 use gridbed_phoenix::ledger::Ledger;
 use gridbed_phoenix::node_report::NodeReport;
 use gridbed_phoenix::{Config, Id, Phoenix, RoutingTable, Start};
-use gridbed_real::RealHost;
+use gridbed_real::{ClusterSecret, RealHost};
 use gridbed_runtime::{HostId, HostRef};
 use tokio::sync::mpsc;
 
@@ -136,6 +136,7 @@ fn stdin_commands() -> mpsc::UnboundedReceiver<Cmd> {
 
 async fn serve(a: Args) -> anyhow::Result<()> {
     let me = HostId(a.host);
+    let secret = ClusterSecret::from_env()?;
     let listener = tokio::net::TcpListener::bind(a.peers[a.host as usize])
         .await
         .with_context(|| format!("listening on {}", a.peers[a.host as usize]))?;
@@ -146,6 +147,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         Arc::new(a.peers.clone()),
         t0,
         tokio::runtime::Handle::current(),
+        secret,
     );
     let joining = a.host >= a.initial;
     let start = if joining {
