@@ -29,9 +29,15 @@ struct Proc {
 
 impl Proc {
     fn start(host: u32, peers: &str, initial: u32) -> Proc {
+        Proc::start_listening(host, peers, initial, None)
+    }
+
+    /// Starts a machine that listens on `listen` while its peers dial its `peers` entry.
+    fn start_listening(host: u32, peers: &str, initial: u32, listen: Option<SocketAddr>) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix-node"))
             .env(gridbed_real::SECRET_ENV, TEST_SECRET)
             .args(["--host", &host.to_string(), "--peers", peers])
+            .args(listen.map(|a| format!("--listen={a}")))
             .args([
                 "--space",
                 &SPACE.to_string(),
@@ -117,7 +123,64 @@ fn free_addrs(n: usize) -> String {
 #[test]
 fn processes_join_and_leave_with_exactly_once_delivery() {
     let peers = free_addrs(4);
-    let mut p: Vec<Proc> = (0..3).map(|h| Proc::start(h, &peers, 3)).collect();
+    let total = join_leave_traffic(&peers, &[None, None, None, None]);
+    assert_eq!(total, 3 * 200 + 2 * 300 + 300 + 200 + 100);
+}
+
+/// The join/leave scenario with every machine behind a proxy that resets, stalls and delays its
+/// connections at random: still every message applied exactly once, in order.
+#[test]
+fn processes_join_and_leave_across_a_chaos_proxy() {
+    use gridbed_real::proxy::{Chaos, ChaosProxy};
+    use std::sync::atomic::Ordering;
+    let listen: Vec<SocketAddr> = free_addrs(4)
+        .split(',')
+        .map(|a| a.parse().expect("address"))
+        .collect();
+    let proxies: Vec<ChaosProxy> = listen
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let chaos = Chaos {
+                seed: 0x5EED ^ i as u64,
+                reset: 0.05,
+                stall: 0.02,
+                stall_max: Duration::from_millis(300),
+                delay: 0.10,
+                delay_max: Duration::from_millis(5),
+                max_faults: 60,
+                window: Duration::from_secs(20),
+            };
+            ChaosProxy::start(a, chaos).expect("proxy")
+        })
+        .collect();
+    let peers = proxies
+        .iter()
+        .map(|p| p.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let listen: Vec<Option<SocketAddr>> = listen.into_iter().map(Some).collect();
+    let total = join_leave_traffic(&peers, &listen);
+    let sum = |f: fn(&gridbed_real::proxy::ProxyStats) -> u64| -> u64 {
+        proxies.iter().map(|p| f(p.stats())).sum()
+    };
+    let resets = sum(|s| s.resets.load(Ordering::Relaxed));
+    println!(
+        "chaos: messages sent {total}, connections {}, resets survived {resets}, stalls {}, \
+         delays {}, lost 0, duplicated 0, out of order 0",
+        sum(|s| s.connections.load(Ordering::Relaxed)),
+        sum(|s| s.stalls.load(Ordering::Relaxed)),
+        sum(|s| s.delays.load(Ordering::Relaxed)),
+    );
+    assert!(resets >= 3, "the proxies reset only {resets} connections");
+}
+
+/// Three machines send, one leaves, one joins, all keep sending; checks that every message was
+/// applied exactly once in order (panics otherwise) and returns how many were sent.
+fn join_leave_traffic(peers: &str, listen: &[Option<SocketAddr>]) -> u64 {
+    let peers = peers.to_string();
+    let start = |h: u32| Proc::start_listening(h, &peers, 3, listen[h as usize]);
+    let mut p: Vec<Proc> = (0..3).map(start).collect();
     for q in &mut p {
         q.expect("ready");
     }
@@ -142,7 +205,7 @@ fn processes_join_and_leave_with_exactly_once_delivery() {
     p[1].expect("sent");
     // A new process joins while traffic continues, then sends too.
     p[0].cmd("send 300");
-    let mut joiner = Proc::start(3, &peers, 3);
+    let mut joiner = start(3);
     joiner.expect("joined");
     joiner.cmd("send 200");
     p[1].cmd("send 100");
@@ -169,10 +232,6 @@ fn processes_join_and_leave_with_exactly_once_delivery() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(
-        sent.values().sum::<u64>(),
-        3 * 200 + 2 * 300 + 300 + 200 + 100
-    );
     let bad = check_exactly_once(&sent, reports.iter().map(|r| &r.ledger));
     assert!(bad.is_empty(), "{bad:#?}");
     // Exactly one owner per ID, and each ID's data lives with its owner.
@@ -216,6 +275,7 @@ fn processes_join_and_leave_with_exactly_once_delivery() {
         q.cmd("quit");
         assert!(q.wait_exit());
     }
+    sent.values().sum()
 }
 
 /// A peer that sends garbage: the connection is dropped and the machine keeps working; a

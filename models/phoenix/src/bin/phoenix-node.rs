@@ -13,6 +13,9 @@
 //! - `leave`: leaves, then exits → `left {json NodeReport}`
 //! - `quit` (or end of stdin): exits at once.
 //!
+//! The cluster secret comes from the environment (`GRIDBED_CLUSTER_SECRET`), never the command
+//! line; every machine of a run needs the same one.
+//!
 //! On start it prints `ready` (initial machine) or `joined <seconds to join>` (joiner). Bad
 //! arguments or a failure print one line on stderr and exit non-zero.
 
@@ -53,6 +56,10 @@ struct Args {
     /// Payload size of each message sent by `send N`.
     #[arg(long, default_value_t = 16)]
     payload: usize,
+    /// Where to listen, when peers reach this machine through another address (a proxy);
+    /// default: this machine's `--peers` entry.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
 }
 
 enum Cmd {
@@ -137,9 +144,10 @@ fn stdin_commands() -> mpsc::UnboundedReceiver<Cmd> {
 async fn serve(a: Args) -> anyhow::Result<()> {
     let me = HostId(a.host);
     let secret = ClusterSecret::from_env()?;
-    let listener = tokio::net::TcpListener::bind(a.peers[a.host as usize])
+    let listen = a.listen.unwrap_or(a.peers[a.host as usize]);
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", a.peers[a.host as usize]))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let t0 = Instant::now();
     let host: HostRef = RealHost::start(
         me,
