@@ -247,9 +247,10 @@ pub enum Resume {
     /// The listener has no state for the dialer's epoch (either side restarted): it takes the
     /// first frame as the start of the sequence.
     Fresh,
-    /// The listener dropped the connection because the dialer misbehaved (`disconnect`): every
-    /// frame the dialer sent before this handshake and that was not delivered is discarded.
-    Discard,
+    /// The listener dropped the connection because the dialer misbehaved (`disconnect`); it had
+    /// delivered up to this sequence number (0: none). Every frame the dialer had already written
+    /// and that was not delivered is discarded; frames never written go out on the new connection.
+    Discard(u64),
 }
 
 impl Resume {
@@ -258,7 +259,7 @@ impl Resume {
         let (status, n) = match self {
             Resume::From(n) => (0, n),
             Resume::Fresh => (1, 0),
-            Resume::Discard => (2, 0),
+            Resume::Discard(n) => (2, n),
         };
         b[0] = status;
         b[1..9].copy_from_slice(&n.to_be_bytes());
@@ -268,7 +269,7 @@ impl Resume {
         match b[0] {
             0 => Ok(Resume::From(be64(b, 1))),
             1 => Ok(Resume::Fresh),
-            2 => Ok(Resume::Discard),
+            2 => Ok(Resume::Discard(be64(b, 1))),
             s => Err(HandshakeError::BadStatus(s)),
         }
     }

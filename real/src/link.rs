@@ -165,11 +165,15 @@ impl Link {
         match r {
             Resume::From(seq) => self.acked(seq)?,
             Resume::Fresh => {}
-            Resume::Discard => {
+            Resume::Discard(delivered) => {
+                self.acked(delivered)?;
                 let mut o = self.out.lock();
-                let n = o.frames.len() as u64;
-                o.frames.clear();
-                o.bytes = 0;
+                let mut n = 0;
+                while o.frames.front().is_some_and(|f| f.seq <= o.written) {
+                    let f = o.frames.pop_front().expect("front exists");
+                    o.bytes -= f.payload.len();
+                    n += 1;
+                }
                 drop(o);
                 self.ctx.stats.add(&self.ctx.stats.discarded_by_peer, n);
                 self.room.notify_waiters();

@@ -283,3 +283,53 @@ fn oversized_frames_are_refused_before_buffering() {
     assert_eq!(local, Err(NetError::TooLarge { size: 101, limit: 100 }));
     assert_eq!(stats.rejected_connections, 1, "{stats:?}");
 }
+
+/// `disconnect` keeps its documented meaning on top of reliable links: what the refused peer had
+/// sent and this host had not delivered yet is discarded (the sender counts it), what was
+/// delivered stays, and later messages arrive in order.
+#[test]
+fn disconnect_discards_what_the_peer_sent_unread() {
+    let opts = LocalOptions {
+        limits: gridbed_real::Limits {
+            mailbox_frames: 4,
+            ..Default::default()
+        },
+        ..LocalOptions::default()
+    };
+    let (got, discarded) = run_local_real(2, Duration::from_secs(20), opts, |cluster, real| {
+        Box::pin(async move {
+            let hosts = cluster.hosts();
+            let mut mb = hosts[1].bind(2).unwrap();
+            let to = Addr::new(HostId(1), 2);
+            for i in 0..200u32 {
+                hosts[0].send(2, to, i.to_le_bytes().to_vec()).await.unwrap();
+            }
+            // The reader is now held back by the full mailbox, the rest unread.
+            cluster.sleep(Duration::from_millis(100)).await;
+            hosts[1].disconnect(HostId(0));
+            // Let h0 notice and reconnect first: frames it writes on the refused connection after
+            // the disconnect and before it notices are discarded too, as TCP would lose them.
+            cluster.sleep(Duration::from_millis(100)).await;
+            let mut got = Vec::new();
+            for i in 1000..1010u32 {
+                hosts[0].send(2, to, i.to_le_bytes().to_vec()).await.unwrap();
+            }
+            while got.last() != Some(&1009) {
+                let m = match tokio::time::timeout(Duration::from_secs(3), mb.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => panic!("stuck after {got:?}: {:?} {:?} unacked {}", real[0].stats(), real[1].stats(), real[0].unacked(HostId(1))),
+                };
+                let m = m.unwrap();
+                got.push(u32::from_le_bytes(m.payload[..4].try_into().unwrap()));
+            }
+            (got, real[0].stats().discarded_by_peer)
+        })
+    })
+    .unwrap();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    assert!(got.starts_with(&[0, 1, 2, 3]), "delivered messages were lost: {got:?}");
+    let early = got.iter().filter(|&&n| n < 200).count() as u64;
+    assert!(early < 200, "nothing was discarded: {got:?}");
+    assert_eq!(early + discarded, 200, "{got:?}");
+    assert!(got.ends_with(&(1000..1010).collect::<Vec<_>>()), "{got:?}");
+}
