@@ -117,19 +117,27 @@ impl RealHost {
     }
 
     /// Brings a stopped host back: listening again on the same address, as a new incarnation
-    /// (peers see a new epoch and start their sequences afresh).
-    pub fn restart(&self) -> std::io::Result<()> {
+    /// (peers see a new epoch and start their sequences afresh). The old listener closes when its
+    /// aborted task is dropped, a moment later, so binding is retried briefly.
+    pub fn restart(&self) {
         self.stop();
-        let _rt = self.rt.enter();
-        let socket = match self.listen_addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(self.listen_addr)?;
-        let listener = socket.listen(1024)?;
-        self.listen(listener);
-        Ok(())
+        let inbound = self.live.lock().inbound.clone();
+        let addr = self.listen_addr;
+        let task = self.rt.spawn(async move {
+            let mut pause = Duration::from_millis(2);
+            for attempt in 0.. {
+                match rebind(addr) {
+                    Ok(listener) => return accept_loop(listener, inbound).await,
+                    Err(e) if attempt >= 100 => {
+                        tracing::error!(host = inbound.me, "restart could not listen on {addr}: {e}");
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(pause).await,
+                }
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        });
+        self.tasks.lock().push(task.abort_handle());
     }
 
     /// Transport counters since the host started.
@@ -163,6 +171,16 @@ impl RealHost {
         live.links.insert(to.0, link.clone());
         link
     }
+}
+
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 fn incarnation(cfg: &HostConfig, stats: &Arc<Stats>, ports: &Arc<Ports>) -> Incarnation {

@@ -202,8 +202,7 @@ async fn serve(mut stream: TcpStream, conn: u64, ctx: Arc<InboundCtx>) {
         };
         Resume::Fresh
     } else if discard {
-        st.delivered = None;
-        Resume::Discard
+        Resume::Discard(st.delivered.take().unwrap_or(0))
     } else {
         st.delivered.map_or(Resume::Fresh, Resume::From)
     };
@@ -212,10 +211,12 @@ async fn serve(mut stream: TcpStream, conn: u64, ctx: Arc<InboundCtx>) {
     if !matches!(sent.await, Ok(Ok(()))) {
         return;
     }
-    if let Err(why) = read_loop(stream, peer, &mut st, &ctx).await {
+    if let Err(why) = read_loop(&mut stream, peer, &mut st, &ctx).await {
+        // Counted before the stream closes, so whoever sees the close also sees the count.
         ctx.stats.add(&ctx.stats.rejected_connections, 1);
         tracing::warn!(host = ctx.me, peer, "closing connection: {why}");
     }
+    drop(stream);
 }
 
 /// The listener's side of the handshake; returns the authenticated dialer's hello.
@@ -238,12 +239,12 @@ async fn listen_handshake(s: &mut TcpStream, ctx: &InboundCtx) -> Result<Hello, 
 /// Delivers frames from `peer` in sequence order until the connection ends. `Ok` is a plain end of
 /// the connection; `Err` a protocol violation by the peer.
 async fn read_loop(
-    stream: TcpStream,
+    stream: &mut TcpStream,
     peer: u32,
     st: &mut RecvState,
     ctx: &InboundCtx,
 ) -> Result<(), String> {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.split();
     // Buffered: many small frames cost one read syscall. An acknowledgement goes out whenever the
     // buffer runs dry, so acks are batched exactly as reads are.
     let mut rd = BufReader::with_capacity(64 * 1024, rd);

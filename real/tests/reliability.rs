@@ -94,6 +94,9 @@ fn restart_listens_again() {
             let mut mb = hosts[1].bind(4).unwrap();
             hosts[0].send(4, to, b"before".to_vec()).await.unwrap();
             assert_eq!(mb.recv().await.unwrap().payload, b"before");
+            // Time for the acknowledgement: an unacknowledged message would be retransmitted to
+            // the restarted incarnation (see notes/transport.md).
+            cluster.sleep(Duration::from_millis(50)).await;
             cluster.crash(HostId(1));
             assert_eq!(mb.recv().await, Err(NetError::Closed));
             cluster.restart(HostId(1));
