@@ -123,8 +123,9 @@ fn free_addrs(n: usize) -> String {
 #[test]
 fn processes_join_and_leave_with_exactly_once_delivery() {
     let peers = free_addrs(4);
-    let total = join_leave_traffic(&peers, &[None, None, None, None]);
+    let (total, applied) = join_leave_traffic(&peers, &[None, None, None, None]);
     assert_eq!(total, 3 * 200 + 2 * 300 + 300 + 200 + 100);
+    assert_eq!(applied, total);
 }
 
 /// The join/leave scenario with every machine behind a proxy that resets, stalls and delays its
@@ -143,12 +144,12 @@ fn processes_join_and_leave_across_a_chaos_proxy() {
         .map(|(i, &a)| {
             let chaos = Chaos {
                 seed: 0x5EED ^ i as u64,
-                reset: 0.05,
+                reset: 0.15,
                 stall: 0.02,
                 stall_max: Duration::from_millis(300),
                 delay: 0.10,
                 delay_max: Duration::from_millis(5),
-                max_faults: 60,
+                max_faults: 100,
                 window: Duration::from_secs(20),
             };
             ChaosProxy::start(a, chaos).expect("proxy")
@@ -160,24 +161,26 @@ fn processes_join_and_leave_across_a_chaos_proxy() {
         .collect::<Vec<_>>()
         .join(",");
     let listen: Vec<Option<SocketAddr>> = listen.into_iter().map(Some).collect();
-    let total = join_leave_traffic(&peers, &listen);
+    let (total, applied) = join_leave_traffic(&peers, &listen);
     let sum = |f: fn(&gridbed_real::proxy::ProxyStats) -> u64| -> u64 {
         proxies.iter().map(|p| f(p.stats())).sum()
     };
     let resets = sum(|s| s.resets.load(Ordering::Relaxed));
     println!(
-        "chaos: messages sent {total}, connections {}, resets survived {resets}, stalls {}, \
-         delays {}, lost 0, duplicated 0, out of order 0",
+        "chaos: messages sent {total}, applied {applied}, connections {}, resets survived \
+         {resets}, stalls {}, delays {}, lost {}, duplicated or out of order 0 (checked per \
+         sender and ID)",
         sum(|s| s.connections.load(Ordering::Relaxed)),
         sum(|s| s.stalls.load(Ordering::Relaxed)),
         sum(|s| s.delays.load(Ordering::Relaxed)),
+        total - applied,
     );
     assert!(resets >= 3, "the proxies reset only {resets} connections");
 }
 
 /// Three machines send, one leaves, one joins, all keep sending; checks that every message was
-/// applied exactly once in order (panics otherwise) and returns how many were sent.
-fn join_leave_traffic(peers: &str, listen: &[Option<SocketAddr>]) -> u64 {
+/// applied exactly once in order (panics otherwise) and returns how many were sent and applied.
+fn join_leave_traffic(peers: &str, listen: &[Option<SocketAddr>]) -> (u64, u64) {
     let peers = peers.to_string();
     let start = |h: u32| Proc::start_listening(h, &peers, 3, listen[h as usize]);
     let mut p: Vec<Proc> = (0..3).map(start).collect();
@@ -232,6 +235,7 @@ fn join_leave_traffic(peers: &str, listen: &[Option<SocketAddr>]) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let applied: u64 = reports.iter().map(NodeReport::applied).sum();
     let bad = check_exactly_once(&sent, reports.iter().map(|r| &r.ledger));
     assert!(bad.is_empty(), "{bad:#?}");
     // Exactly one owner per ID, and each ID's data lives with its owner.
@@ -275,7 +279,7 @@ fn join_leave_traffic(peers: &str, listen: &[Option<SocketAddr>]) -> u64 {
         q.cmd("quit");
         assert!(q.wait_exit());
     }
-    sent.values().sum()
+    (sent.values().sum(), applied)
 }
 
 /// A peer that sends garbage: the connection is dropped and the machine keeps working; a
