@@ -43,7 +43,11 @@ pub enum FrameError {
     #[error("unknown frame kind {0}")]
     BadKind(u8),
     #[error("frame announces {size} bytes, more than the {limit}-byte limit of port {port}")]
-    TooLarge { size: usize, limit: usize, port: u16 },
+    TooLarge {
+        size: usize,
+        limit: usize,
+        port: u16,
+    },
     #[error("acknowledgement frame with a {0}-byte payload")]
     AckWithPayload(u32),
 }
@@ -94,7 +98,10 @@ impl Header {
     }
 
     /// Decodes a header; `limit(port)` is the largest payload accepted for that destination port.
-    pub fn decode(b: &[u8; HEADER_LEN], limit: impl Fn(u16) -> usize) -> Result<Header, FrameError> {
+    pub fn decode(
+        b: &[u8; HEADER_LEN],
+        limit: impl Fn(u16) -> usize,
+    ) -> Result<Header, FrameError> {
         if b[0..2] != MAGIC {
             return Err(FrameError::BadMagic([b[0], b[1]]));
         }

@@ -103,7 +103,9 @@ pub enum HandshakeError {
     WrongPeer { want: u32, got: u32 },
     #[error("peer claims host id {0}, not a host of this cluster")]
     UnknownHost(u32),
-    #[error("authentication failed: the peer does not hold this cluster's secret (wrong {SECRET_ENV}?)")]
+    #[error(
+        "authentication failed: the peer does not hold this cluster's secret (wrong {SECRET_ENV}?)"
+    )]
     BadMac,
     #[error("unknown resume status {0}")]
     BadStatus(u8),
@@ -356,6 +358,9 @@ mod tests {
         );
         h[3] = 1;
         assert_eq!(Hello::decode(&h, 1, 9), Err(HandshakeError::BadVersion(1)));
-        assert_eq!(ClusterSecret::new(vec![0; 3]).unwrap_err(), SecretError::TooShort(3));
+        assert_eq!(
+            ClusterSecret::new(vec![0; 3]).unwrap_err(),
+            SecretError::TooShort(3)
+        );
     }
 }

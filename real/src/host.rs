@@ -129,7 +129,10 @@ impl RealHost {
                 match rebind(addr) {
                     Ok(listener) => return accept_loop(listener, inbound).await,
                     Err(e) if attempt >= 100 => {
-                        tracing::error!(host = inbound.me, "restart could not listen on {addr}: {e}");
+                        tracing::error!(
+                            host = inbound.me,
+                            "restart could not listen on {addr}: {e}"
+                        );
                         return;
                     }
                     Err(_) => tokio::time::sleep(pause).await,

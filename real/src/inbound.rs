@@ -17,9 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::frame::{read_frame, Header, Kind, ReadError};
-use crate::handshake::{
-    verify_proof, ClusterSecret, Hello, Reply, Resume, HELLO_LEN, PROOF_LEN,
-};
+use crate::handshake::{verify_proof, ClusterSecret, Hello, Reply, Resume, HELLO_LEN, PROOF_LEN};
 use crate::limits::Limits;
 use crate::ports::Ports;
 use crate::stats::Stats;
@@ -164,7 +162,10 @@ async fn serve(mut stream: TcpStream, conn: u64, ctx: Arc<InboundCtx>) {
         conn,
         ctx: ctx.clone(),
     };
-    let auth = tokio::time::timeout(ctx.limits.connect_timeout, listen_handshake(&mut stream, &ctx));
+    let auth = tokio::time::timeout(
+        ctx.limits.connect_timeout,
+        listen_handshake(&mut stream, &ctx),
+    );
     let hello = match auth.await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -325,7 +326,13 @@ mod tests {
             stats.clone(),
             Ports::new(Limits::default()),
         );
-        let task = tokio::spawn(accept_loop(Flaky { inner: l, errors: 3 }, ctx.clone()));
+        let task = tokio::spawn(accept_loop(
+            Flaky {
+                inner: l,
+                errors: 3,
+            },
+            ctx.clone(),
+        ));
         let mut s = TcpStream::connect(addr).await.unwrap();
         // The listener answers a hello only if the accept loop survived its errors.
         s.write_all(&Hello::new(0, 0, 1).encode()).await.unwrap();

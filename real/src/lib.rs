@@ -136,7 +136,11 @@ where
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(route) = &opts.route {
-            addrs = addrs.iter().enumerate().map(|(i, &a)| route(i, a)).collect();
+            addrs = addrs
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| route(i, a))
+                .collect();
         }
         let addrs = Arc::new(addrs);
         let secret = opts.secret.clone().unwrap_or_else(ClusterSecret::random);

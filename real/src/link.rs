@@ -84,7 +84,12 @@ impl Link {
     }
 
     /// Accepts a message for the peer, waiting (bounded) for room.
-    pub async fn send(&self, from_port: u16, to_port: u16, payload: Vec<u8>) -> Result<(), NetError> {
+    pub async fn send(
+        &self,
+        from_port: u16,
+        to_port: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), NetError> {
         let l = &self.ctx.limits;
         let limit = l.frame_limit(to_port);
         if payload.len() > limit {
@@ -104,7 +109,13 @@ impl Link {
                 if let Some(e) = &o.auth_error {
                     return Err(NetError::Io(e.clone()));
                 }
-                if admits(o.frames.len(), o.bytes, payload.len(), l.outbox_frames, l.outbox_bytes) {
+                if admits(
+                    o.frames.len(),
+                    o.bytes,
+                    payload.len(),
+                    l.outbox_frames,
+                    l.outbox_bytes,
+                ) {
                     let seq = o.next_seq;
                     o.next_seq += 1;
                     o.bytes += payload.len();
@@ -195,7 +206,13 @@ impl Link {
             .skip(skip)
             .take(BATCH)
             .map(|f| {
-                let h = Header::data(f.from_port, f.to_port, self.ctx.me, f.seq, f.payload.len() as u32);
+                let h = Header::data(
+                    f.from_port,
+                    f.to_port,
+                    self.ctx.me,
+                    f.seq,
+                    f.payload.len() as u32,
+                );
                 (h, f.payload.clone())
             })
             .collect()
@@ -223,7 +240,10 @@ impl Link {
                 failed => {
                     let why = match failed {
                         Ok(Err(e)) => e,
-                        _ => format!("connect/handshake timed out after {:?}", self.ctx.limits.connect_timeout),
+                        _ => format!(
+                            "connect/handshake timed out after {:?}",
+                            self.ctx.limits.connect_timeout
+                        ),
                     };
                     tracing::debug!(me = self.ctx.me, peer = %self.peer, "link down: {why}");
                     self.out.lock().last_error = Some(why);
@@ -246,7 +266,9 @@ impl Link {
 
     /// Connects and authenticates; returns the stream and the first sequence number to write.
     async fn dial(&self, addr: SocketAddr) -> Result<(TcpStream, u64), String> {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = s.set_nodelay(true);
         let hello = Hello::new(self.ctx.me, self.peer.0, self.ctx.epoch);
         let h = hello.encode();
@@ -262,7 +284,9 @@ impl Link {
             self.out.lock().auth_error = Some(why.clone());
             return Err(why);
         }
-        s.write_all(&proof(&self.ctx.secret, &h, &reply)).await.map_err(io)?;
+        s.write_all(&proof(&self.ctx.secret, &h, &reply))
+            .await
+            .map_err(io)?;
         let mut res = [0u8; RESUME_LEN];
         s.read_exact(&mut res).await.map_err(io)?;
         let resume = Resume::decode(&res).map_err(|e| e.to_string())?;
@@ -277,9 +301,14 @@ impl Link {
         let mut wr = BufWriter::with_capacity(64 * 1024, wr);
         let acks = async {
             loop {
-                let (h, _) = read_frame(&mut rd, |_| 0).await.map_err(|e| e.to_string())?;
+                let (h, _) = read_frame(&mut rd, |_| 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if h.kind != Kind::Ack || h.from_host != self.peer.0 {
-                    return Err::<(), String>(format!("unexpected {:?} frame from h{}", h.kind, h.from_host));
+                    return Err::<(), String>(format!(
+                        "unexpected {:?} frame from h{}",
+                        h.kind, h.from_host
+                    ));
                 }
                 self.acked(h.seq)?;
             }
@@ -320,7 +349,9 @@ impl Link {
                 let again = batch.iter().filter(|(h, _)| h.seq <= o.written).count();
                 o.written = o.written.max(next - 1);
                 drop(o);
-                self.ctx.stats.add(&self.ctx.stats.retransmitted, again as u64);
+                self.ctx
+                    .stats
+                    .add(&self.ctx.stats.retransmitted, again as u64);
             }
             cursor = next;
         }

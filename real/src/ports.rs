@@ -61,9 +61,21 @@ impl Ports {
                 let l = &self.limits;
                 let p = t.ports.entry(port).or_default();
                 let fits = if p.bound {
-                    admits(p.msgs.len(), p.bytes, len, l.mailbox_frames, l.mailbox_bytes)
+                    admits(
+                        p.msgs.len(),
+                        p.bytes,
+                        len,
+                        l.mailbox_frames,
+                        l.mailbox_bytes,
+                    )
                 } else {
-                    admits(t.parked_frames, t.parked_bytes, len, l.parked_frames, l.parked_bytes)
+                    admits(
+                        t.parked_frames,
+                        t.parked_bytes,
+                        len,
+                        l.parked_frames,
+                        l.parked_bytes,
+                    )
                 };
                 if fits {
                     if !p.bound {
@@ -249,7 +261,8 @@ mod tests {
         for p in 0..3 {
             ports.deliver(p, msg(p as u8)).await;
         }
-        let fourth = tokio::time::timeout(Duration::from_millis(50), ports.deliver(9, msg(9))).await;
+        let fourth =
+            tokio::time::timeout(Duration::from_millis(50), ports.deliver(9, msg(9))).await;
         assert!(fourth.is_err(), "parked beyond the host-wide bound");
         let _mb = ports.bind(HostId(1), 0).unwrap();
         tokio::time::timeout(Duration::from_secs(1), ports.deliver(9, msg(9)))

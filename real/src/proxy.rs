@@ -155,8 +155,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, seed: u64, sh: &Shared) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let faulty = sh.start.elapsed() < c.window
-            && sh.faults.load(Ordering::Relaxed) < c.max_faults;
+        let faulty =
+            sh.start.elapsed() < c.window && sh.faults.load(Ordering::Relaxed) < c.max_faults;
         if faulty {
             let roll: f64 = rng.gen();
             if roll < c.reset {

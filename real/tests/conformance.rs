@@ -9,11 +9,7 @@ use gridbed_runtime::{Addr, BoxFuture, ClusterRef, HostId, Mailbox, NetError};
 type Scenario<T> = Box<dyn FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send>;
 
 /// Runs `make()` on `n` simulated hosts and on `n` real hosts with `limits`; returns both answers.
-fn both<T: Send + 'static>(
-    n: usize,
-    limits: Limits,
-    make: impl Fn() -> Scenario<T>,
-) -> (T, T) {
+fn both<T: Send + 'static>(n: usize, limits: Limits, make: impl Fn() -> Scenario<T>) -> (T, T) {
     let platform = gridbed_sim::Platform::lans(1, n, "gige-tcp").expect("platform");
     let sim = gridbed_sim::run(gridbed_sim::SimConfig::new(platform, 1), make()).value;
     let opts = LocalOptions {
@@ -63,7 +59,10 @@ fn ordering_per_sender() {
         assert_eq!(got.len(), 300);
         for parity in 0..2 {
             let mine: Vec<u32> = got.iter().copied().filter(|i| i % 2 == parity).collect();
-            assert_eq!(mine, (0..300).filter(|i| i % 2 == parity).collect::<Vec<_>>());
+            assert_eq!(
+                mine,
+                (0..300).filter(|i| i % 2 == parity).collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -132,27 +131,29 @@ fn disconnect_then_reconnect() {
 #[test]
 fn crash_and_restart() {
     let (sim, real) = both(2, Limits::default(), || {
-        Box::new(|c: ClusterRef| -> BoxFuture<'static, (Vec<u32>, bool, Vec<u32>)> {
-            Box::pin(async move {
-                let h = c.hosts();
-                let to = Addr::new(HostId(1), 3);
-                let mut mb = h[1].bind(3).unwrap();
-                for i in 0..10 {
-                    h[0].send(3, to, num(i)).await.unwrap();
-                }
-                let before = take(&mut mb, 10).await;
-                c.sleep(Duration::from_millis(100)).await;
-                c.crash(HostId(1));
-                let closed = mb.recv().await == Err(NetError::Closed);
-                c.sleep(Duration::from_millis(100)).await;
-                c.restart(HostId(1));
-                let mut mb = h[1].bind(3).unwrap();
-                for i in 100..120 {
-                    h[0].send(3, to, num(i)).await.unwrap();
-                }
-                (before, closed, take(&mut mb, 20).await)
-            })
-        })
+        Box::new(
+            |c: ClusterRef| -> BoxFuture<'static, (Vec<u32>, bool, Vec<u32>)> {
+                Box::pin(async move {
+                    let h = c.hosts();
+                    let to = Addr::new(HostId(1), 3);
+                    let mut mb = h[1].bind(3).unwrap();
+                    for i in 0..10 {
+                        h[0].send(3, to, num(i)).await.unwrap();
+                    }
+                    let before = take(&mut mb, 10).await;
+                    c.sleep(Duration::from_millis(100)).await;
+                    c.crash(HostId(1));
+                    let closed = mb.recv().await == Err(NetError::Closed);
+                    c.sleep(Duration::from_millis(100)).await;
+                    c.restart(HostId(1));
+                    let mut mb = h[1].bind(3).unwrap();
+                    for i in 100..120 {
+                        h[0].send(3, to, num(i)).await.unwrap();
+                    }
+                    (before, closed, take(&mut mb, 20).await)
+                })
+            },
+        )
     });
     for (before, closed, after) in [&sim, &real] {
         assert_eq!(before, &(0..10).collect::<Vec<_>>());
@@ -181,7 +182,10 @@ fn backpressure_loses_nothing() {
                     "flood",
                     Box::pin(async move {
                         for i in 0..N {
-                            sender.send(5, Addr::new(HostId(1), 5), num(i)).await.unwrap();
+                            sender
+                                .send(5, Addr::new(HostId(1), 5), num(i))
+                                .await
+                                .unwrap();
                         }
                     }),
                 );
@@ -201,18 +205,24 @@ fn large_and_oversized_messages() {
     let mut limits = Limits::default();
     limits.port_max_frame.insert(6, 1 << 20);
     let (sim, real) = both(2, limits, || {
-        Box::new(|c: ClusterRef| -> BoxFuture<'static, (usize, Result<(), NetError>)> {
-            Box::pin(async move {
-                let h = c.hosts();
-                let mut mb = h[1].bind(8).unwrap();
-                let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
-                h[0].send(8, Addr::new(HostId(1), 8), big.clone()).await.unwrap();
-                let m = mb.recv().await.unwrap();
-                let intact = if m.payload == big { m.payload.len() } else { 0 };
-                let over = h[0].send(6, Addr::new(HostId(1), 6), vec![0; (1 << 20) + 1]).await;
-                (intact, over)
-            })
-        })
+        Box::new(
+            |c: ClusterRef| -> BoxFuture<'static, (usize, Result<(), NetError>)> {
+                Box::pin(async move {
+                    let h = c.hosts();
+                    let mut mb = h[1].bind(8).unwrap();
+                    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+                    h[0].send(8, Addr::new(HostId(1), 8), big.clone())
+                        .await
+                        .unwrap();
+                    let m = mb.recv().await.unwrap();
+                    let intact = if m.payload == big { m.payload.len() } else { 0 };
+                    let over = h[0]
+                        .send(6, Addr::new(HostId(1), 6), vec![0; (1 << 20) + 1])
+                        .await;
+                    (intact, over)
+                })
+            },
+        )
     });
     assert_eq!(sim.0, 8_000_000);
     assert_eq!(real.0, 8_000_000);

@@ -55,7 +55,10 @@ fn handshake_decoders(bytes: &[u8]) {
     // A random reply must not verify (its MAC is random): 2^-256 odds.
     assert!(reply.verify(&secret, &good_hello, 1).is_err());
     let p: [u8; PROOF_LEN] = pad(bytes);
-    assert!(verify_proof(&secret, &good_hello, &reply, &p).is_err() || p == proof(&secret, &good_hello, &reply));
+    assert!(
+        verify_proof(&secret, &good_hello, &reply, &p).is_err()
+            || p == proof(&secret, &good_hello, &reply)
+    );
     if let Ok(r) = Resume::decode(&pad::<RESUME_LEN>(bytes)) {
         assert_eq!(Resume::decode(&r.encode()), Ok(r));
     }
@@ -161,7 +164,10 @@ fn write_seed_corpus() {
             a[23] = 1;
             a.to_vec()
         }),
-        ("truncated-header", valid_stream(&[3])[..HEADER_LEN - 1].to_vec()),
+        (
+            "truncated-header",
+            valid_stream(&[3])[..HEADER_LEN - 1].to_vec(),
+        ),
         ("hello", Hello::new(0, 1, 1).encode().to_vec()),
         ("http-get", b"GET / HTTP/1.0\r\n\r\n".to_vec()),
         ("resume-bad-status", vec![9; RESUME_LEN]),

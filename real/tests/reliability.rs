@@ -56,7 +56,9 @@ fn every_accepted_message_arrives_once_in_order_across_resets() {
                             // Varying sizes so that resets fall inside headers and payloads alike.
                             let mut p = i.to_le_bytes().to_vec();
                             p.resize(4 + (i as usize * 37) % 3000, 0xAA);
-                            h.send(9, Addr::new(HostId(peer), 9), p).await.expect("accepted");
+                            h.send(9, Addr::new(HostId(peer), 9), p)
+                                .await
+                                .expect("accepted");
                         }
                     }),
                 );
@@ -73,13 +75,24 @@ fn every_accepted_message_arrives_once_in_order_across_resets() {
     })
     .expect("finished");
     let (got, stats) = got;
-    let resets: u64 = proxies.lock().iter().map(|p| p.stats().resets.load(Ordering::Relaxed)).sum();
+    let resets: u64 = proxies
+        .lock()
+        .iter()
+        .map(|p| p.stats().resets.load(Ordering::Relaxed))
+        .sum();
     for g in &got {
-        assert_eq!(g, &(0..N).collect::<Vec<_>>(), "lost, duplicated or reordered");
+        assert_eq!(
+            g,
+            &(0..N).collect::<Vec<_>>(),
+            "lost, duplicated or reordered"
+        );
     }
     let reconnects: u64 = stats.iter().map(|s| s.reconnects).sum();
     let retransmitted: u64 = stats.iter().map(|s| s.retransmitted).sum();
-    println!("messages {} resets {resets} reconnects {reconnects} retransmitted {retransmitted}", 2 * N);
+    println!(
+        "messages {} resets {resets} reconnects {reconnects} retransmitted {retransmitted}",
+        2 * N
+    );
     assert!(resets >= 5, "the proxy reset only {resets} connections");
     assert!(reconnects >= 1 && retransmitted >= 1, "{stats:?}");
 }
@@ -103,7 +116,9 @@ fn restart_listens_again() {
             let mut mb = hosts[1].bind(4).unwrap();
             hosts[0].send(4, to, b"after".to_vec()).await.unwrap();
             let m = tokio::time::timeout(Duration::from_secs(10), mb.recv()).await;
-            m.expect("nothing arrived after the restart").unwrap().payload
+            m.expect("nothing arrived after the restart")
+                .unwrap()
+                .payload
         })
     })
     .unwrap();
@@ -119,7 +134,11 @@ fn a_wrong_secret_is_refused_with_a_clear_error() {
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         ];
-        let addrs = Arc::new(ls.iter().map(|l| l.local_addr().unwrap()).collect::<Vec<_>>());
+        let addrs = Arc::new(
+            ls.iter()
+                .map(|l| l.local_addr().unwrap())
+                .collect::<Vec<_>>(),
+        );
         let [l0, l1] = ls;
         let start = |id, l, secret: &str| {
             gridbed_real::RealHost::start(
@@ -144,9 +163,14 @@ fn a_wrong_secret_is_refused_with_a_clear_error() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let err = err.expect("sends to a host with another secret kept succeeding").to_string();
+        let err = err
+            .expect("sends to a host with another secret kept succeeding")
+            .to_string();
         assert!(err.contains("secret"), "{err}");
-        assert!(mb.try_recv().is_none(), "a message crossed the secret boundary");
+        assert!(
+            mb.try_recv().is_none(),
+            "a message crossed the secret boundary"
+        );
         // The dialer checks the listener's proof first and gives up before sending its own.
         assert!(h0.stats().auth_failures >= 1, "{:?}", h0.stats());
         h0.stop();
@@ -163,31 +187,32 @@ fn frames_claiming_another_source_are_rejected() {
         secret: Some(secret.clone()),
         ..LocalOptions::default()
     };
-    let (delivered, stats) = run_local_real(3, Duration::from_secs(20), opts, move |_cluster, real| {
-        Box::pin(async move {
-            use gridbed_runtime::Host;
-            let mut mb = real[1].bind(2).unwrap();
-            let addr = real[1].addrs[1];
-            let secret = secret.clone();
-            tokio::task::spawn_blocking(move || {
-                use gridbed_real::frame::Header;
-                use gridbed_real::handshake::{dial_blocking, Hello};
-                use std::io::{Read, Write};
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                dial_blocking(&mut s, &secret, &Hello::new(0, 1, 42)).unwrap();
-                // Authenticated as h0, speaking as h2.
-                s.write_all(&Header::data(2, 2, 2, 1, 3).encode()).unwrap();
-                s.write_all(b"bad").unwrap();
-                let mut b = [0u8; 64];
-                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    let (delivered, stats) =
+        run_local_real(3, Duration::from_secs(20), opts, move |_cluster, real| {
+            Box::pin(async move {
+                use gridbed_runtime::Host;
+                let mut mb = real[1].bind(2).unwrap();
+                let addr = real[1].addrs[1];
+                let secret = secret.clone();
+                tokio::task::spawn_blocking(move || {
+                    use gridbed_real::frame::Header;
+                    use gridbed_real::handshake::{dial_blocking, Hello};
+                    use std::io::{Read, Write};
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    dial_blocking(&mut s, &secret, &Hello::new(0, 1, 42)).unwrap();
+                    // Authenticated as h0, speaking as h2.
+                    s.write_all(&Header::data(2, 2, 2, 1, 3).encode()).unwrap();
+                    s.write_all(b"bad").unwrap();
+                    let mut b = [0u8; 64];
+                    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                })
+                .await
+                .unwrap();
+                (mb.try_recv(), real[1].stats())
             })
-            .await
-            .unwrap();
-            (mb.try_recv(), real[1].stats())
         })
-    })
-    .unwrap();
+        .unwrap();
     assert_eq!(delivered, None);
     assert_eq!(stats.rejected_connections, 1, "{stats:?}");
 }
@@ -228,21 +253,29 @@ fn a_stalled_peer_freezes_neither_the_sender_nor_other_links() {
             let mut mb = hosts[1].bind(1).unwrap();
             let mut err = None;
             for _ in 0..100 {
-                if let Err(e) = hosts[0].send(1, Addr::new(HostId(2), 1), vec![0; 1000]).await {
+                if let Err(e) = hosts[0]
+                    .send(1, Addr::new(HostId(2), 1), vec![0; 1000])
+                    .await
+                {
                     err = Some(e);
                     break;
                 }
             }
             let mut others = 0;
             for i in 0..50u8 {
-                hosts[0].send(1, Addr::new(HostId(1), 1), vec![i]).await.unwrap();
+                hosts[0]
+                    .send(1, Addr::new(HostId(1), 1), vec![i])
+                    .await
+                    .unwrap();
                 others += usize::from(mb.recv().await.unwrap().payload == [i]);
             }
             (err, others)
         })
     })
     .unwrap();
-    let err = stalled_err.expect("sends to a stalled peer never failed").to_string();
+    let err = stalled_err
+        .expect("sends to a stalled peer never failed")
+        .to_string();
     assert!(err.contains("not acknowledging"), "{err}");
     assert_eq!(others, 50);
     done.store(true, Ordering::SeqCst);
@@ -264,7 +297,9 @@ fn oversized_frames_are_refused_before_buffering() {
     let (local, stats) = run_local_real(2, Duration::from_secs(20), opts, move |cluster, real| {
         Box::pin(async move {
             let hosts = cluster.hosts();
-            let local = hosts[0].send(3, Addr::new(HostId(1), 3), vec![0; 101]).await;
+            let local = hosts[0]
+                .send(3, Addr::new(HostId(1), 3), vec![0; 101])
+                .await;
             let addr = real[1].addrs[1];
             tokio::task::spawn_blocking(move || {
                 use gridbed_real::frame::Header;
@@ -273,7 +308,8 @@ fn oversized_frames_are_refused_before_buffering() {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 dial_blocking(&mut s, &secret, &Hello::new(0, 1, 43)).unwrap();
-                s.write_all(&Header::data(3, 3, 0, 1, 1 << 29).encode()).unwrap();
+                s.write_all(&Header::data(3, 3, 0, 1, 1 << 29).encode())
+                    .unwrap();
                 let mut b = [0u8; 64];
                 while matches!(s.read(&mut b), Ok(n) if n > 0) {}
             })
@@ -283,7 +319,13 @@ fn oversized_frames_are_refused_before_buffering() {
         })
     })
     .unwrap();
-    assert_eq!(local, Err(NetError::TooLarge { size: 101, limit: 100 }));
+    assert_eq!(
+        local,
+        Err(NetError::TooLarge {
+            size: 101,
+            limit: 100
+        })
+    );
     assert_eq!(stats.rejected_connections, 1, "{stats:?}");
 }
 
@@ -305,7 +347,10 @@ fn disconnect_discards_what_the_peer_sent_unread() {
             let mut mb = hosts[1].bind(2).unwrap();
             let to = Addr::new(HostId(1), 2);
             for i in 0..200u32 {
-                hosts[0].send(2, to, i.to_le_bytes().to_vec()).await.unwrap();
+                hosts[0]
+                    .send(2, to, i.to_le_bytes().to_vec())
+                    .await
+                    .unwrap();
             }
             // The reader is now held back by the full mailbox, the rest unread.
             cluster.sleep(Duration::from_millis(100)).await;
@@ -315,12 +360,20 @@ fn disconnect_discards_what_the_peer_sent_unread() {
             cluster.sleep(Duration::from_millis(100)).await;
             let mut got = Vec::new();
             for i in 1000..1010u32 {
-                hosts[0].send(2, to, i.to_le_bytes().to_vec()).await.unwrap();
+                hosts[0]
+                    .send(2, to, i.to_le_bytes().to_vec())
+                    .await
+                    .unwrap();
             }
             while got.last() != Some(&1009) {
                 let m = match tokio::time::timeout(Duration::from_secs(3), mb.recv()).await {
                     Ok(m) => m,
-                    Err(_) => panic!("stuck after {got:?}: {:?} {:?} unacked {}", real[0].stats(), real[1].stats(), real[0].unacked(HostId(1))),
+                    Err(_) => panic!(
+                        "stuck after {got:?}: {:?} {:?} unacked {}",
+                        real[0].stats(),
+                        real[1].stats(),
+                        real[0].unacked(HostId(1))
+                    ),
                 };
                 let m = m.unwrap();
                 got.push(u32::from_le_bytes(m.payload[..4].try_into().unwrap()));
@@ -330,7 +383,10 @@ fn disconnect_discards_what_the_peer_sent_unread() {
     })
     .unwrap();
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-    assert!(got.starts_with(&[0, 1, 2, 3]), "delivered messages were lost: {got:?}");
+    assert!(
+        got.starts_with(&[0, 1, 2, 3]),
+        "delivered messages were lost: {got:?}"
+    );
     let early = got.iter().filter(|&&n| n < 200).count() as u64;
     assert!(early < 200, "nothing was discarded: {got:?}");
     assert_eq!(early + discarded, 200, "{got:?}");
