@@ -46,7 +46,7 @@ fn every_accepted_message_arrives_once_in_order_across_resets() {
     let got = run_local_real(2, Duration::from_secs(60), opts, |cluster, real| {
         Box::pin(async move {
             let hosts = cluster.hosts();
-            let mut boxes = vec![hosts[0].bind(9).unwrap(), hosts[1].bind(9).unwrap()];
+            let mut boxes = [hosts[0].bind(9).unwrap(), hosts[1].bind(9).unwrap()];
             for (me, peer) in [(0usize, 1u32), (1, 0)] {
                 let h = hosts[me].clone();
                 h.clone().spawn(
