@@ -7,7 +7,7 @@
 //! Transport guarantees (see `notes/transport.md` for the threat model):
 //! - Every connection is authenticated both ways with the cluster secret ([`handshake`]); the
 //!   peer id is pinned per connection and frames claiming another source are refused.
-//! - Each host pair has a reliable link ([`link`]): while both hosts live, every message `send`
+//! - Each host pair has a reliable link (sequence numbers, acks, retransmission): while both hosts live, every message `send`
 //!   accepted is delivered exactly once and in order, across connection resets. The one exception
 //!   is `disconnect`: what the misbehaving peer had sent and this host had not delivered when it
 //!   disconnected (up to the peer's next handshake) is discarded, as the runtime interface says.
