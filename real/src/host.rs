@@ -1,219 +1,213 @@
-//! A real host: a TCP listener on loopback (or any address), one outgoing connection per peer host,
-//! and per-port mailboxes fed by a reader task per incoming connection.
+//! A real host: a TCP listener, one reliable [`Link`] per peer it sends to, and bounded per-port
+//! queues fed by one authenticated reader per peer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gridbed_runtime::{Addr, BoxFuture, Host, HostId, Mailbox, Message, NetError};
+use gridbed_runtime::{Addr, BoxFuture, Host, HostId, Mailbox, NetError};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use rand::RngCore;
+use tokio::net::TcpListener;
 
-use crate::frame::{Header, HEADER_LEN};
+use crate::handshake::ClusterSecret;
+use crate::inbound::{accept_loop, InboundCtx};
+use crate::limits::Limits;
+use crate::link::{Link, LinkCtx};
+use crate::ports::Ports;
+use crate::stats::{LinkStats, Stats};
 
-type Ports = Arc<Mutex<BTreeMap<u16, mpsc::UnboundedSender<Message>>>>;
-type Writer = Arc<tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>>;
+/// Who a host is and what it may spend.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub id: HostId,
+    /// The address to dial for every host of the cluster, in id order.
+    pub addrs: Arc<Vec<SocketAddr>>,
+    pub secret: ClusterSecret,
+    pub limits: Limits,
+}
 
-/// Incoming connections by number: the peer host (known after its first frame) and the reader task.
-type Inbound = Arc<Mutex<BTreeMap<u64, (Option<u32>, tokio::task::AbortHandle)>>>;
+/// The state of one incarnation (start to crash) of the host.
+struct Incarnation {
+    links: BTreeMap<u32, Arc<Link>>,
+    link_ctx: Arc<LinkCtx>,
+    inbound: Arc<InboundCtx>,
+}
 
 pub struct RealHost {
     pub id: HostId,
     pub addrs: Arc<Vec<SocketAddr>>,
     pub epoch: Instant,
     pub rt: tokio::runtime::Handle,
-    ports: Ports,
-    /// Messages for ports not bound yet: kept until a bind (a peer may start first).
-    parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
-    conns: Mutex<BTreeMap<u32, Writer>>,
-    inbound: Inbound,
+    cfg: HostConfig,
+    listen_addr: SocketAddr,
+    ports: Arc<Ports>,
+    stats: Arc<Stats>,
+    live: Mutex<Incarnation>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// Owned handle for futures started from `&self` trait methods.
-    me: std::sync::Weak<RealHost>,
 }
 
 impl RealHost {
-    /// Starts accepting peers on `listener`.
+    /// Starts accepting peers on `listener`, with the default [`Limits`].
     pub fn start(
         id: HostId,
         listener: TcpListener,
         addrs: Arc<Vec<SocketAddr>>,
         epoch: Instant,
         rt: tokio::runtime::Handle,
+        secret: ClusterSecret,
     ) -> Arc<RealHost> {
-        let host = Arc::new_cyclic(|me| RealHost {
-            me: me.clone(),
+        let cfg = HostConfig {
             id,
             addrs,
+            secret,
+            limits: Limits::default(),
+        };
+        RealHost::start_with(cfg, listener, epoch, rt)
+    }
+
+    /// Starts accepting peers on `listener`.
+    pub fn start_with(
+        cfg: HostConfig,
+        listener: TcpListener,
+        epoch: Instant,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<RealHost> {
+        let listen_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| cfg.addrs[cfg.id.0 as usize]);
+        let stats = Arc::new(Stats::default());
+        let ports = Ports::new(cfg.limits.clone());
+        let live = Mutex::new(incarnation(&cfg, &stats, &ports));
+        let host = Arc::new(RealHost {
+            id: cfg.id,
+            addrs: cfg.addrs.clone(),
             epoch,
-            rt: rt.clone(),
-            ports: Arc::default(),
-            parked: Arc::default(),
-            conns: Mutex::default(),
-            inbound: Arc::default(),
+            rt,
+            cfg,
+            listen_addr,
+            ports,
+            stats,
+            live,
             tasks: Mutex::default(),
         });
-        let (ports, parked, inbound) = (
-            host.ports.clone(),
-            host.parked.clone(),
-            host.inbound.clone(),
-        );
-        let accept = rt.spawn(async move {
-            let mut next_conn = 0u64;
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let conn = next_conn;
-                next_conn += 1;
-                // Registered under the lock so the reader cannot finish before its entry exists.
-                let mut table = inbound.lock();
-                let reader = tokio::spawn(read_frames(
-                    stream,
-                    ports.clone(),
-                    parked.clone(),
-                    Reader {
-                        conn,
-                        inbound: inbound.clone(),
-                    },
-                ));
-                table.insert(conn, (None, reader.abort_handle()));
-            }
-        });
-        host.tasks.lock().push(accept.abort_handle());
+        host.listen(listener);
         host
     }
 
-    /// Stops every task of this host (crash in real mode).
+    fn listen(&self, listener: TcpListener) {
+        let inbound = self.live.lock().inbound.clone();
+        let accept = self.rt.spawn(accept_loop(listener, inbound));
+        self.tasks.lock().push(accept.abort_handle());
+    }
+
+    /// Stops every task of this host, closes its ports and connections and forgets its link state
+    /// (a crash in real mode). Messages it had accepted but not delivered are lost with it.
     pub fn stop(&self) {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-        self.ports.lock().clear();
-        self.conns.lock().clear();
-        for (_, (_, reader)) in std::mem::take(&mut *self.inbound.lock()) {
-            reader.abort();
-        }
-    }
-
-    async fn connection(&self, to: HostId) -> Result<Writer, NetError> {
-        if let Some(c) = self.conns.lock().get(&to.0) {
-            return Ok(c.clone());
-        }
-        let sa = *self
-            .addrs
-            .get(to.0 as usize)
-            .ok_or(NetError::Unreachable(Addr::new(to, 0)))?;
-        let stream = TcpStream::connect(sa)
-            .await
-            .map_err(|e| NetError::Io(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (_, w) = stream.into_split();
-        let c = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
-            64 * 1024,
-            w,
-        )));
-        // Two racing first sends may both connect; keep the first so order per pair is preserved.
-        Ok(self.conns.lock().entry(to.0).or_insert(c).clone())
-    }
-}
-
-/// A reader task's entry in the host's table of incoming connections.
-struct Reader {
-    conn: u64,
-    inbound: Inbound,
-}
-
-impl Reader {
-    /// Records which host this connection comes from (so `disconnect` can find it).
-    fn learn_peer(&self, peer: u32) {
-        if let Some(e) = self.inbound.lock().get_mut(&self.conn) {
-            e.0 = Some(peer);
-        }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.inbound.lock().remove(&self.conn);
-    }
-}
-
-/// Reads frames from one peer connection until it closes or sends garbage.
-async fn read_frames(
-    stream: TcpStream,
-    ports: Ports,
-    parked: Arc<Mutex<BTreeMap<u16, Vec<Message>>>>,
-    reader: Reader,
-) {
-    let mut peer = None;
-    // Buffered: a small message costs one read syscall for many frames, not two per frame; large
-    // payloads bypass the buffer.
-    let mut stream = BufReader::with_capacity(64 * 1024, stream);
-    let mut hdr = [0u8; HEADER_LEN];
-    loop {
-        if stream.read_exact(&mut hdr).await.is_err() {
-            return;
-        }
-        let h = match Header::decode(&hdr) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!("closing connection: {e}");
-                return;
-            }
+        let old = {
+            let mut live = self.live.lock();
+            std::mem::replace(&mut *live, incarnation(&self.cfg, &self.stats, &self.ports))
         };
-        if peer != Some(h.from_host) {
-            peer = Some(h.from_host);
-            reader.learn_peer(h.from_host);
-        }
-        // Reading into spare capacity skips zero-filling the buffer (40 ms per GB).
-        let len = h.len as usize;
-        let mut payload = Vec::with_capacity(len);
-        match (&mut stream)
-            .take(len as u64)
-            .read_to_end(&mut payload)
-            .await
-        {
-            Ok(n) if n == len => {}
-            _ => return,
-        }
-        let msg = Message {
-            from: Addr::new(HostId(h.from_host), h.from_port),
-            payload,
-        };
-        let tx = ports.lock().get(&h.to_port).cloned();
-        match tx {
-            Some(tx) => {
-                let _ = tx.send(msg);
+        old.inbound.stop();
+        self.ports.clear();
+    }
+
+    /// Brings a stopped host back: listening again on the same address, as a new incarnation
+    /// (peers see a new epoch and start their sequences afresh). The old listener closes when its
+    /// aborted task is dropped, a moment later, so binding is retried briefly.
+    pub fn restart(&self) {
+        self.stop();
+        let inbound = self.live.lock().inbound.clone();
+        let addr = self.listen_addr;
+        let task = self.rt.spawn(async move {
+            let mut pause = Duration::from_millis(2);
+            for attempt in 0.. {
+                match rebind(addr) {
+                    Ok(listener) => return accept_loop(listener, inbound).await,
+                    Err(e) if attempt >= 100 => {
+                        tracing::error!(
+                            host = inbound.me,
+                            "restart could not listen on {addr}: {e}"
+                        );
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(pause).await,
+                }
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
-            None => parked.lock().entry(h.to_port).or_default().push(msg),
+        });
+        self.tasks.lock().push(task.abort_handle());
+    }
+
+    /// Transport counters since the host started.
+    pub fn stats(&self) -> LinkStats {
+        self.stats.snapshot()
+    }
+
+    /// Messages accepted for `peer` and not acknowledged yet.
+    pub fn unacked(&self, peer: HostId) -> usize {
+        self.live
+            .lock()
+            .links
+            .get(&peer.0)
+            .map_or(0, |l| l.unacked())
+    }
+
+    /// Messages parked for ports not bound yet.
+    pub fn parked(&self) -> usize {
+        self.ports.parked()
+    }
+
+    fn link(&self, to: HostId) -> Arc<Link> {
+        let mut live = self.live.lock();
+        if let Some(l) = live.links.get(&to.0) {
+            return l.clone();
         }
+        let link = Link::new(to, live.link_ctx.clone());
+        let addr = self.addrs[to.0 as usize];
+        let writer = self.rt.spawn(link.clone().drive(addr));
+        self.tasks.lock().push(writer.abort_handle());
+        live.links.insert(to.0, link.clone());
+        link
     }
 }
 
-struct RealMailbox {
-    addr: Addr,
-    rx: mpsc::UnboundedReceiver<Message>,
-    ports: Ports,
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
-impl Mailbox for RealMailbox {
-    fn addr(&self) -> Addr {
-        self.addr
-    }
-    fn recv(&mut self) -> BoxFuture<'_, Result<Message, NetError>> {
-        Box::pin(async move { self.rx.recv().await.ok_or(NetError::Closed) })
-    }
-    fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Drop for RealMailbox {
-    fn drop(&mut self) {
-        self.ports.lock().remove(&self.addr.port);
+fn incarnation(cfg: &HostConfig, stats: &Arc<Stats>, ports: &Arc<Ports>) -> Incarnation {
+    // The epoch names this incarnation to peers: fresh randomness, so a restarted host is never
+    // mistaken for its earlier self.
+    let epoch = rand::rngs::OsRng.next_u64();
+    Incarnation {
+        links: BTreeMap::new(),
+        link_ctx: Arc::new(LinkCtx {
+            me: cfg.id.0,
+            epoch,
+            secret: cfg.secret.clone(),
+            limits: cfg.limits.clone(),
+            stats: stats.clone(),
+        }),
+        inbound: InboundCtx::new(
+            cfg.id.0,
+            cfg.addrs.len() as u32,
+            epoch,
+            cfg.secret.clone(),
+            cfg.limits.clone(),
+            stats.clone(),
+            ports.clone(),
+        ),
     }
 }
 
@@ -255,20 +249,7 @@ impl Host for RealHost {
         self.tasks.lock().push(h.abort_handle());
     }
     fn bind(&self, port: u16) -> Result<Box<dyn Mailbox>, NetError> {
-        let mut ports = self.ports.lock();
-        if ports.contains_key(&port) {
-            return Err(NetError::PortInUse(port));
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        for m in self.parked.lock().remove(&port).unwrap_or_default() {
-            let _ = tx.send(m);
-        }
-        ports.insert(port, tx);
-        Ok(Box::new(RealMailbox {
-            addr: Addr::new(self.id, port),
-            rx,
-            ports: self.ports.clone(),
-        }))
+        self.ports.bind(self.id, port)
     }
     fn send(
         &self,
@@ -276,74 +257,21 @@ impl Host for RealHost {
         to: Addr,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), NetError>> {
-        let this = SendCtx {
-            host: self.me.upgrade().expect("host is alive while borrowed"),
-            from_port,
-        };
-        Box::pin(async move {
-            if payload.len() > crate::frame::MAX_PAYLOAD {
-                return Err(NetError::TooLarge {
-                    size: payload.len(),
-                    limit: crate::frame::MAX_PAYLOAD,
-                });
-            }
-            let conn = this.host.connection(to.host).await?;
-            let hdr = Header {
-                from_port: this.from_port,
-                to_port: to.port,
-                from_host: this.host.id.0,
-                len: payload.len() as u32,
-            };
-            let mut w = conn.lock().await;
-            let io = async {
-                w.write_all(&hdr.encode()).await?;
-                w.write_all(&payload).await?;
-                w.flush().await
-            };
-            let result = io.await.map_err(|e| NetError::Io(e.to_string()));
-            if result.is_err() {
-                // A broken connection (the peer closed it) is dropped; the next send reconnects.
-                this.host.forget_connection(to.host, &conn);
-            }
-            result
-        })
+        if !self.can_reach(to.host) {
+            return Box::pin(async move { Err(NetError::Unreachable(to)) });
+        }
+        let link = self.link(to.host);
+        Box::pin(async move { link.send(from_port, to.port, payload).await })
     }
     fn disconnect(&self, peer: HostId) {
-        if let Some(w) = self.conns.lock().remove(&peer.0) {
-            // Shut the write side down in the background: the peer's reader sees end of stream.
-            self.rt.spawn(async move {
-                let _ = w.lock().await.get_mut().shutdown().await;
-            });
-        }
-        // Aborted outside the lock: a reader's clean-up takes the same lock.
-        let readers: Vec<_> = self
-            .inbound
-            .lock()
-            .values()
-            .filter(|(from, _)| *from == Some(peer.0))
-            .map(|(_, reader)| reader.clone())
-            .collect();
-        for r in readers {
-            r.abort();
+        let live = self.live.lock();
+        live.inbound.disconnect(peer.0);
+        if let Some(l) = live.links.get(&peer.0) {
+            l.kick();
         }
         tracing::warn!(host = self.id.0, peer = peer.0, "connection closed");
     }
     fn event(&self, what: &str) {
         tracing::debug!(host = self.id.0, "{what}");
     }
-}
-
-impl RealHost {
-    /// Removes `conn` from the outgoing connections if it is still the one used for `to`.
-    fn forget_connection(&self, to: HostId, conn: &Writer) {
-        let mut conns = self.conns.lock();
-        if conns.get(&to.0).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            conns.remove(&to.0);
-        }
-    }
-}
-
-struct SendCtx {
-    host: Arc<RealHost>,
-    from_port: u16,
 }

@@ -2,16 +2,36 @@
 //!
 //! [`run_local`] starts n hosts in this process, each with its own loopback listener: every
 //! message really crosses the kernel's TCP stack.
+//!
+//! Transport guarantees (see `notes/transport.md` for the threat model):
+//! - Every connection is authenticated both ways with the cluster secret ([`handshake`]); the
+//!   peer id is pinned per connection and frames claiming another source are refused.
+//! - Each host pair has a reliable link (sequence numbers, acks, retransmission): while both
+//!   hosts live, every message `send` accepted is delivered exactly once and in order, across connection resets. The one exception
+//!   is `disconnect`: what the misbehaving peer had sent and this host had not delivered when it
+//!   disconnected (up to the peer's next handshake) is discarded, as the runtime interface says.
+//! - Memory is bounded ([`Limits`]): full queues push back on the sender.
 
 pub mod frame;
+pub mod handshake;
 mod host;
+mod inbound;
+mod limits;
+mod link;
+mod ports;
+pub mod proxy;
+mod stats;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridbed_runtime::{BoxFuture, Cluster, ClusterRef, HostId, HostRef};
 
-pub use host::RealHost;
+pub use handshake::{ClusterSecret, SECRET_ENV};
+pub use host::{HostConfig, RealHost};
+pub use limits::Limits;
+pub use stats::LinkStats;
 
 struct RealCluster {
     hosts: Vec<Arc<RealHost>>,
@@ -33,8 +53,10 @@ impl Cluster for RealCluster {
             h.stop();
         }
     }
-    fn restart(&self, _host: HostId) {
-        // A stopped host keeps its listener address; new binds and sends work again.
+    fn restart(&self, host: HostId) {
+        if let Some(h) = self.hosts.get(host.0 as usize) {
+            h.restart();
+        }
     }
     fn set_background_load(&self, _host: HostId, _jobs: u32) -> bool {
         false
@@ -48,12 +70,54 @@ impl Cluster for RealCluster {
 /// compute at the same instant (two = the cores of the CI machine).
 pub const WORKER_THREADS: usize = 2;
 
+/// Maps a host's listening address to the address its peers dial (a test proxy in between).
+pub type Route = Arc<dyn Fn(usize, SocketAddr) -> SocketAddr + Send + Sync>;
+
+/// How [`run_local_with`] builds its cluster.
+#[derive(Clone, Default)]
+pub struct LocalOptions {
+    pub limits: Limits,
+    /// Where peers dial each host; `None`: straight to its listener.
+    pub route: Option<Route>,
+    /// The cluster secret; `None`: a fresh random one (it never leaves the process).
+    pub secret: Option<ClusterSecret>,
+}
+
 /// Runs `scenario` over `n_hosts` real hosts on loopback TCP, with a deadline so a broken scenario
 /// cannot hang the caller.
 pub fn run_local<T, F>(n_hosts: usize, deadline: Duration, scenario: F) -> anyhow::Result<T>
 where
     T: Send + 'static,
     F: FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send + 'static,
+{
+    run_local_with(n_hosts, deadline, LocalOptions::default(), scenario)
+}
+
+/// [`run_local`] with explicit limits, secret and routing; also hands the scenario the hosts as
+/// [`RealHost`]s (for their transport counters).
+pub fn run_local_with<T, F>(
+    n_hosts: usize,
+    deadline: Duration,
+    opts: LocalOptions,
+    scenario: F,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send + 'static,
+{
+    run_local_real(n_hosts, deadline, opts, |c, _| scenario(c))
+}
+
+/// [`run_local_with`], also handing the scenario the hosts as [`RealHost`]s (for their counters).
+pub fn run_local_real<T, F>(
+    n_hosts: usize,
+    deadline: Duration,
+    opts: LocalOptions,
+    scenario: F,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(ClusterRef, Vec<Arc<RealHost>>) -> BoxFuture<'static, T> + Send + 'static,
 {
     anyhow::ensure!(n_hosts > 0, "a real cluster needs at least one host");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -65,26 +129,39 @@ where
         for _ in 0..n_hosts {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
         }
-        let addrs = Arc::new(
-            listeners
+        let mut addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(route) = &opts.route {
+            addrs = addrs
                 .iter()
-                .map(|l| l.local_addr())
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+                .enumerate()
+                .map(|(i, &a)| route(i, a))
+                .collect();
+        }
+        let addrs = Arc::new(addrs);
+        let secret = opts.secret.clone().unwrap_or_else(ClusterSecret::random);
         let epoch = Instant::now();
         let handle = tokio::runtime::Handle::current();
         let hosts: Vec<_> = listeners
             .into_iter()
             .enumerate()
             .map(|(i, l)| {
-                RealHost::start(HostId(i as u32), l, addrs.clone(), epoch, handle.clone())
+                let cfg = HostConfig {
+                    id: HostId(i as u32),
+                    addrs: addrs.clone(),
+                    secret: secret.clone(),
+                    limits: opts.limits.clone(),
+                };
+                RealHost::start_with(cfg, l, epoch, handle.clone())
             })
             .collect();
         let cluster = Arc::new(RealCluster {
             hosts: hosts.clone(),
             epoch,
         });
-        let out = tokio::time::timeout(deadline, scenario(cluster)).await;
+        let out = tokio::time::timeout(deadline, scenario(cluster, hosts.clone())).await;
         for h in &hosts {
             h.stop();
         }

@@ -236,6 +236,8 @@ struct Fleet {
     exe: PathBuf,
     args: Vec<String>,
     peers: String,
+    /// This run's cluster secret, handed to each machine in its environment.
+    secret: String,
     machines: BTreeMap<u32, Machine>,
     tx: mpsc::Sender<Out>,
     rx: mpsc::Receiver<Out>,
@@ -274,6 +276,7 @@ impl Fleet {
             exe,
             args,
             peers,
+            secret: gridbed_real::ClusterSecret::random_env_value(),
             machines: BTreeMap::new(),
             tx,
             rx,
@@ -289,6 +292,7 @@ impl Fleet {
         let mut child = Command::new(&self.exe)
             .args(["--host", &h.to_string(), "--peers", &self.peers])
             .args(&self.args)
+            .env(gridbed_real::SECRET_ENV, &self.secret)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

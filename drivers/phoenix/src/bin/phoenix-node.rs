@@ -13,6 +13,9 @@
 //! - `leave`: leaves, then exits → `left {json NodeReport}`
 //! - `quit` (or end of stdin): exits at once.
 //!
+//! The cluster secret comes from the environment (`GRIDBED_CLUSTER_SECRET`), never the command
+//! line; every machine of a run needs the same one.
+//!
 //! On start it prints `ready` (initial machine) or `joined <seconds to join>` (joiner). Bad
 //! arguments or a failure print one line on stderr and exit non-zero.
 
@@ -28,7 +31,7 @@ use clap::Parser;
 use gridbed_phoenix::ledger::Ledger;
 use gridbed_phoenix::node_report::NodeReport;
 use gridbed_phoenix::{Config, Id, Phoenix, RoutingTable, Start};
-use gridbed_real::RealHost;
+use gridbed_real::{ClusterSecret, RealHost};
 use gridbed_runtime::{HostId, HostRef};
 use tokio::sync::mpsc;
 
@@ -53,6 +56,10 @@ struct Args {
     /// Payload size of each message sent by `send N`.
     #[arg(long, default_value_t = 16)]
     payload: usize,
+    /// Where to listen, when peers reach this machine through another address (a proxy);
+    /// default: this machine's `--peers` entry.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
 }
 
 enum Cmd {
@@ -136,9 +143,11 @@ fn stdin_commands() -> mpsc::UnboundedReceiver<Cmd> {
 
 async fn serve(a: Args) -> anyhow::Result<()> {
     let me = HostId(a.host);
-    let listener = tokio::net::TcpListener::bind(a.peers[a.host as usize])
+    let secret = ClusterSecret::from_env()?;
+    let listen = a.listen.unwrap_or(a.peers[a.host as usize]);
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", a.peers[a.host as usize]))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let t0 = Instant::now();
     let host: HostRef = RealHost::start(
         me,
@@ -146,6 +155,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         Arc::new(a.peers.clone()),
         t0,
         tokio::runtime::Handle::current(),
+        secret,
     );
     let joining = a.host >= a.initial;
     let start = if joining {

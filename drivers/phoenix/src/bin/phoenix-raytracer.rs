@@ -23,7 +23,7 @@ use gridbed_phoenix::raytrace::scene::Scene;
 use gridbed_phoenix::raytrace::tiles::{TileGrid, TileState, Tiles};
 use gridbed_phoenix::{Phoenix, RoutingTable, Start};
 use gridbed_phoenix_driver::unix_now;
-use gridbed_real::RealHost;
+use gridbed_real::{ClusterSecret, RealHost};
 use gridbed_runtime::{HostId, HostRef};
 
 #[derive(Parser, Debug)]
@@ -193,6 +193,7 @@ fn write_line(line: &str) {
 
 async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
     let me = a.host;
+    let secret = ClusterSecret::from_env()?;
     let listener = tokio::net::TcpListener::bind(a.peers[me as usize])
         .await
         .with_context(|| format!("listening on {}", a.peers[me as usize]))?;
@@ -202,6 +203,7 @@ async fn serve(a: Args, grid: TileGrid) -> anyhow::Result<()> {
         Arc::new(a.peers.clone()),
         Instant::now(),
         tokio::runtime::Handle::current(),
+        secret,
     );
     let start = if me >= a.initial {
         Start::join_via(HostId(a.contact), a.initial)
