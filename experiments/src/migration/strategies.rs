@@ -51,10 +51,10 @@ pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
         "MiB/s of page writes",
         "stated choice: 2048 page writes/s; below sp2-lapi's ~53 MiB/s so pre-copy can converge",
     ),
-    ("preset", "", "document 1's LAPI over the SP Switch"),
+    ("preset", "preset name", "document 1's LAPI over the SP Switch"),
     (
         "modern_preset",
-        "",
+        "preset name",
         "a modern transport preset (sim/src/presets.rs)",
     ),
     ("sweep_image_mb", "MiB", "choice: around the 64 MB point"),
