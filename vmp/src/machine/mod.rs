@@ -24,6 +24,7 @@ mod scan;
 mod segs;
 mod shadow;
 mod vtlb;
+pub mod wtrack;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -106,6 +107,8 @@ pub struct Monitor {
     ram: ram::GuestRam,
     /// What the real CS/SS hold (`vmp`: loads skipped where invisible, see `segs`).
     segs: segs::SegState,
+    /// Write tracking (see `wtrack`), off unless started.
+    wtrack: wtrack::WriteTracker,
 }
 
 impl Monitor {
@@ -159,6 +162,7 @@ impl Machine {
             unmapped_at: None,
             ram: ram::GuestRam::new(),
             segs: segs::SegState::default(),
+            wtrack: wtrack::WriteTracker::default(),
         };
         let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
         let read_only = scan::protected_ranges(config, image);
@@ -184,9 +188,7 @@ impl Machine {
         let reset = ExceptionReset::new(&uc)?;
         uc.get_data_mut().reset = Some(reset);
         hooks::install(&mut uc)?;
-        if config == Config::Vmp {
-            vtlb::install(&mut uc)?;
-        }
+        vtlb::install(&mut uc)?;
         let mut m = Machine { uc };
         m.boot(image.entry)?;
         Ok(m)
