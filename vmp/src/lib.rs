@@ -10,6 +10,7 @@ pub mod host;
 pub mod layout;
 pub mod machine;
 pub mod run;
+pub mod smp;
 pub mod time;
 pub mod vcpu;
 

@@ -232,6 +232,7 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
         }
     }
     regs::set(uc, X::EFLAGS, nf)?;
+    super::syncpt::stop_after(uc, super::syncpt::SyncKind::Interrupt);
     Ok(())
 }
 

@@ -97,7 +97,7 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
         }
     }
     uc.get_data_mut().text_protected = true;
-    Ok(())
+    super::syncpt::plant(uc)
 }
 
 /// A guest store into protected kernel text: do the store ourselves (returning `true` after only

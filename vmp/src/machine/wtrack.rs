@@ -146,15 +146,30 @@ impl Machine {
     /// The pages (guest addresses, ascending) written since tracking started or the last take;
     /// they are write-protected again, so each one's next write faults anew.
     pub fn take_dirty(&mut self) -> Result<Vec<u32>> {
+        self.take_dirty_keeping(|_| false)
+    }
+
+    /// Like [`Machine::take_dirty`], but pages for which `keep` is true stay write-enabled (no
+    /// fault, no callback on their next write) and stay in the dirty set of the next epoch: for
+    /// pages the caller expects to be written again and re-twins itself.
+    pub fn take_dirty_keeping(&mut self, keep: impl Fn(u32) -> bool) -> Result<Vec<u32>> {
         self.check_paging_off()?;
         let mon = self.uc.get_data_mut();
         let mut pages = std::mem::take(&mut mon.wtrack.dirty);
+        let mut reprotected = false;
         for p in &pages {
+            if keep(*p) {
+                mon.wtrack.dirty.push(*p);
+                continue;
+            }
             let i = ((p - RAM_BASE) / PAGE) as usize;
             mon.wtrack.written[i / 64] &= !(1 << (i % 64));
+            reprotected = true;
         }
         pages.sort_unstable();
-        self.uc.ctl_flush_tlb()?;
+        if reprotected {
+            self.uc.ctl_flush_tlb()?;
+        }
         Ok(pages)
     }
 
