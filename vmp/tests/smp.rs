@@ -209,3 +209,40 @@ fn a_crashed_host_stops_the_machine_naming_the_processor() {
         "{text}"
     );
 }
+
+/// A peer sending garbage to the sequencer and to a processor is rejected and disconnected; the
+/// machine still computes the right answer.
+#[test]
+fn malformed_frames_are_rejected() {
+    use gridbed_runtime::Addr;
+    use gridbed_vmp::smp::proto::{CPU_PORT, SEQ_PORT};
+    let cfg = SimConfig::new(Platform::lans(1, 3, "gige-tcp").unwrap(), 9);
+    let programs = counters(2, 10);
+    let opts = bare::litmus_options(hosts(2), Variant::Naive);
+    let out = gridbed_sim::run(cfg, move |c| {
+        Box::pin(async move {
+            let rogue = c.hosts()[2].clone();
+            rogue.spawn(
+                "rogue",
+                Box::pin({
+                    let rogue = rogue.clone();
+                    async move {
+                        let garbage: [&[u8]; 3] = [&[], &[1, 0xff, 0xff], &[7, 1, 2, 3]];
+                        for g in garbage {
+                            for to in [Addr::new(HostId(0), SEQ_PORT), Addr::new(HostId(1), CPU_PORT)] {
+                                let _ = rogue.send(9999, to, g.to_vec()).await;
+                            }
+                        }
+                    }
+                }),
+            );
+            bare::run(c, programs, vec![], opts).await
+        })
+    })
+    .value
+    .unwrap();
+    assert_eq!(out.read_u32(COUNT), 20);
+    assert_eq!(out.read_u32(COUNT + 4), 20);
+    // Disconnecting discards what the rogue still had on the wire, so not all three arrive.
+    assert!(out.sequencer.rejected >= 1, "rejected {}", out.sequencer.rejected);
+}
