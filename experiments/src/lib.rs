@@ -5,3 +5,4 @@ pub mod registry;
 pub mod render;
 pub mod replay;
 pub mod report;
+pub mod vmp;

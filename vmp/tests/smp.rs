@@ -229,7 +229,10 @@ fn malformed_frames_are_rejected() {
                     async move {
                         let garbage: [&[u8]; 3] = [&[], &[1, 0xff, 0xff], &[7, 1, 2, 3]];
                         for g in garbage {
-                            for to in [Addr::new(HostId(0), SEQ_PORT), Addr::new(HostId(1), CPU_PORT)] {
+                            for to in [
+                                Addr::new(HostId(0), SEQ_PORT),
+                                Addr::new(HostId(1), CPU_PORT),
+                            ] {
                                 let _ = rogue.send(9999, to, g.to_vec()).await;
                             }
                         }
@@ -244,5 +247,9 @@ fn malformed_frames_are_rejected() {
     assert_eq!(out.read_u32(COUNT), 20);
     assert_eq!(out.read_u32(COUNT + 4), 20);
     // Disconnecting discards what the rogue still had on the wire, so not all three arrive.
-    assert!(out.sequencer.rejected >= 1, "rejected {}", out.sequencer.rejected);
+    assert!(
+        out.sequencer.rejected >= 1,
+        "rejected {}",
+        out.sequencer.rejected
+    );
 }

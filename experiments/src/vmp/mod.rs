@@ -1,0 +1,3 @@
+//! Experiments of the Virtual Multiprocessor across hosts.
+
+pub mod fib;
