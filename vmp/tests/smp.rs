@@ -253,3 +253,32 @@ fn malformed_frames_are_rejected() {
         out.sequencer.rejected
     );
 }
+
+/// SB without fences: x=1; r0=y || y=1; r1=x. TSO allows r0=r1=0 (store buffering) and the
+/// multiprocessor produces it: writes stay buffered until a publish, so it is TSO, not SC.
+#[test]
+fn sb_without_fences_shows_store_buffering() {
+    let side = |i: u32, mine: u32, other: u32| {
+        asm(CODE + i * 0x1000, move |a| {
+            a.mov(dword_ptr(mine as u64), 1u32)?;
+            a.mov(eax, dword_ptr(other as u64))
+        })
+    };
+    for v in VARIANTS {
+        let mut hist = std::collections::BTreeMap::new();
+        for seed in 0..20 {
+            let o = run(
+                seed,
+                vec![side(0, X, Y), side(1, Y, X)],
+                bare::litmus_options(hosts(2), v),
+                FaultPlan::default(),
+            )
+            .unwrap();
+            *hist
+                .entry((o.regs(0).unwrap()[0], o.regs(1).unwrap()[0]))
+                .or_insert(0) += 1;
+        }
+        eprintln!("{v:?} SB outcomes (r0, r1): {hist:?}");
+        assert!(hist.contains_key(&(0, 0)), "{v:?}: never buffered: {hist:?}");
+    }
+}
