@@ -15,7 +15,7 @@
 use gridbed_runtime::{ClusterRef, HostId};
 
 use super::{run_vm, CpuStart, SmpError, SmpOptions, Variant, VmOutcome};
-use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
+use crate::layout::{RAM_BASE, RAM_TOP};
 use crate::time::Preset;
 
 /// One processor's code: `code` is loaded at `addr` and starts there.
@@ -61,8 +61,7 @@ pub async fn run(
         starts.push(CpuStart {
             entry: p.addr,
             stack_top,
-            // Whole pages: data sharing a page with code is still scanned as code.
-            text: (p.addr & !(PAGE - 1), end as u32),
+            text: (p.addr, end as u32),
         });
         segments.push((p.addr, p.code.clone()));
     }

@@ -62,9 +62,13 @@ pub fn make(page: u32, twin: &[u8], cur: &[u8]) -> PageDiff {
     let mut open: Option<usize> = None;
     let mut i = 0;
     while i < PAGE_BYTES {
-        if open.is_none() && i % 8 == 0 && twin[i..i + 8] == cur[i..i + 8] {
-            i += 8;
-            continue;
+        if i % 8 == 0 {
+            let x = word(twin, i) ^ word(cur, i);
+            // Outside a run, skip equal words; inside one, skip words with no equal byte.
+            if (open.is_none() && x == 0) || (open.is_some() && !has_zero_byte(x)) {
+                i += 8;
+                continue;
+            }
         }
         let differs = twin[i] != cur[i];
         match (open, differs) {
@@ -89,6 +93,15 @@ pub fn make(page: u32, twin: &[u8], cur: &[u8]) -> PageDiff {
     PageDiff { page, runs }
 }
 
+fn word(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]])
+}
+
+/// Whether any byte of `x` is zero (the classic bit trick).
+fn has_zero_byte(x: u64) -> bool {
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
+}
+
 /// Applies a remote `diff` to this processor's copy `cur` of the page.
 ///
 /// - `twin`: the page's twin if this processor has written the page since its last publish.
@@ -105,6 +118,12 @@ pub fn apply(
     masked: Option<&PageDiff>,
 ) {
     for r in &diff.runs {
+        if twin.is_none() && masked.is_none() {
+            // Nothing local to keep: a plain copy.
+            let o = r.off as usize;
+            cur[o..o + r.bytes.len()].copy_from_slice(&r.bytes);
+            continue;
+        }
         for (k, v) in r.bytes.iter().enumerate() {
             let o = r.off as usize + k;
             let local = match twin.as_deref_mut() {
@@ -136,6 +155,20 @@ mod tests {
         let d = make(RAM_BASE, &twin, &cur);
         assert_eq!(d.runs.len(), 3);
         assert!(d.is_valid());
+        let mut other = twin.clone();
+        apply(&mut other, None, &d, None);
+        assert_eq!(other, cur);
+    }
+
+    #[test]
+    fn runs_across_words_are_exact() {
+        let twin = vec![0u8; PAGE_BYTES];
+        let mut cur = twin.clone();
+        cur[5..1000].fill(3);
+        cur[500] = 0; // an unchanged byte inside: splits the run
+        let d = make(RAM_BASE, &twin, &cur);
+        let spans: Vec<_> = d.runs.iter().map(|r| (r.off, r.bytes.len())).collect();
+        assert_eq!(spans, vec![(5, 495), (501, 499)]);
         let mut other = twin.clone();
         apply(&mut other, None, &d, None);
         assert_eq!(other, cur);
