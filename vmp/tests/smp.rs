@@ -279,6 +279,9 @@ fn sb_without_fences_shows_store_buffering() {
                 .or_insert(0) += 1;
         }
         eprintln!("{v:?} SB outcomes (r0, r1): {hist:?}");
-        assert!(hist.contains_key(&(0, 0)), "{v:?}: never buffered: {hist:?}");
+        assert!(
+            hist.contains_key(&(0, 0)),
+            "{v:?}: never buffered: {hist:?}"
+        );
     }
 }
