@@ -32,7 +32,7 @@ impl PageDiff {
 
     /// Whether the diff is well formed: a RAM page, runs inside it, ascending, not overlapping.
     pub fn is_valid(&self) -> bool {
-        if self.page % PAGE != 0 || self.page < RAM_BASE || self.page >= RAM_TOP {
+        if !self.page.is_multiple_of(PAGE) || self.page < RAM_BASE || self.page >= RAM_TOP {
             return false;
         }
         let mut end = 0usize;
@@ -60,7 +60,7 @@ pub fn make(page: u32, twin: &[u8], cur: &[u8]) -> PageDiff {
     debug_assert!(twin.len() == PAGE_BYTES && cur.len() == PAGE_BYTES);
     let mut runs: Vec<Run> = Vec::new();
     let mut open: Option<usize> = None;
-    let mut close = |open: &mut Option<usize>, end: usize, runs: &mut Vec<Run>| {
+    let close = |open: &mut Option<usize>, end: usize, runs: &mut Vec<Run>| {
         if let Some(s) = open.take() {
             runs.push(Run {
                 off: s as u16,
