@@ -285,3 +285,32 @@ fn sb_without_fences_shows_store_buffering() {
         );
     }
 }
+
+/// Two processors store different values to one word and fence: whichever is ordered last wins,
+/// and every copy ends the same (a processor waiting for its own publish must not take an
+/// earlier remote value over its own write).
+#[test]
+fn racing_stores_end_the_same_everywhere() {
+    let side = |i: u32| {
+        asm(CODE + i * 0x1000, move |a| {
+            a.mov(dword_ptr(X as u64), i + 1)?;
+            a.mfence()
+        })
+    };
+    for v in VARIANTS {
+        for seed in 0..20 {
+            let o = run(
+                seed,
+                vec![side(0), side(1), side(2)],
+                bare::litmus_options(hosts(3), v),
+                FaultPlan::default(),
+            )
+            .unwrap();
+            assert!((1..=3).contains(&o.read_u32(X)));
+            assert!(
+                o.copies_agree(X, 4),
+                "{v:?} seed {seed}: copies of x differ"
+            );
+        }
+    }
+}
