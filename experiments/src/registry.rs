@@ -197,6 +197,15 @@ pub fn all() -> Vec<Experiment> {
         run: |m, _seed| crate::vmp::getpid::getpid(m),
         quick: None,
         params: None,
+    },
+    Experiment {
+        name: "vmp-fib",
+        about: "Fibonacci programs in parallel, one per virtual processor, on the multiprocessor VMP over simulated hosts (twin/diff, naive and optimised protocols); fib x N on 1-8 processors.",
+        reproduces: "document 2, VMP: two Fibonacci programs on 2 CPUs in 0.63 s, about 2000x a real machine, VM process and monitor about half each",
+        modes: &[Mode::Sim, Mode::Real],
+        run: |m, seed| crate::vmp::fib::run_with(m, seed, &crate::vmp::fib::Params::default()),
+        quick: Some(crate::vmp::fib::quick),
+        params: Some(params_def!(crate::vmp::fib)),
     }]
 }
 

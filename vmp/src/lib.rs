@@ -12,6 +12,7 @@ pub mod layout;
 pub mod litmus;
 pub mod machine;
 pub mod run;
+pub mod smp;
 pub mod time;
 pub mod vcpu;
 

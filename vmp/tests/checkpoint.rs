@@ -37,7 +37,7 @@ fn boot(progs: &[UserProgram], config: Config) -> Machine {
 fn finish(mut m: Machine) -> End {
     let exit = match m.run(None).unwrap() {
         Exit::PowerOff(c) => c,
-        Exit::SliceEnd => unreachable!(),
+        other => panic!("a run without a budget ends at power-off, not {other:?}"),
     };
     let mut crc = crc32fast::Hasher::new();
     for (a, p) in m.nonzero_pages() {
@@ -60,6 +60,7 @@ fn stop_at(mut m: Machine, at: u64) -> Option<Machine> {
     match m.run(Some(at)).unwrap() {
         Exit::SliceEnd => Some(m),
         Exit::PowerOff(_) => None,
+        other => panic!("no sync points on a lone processor: {other:?}"),
     }
 }
 

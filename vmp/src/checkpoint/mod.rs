@@ -162,7 +162,11 @@ impl gridbed_migration::Migratable for crate::machine::Machine {
     fn run_for(&mut self, instructions: u64) -> anyhow::Result<Option<u32>> {
         match self.run(Some(instructions.max(1)))? {
             crate::machine::Exit::PowerOff(code) => Ok(Some(code)),
-            crate::machine::Exit::SliceEnd => Ok(None),
+            // Sync points stop only an SMP processor; for a lone process it is a slice boundary.
+            crate::machine::Exit::SliceEnd | crate::machine::Exit::Sync(_) => Ok(None),
+            crate::machine::Exit::Halted => {
+                anyhow::bail!("guest halted with no interrupt that could wake it")
+            }
         }
     }
 

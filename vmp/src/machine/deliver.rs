@@ -69,6 +69,7 @@ pub(super) fn peek32(uc: &mut Uc, addr: u32) -> Result<u32> {
 
 /// Writes guest memory as the monitor (counted like `peek`).
 pub(super) fn poke(uc: &mut Uc, addr: u32, bytes: &[u8]) -> Result<()> {
+    super::wtrack::note_monitor_write(uc.get_data_mut(), addr, bytes.len());
     if !uc.get_data_mut().ram.write(addr, bytes) {
         uc.mem_write(addr as u64, bytes)
             .map_err(|_| unmapped(uc, addr, "monitor write"))?;
@@ -231,6 +232,7 @@ pub(super) fn deliver(uc: &mut Uc, vector: u8, ev: Event, ret_eip: u32) -> Resul
         }
     }
     regs::set(uc, X::EFLAGS, nf)?;
+    super::syncpt::stop_after(uc, super::syncpt::SyncKind::Interrupt);
     Ok(())
 }
 

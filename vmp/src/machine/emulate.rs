@@ -422,6 +422,9 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
     if !jump {
         regs::set(uc, X::EIP, next)?;
     }
+    if super::syncpt::serialising(kind) {
+        super::syncpt::stop_after(uc, super::syncpt::SyncKind::Serialising);
+    }
     Ok(())
 }
 

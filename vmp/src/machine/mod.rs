@@ -24,7 +24,9 @@ mod scan;
 mod segs;
 mod shadow;
 pub mod snapshot;
+pub mod syncpt;
 mod vtlb;
+pub mod wtrack;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +68,10 @@ pub enum Exit {
     PowerOff(u32),
     /// The slice's instruction budget ran out (only with `run_slice`).
     SliceEnd,
+    /// A synchronisation point (only after `enable_sync_points`, see `syncpt`).
+    Sync(syncpt::SyncPoint),
+    /// Halted with no interrupt that could wake it (only after `enable_sync_points`).
+    Halted,
 }
 
 /// The monitor's state, kept as unicorn's user data so every hook can reach it.
@@ -110,6 +116,10 @@ pub struct Monitor {
     ram: ram::GuestRam,
     /// What the real CS/SS hold (`vmp`: loads skipped where invisible, see `segs`).
     segs: segs::SegState,
+    /// Write tracking (see `wtrack`), off unless started.
+    wtrack: wtrack::WriteTracker,
+    /// Synchronisation-point stops (see `syncpt`), off unless enabled.
+    sync: syncpt::SyncState,
 }
 
 impl Monitor {
@@ -195,6 +205,8 @@ impl Machine {
             unmapped_at: None,
             ram: ram::GuestRam::new(),
             segs: segs::SegState::default(),
+            wtrack: wtrack::WriteTracker::default(),
+            sync: syncpt::SyncState::default(),
         };
         let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_32, mon)?;
         let prot = uc.get_data_mut().ram.plan(&layout.read_only, &layout.exec);
@@ -337,7 +349,13 @@ impl Machine {
                 }
             }
             deliver::pending_irq(uc)?;
+            if let Some(p) = take_sync(uc.get_data_mut()) {
+                return Ok(Exit::Sync(p));
+            }
             if deliver::is_halted(uc) && !deliver::idle_until_irq(uc)? {
+                if uc.get_data().sync.halt_exits {
+                    return Ok(Exit::Halted);
+                }
                 let eip = regs::get(uc, X::EIP)?;
                 return Err(VmpError::DeadHalt { eip });
             }
@@ -391,6 +409,9 @@ impl Machine {
             if mon.config == Config::Native {
                 hooks::detect_native_hlt(uc)?;
             }
+            if let Some(p) = take_sync(uc.get_data_mut()) {
+                return Ok(Exit::Sync(p));
+            }
         }
     }
 
@@ -398,6 +419,13 @@ impl Machine {
     pub fn arch_state(&self) -> Result<ArchState> {
         deliver::arch_state(&self.uc)
     }
+}
+
+/// Takes a pending synchronisation stop, counting it.
+fn take_sync(m: &mut Monitor) -> Option<syncpt::SyncPoint> {
+    let p = m.sync.exit.take()?;
+    *m.sync.counts.entry(p.kind).or_default() += 1;
+    Some(p)
 }
 
 /// A flat 4 GiB segment descriptor with access byte `access` (32-bit, 4 KiB granularity).

@@ -97,7 +97,7 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
         }
     }
     uc.get_data_mut().text_protected = true;
-    Ok(())
+    super::syncpt::plant(uc)
 }
 
 /// A guest store into protected kernel text: do the store ourselves (returning `true` after only
@@ -105,6 +105,7 @@ pub(super) fn rescan(uc: &mut Uc<'_>) -> Result<()> {
 fn on_text_write(uc: &mut Uc<'_>, _t: MemType, addr: u64, size: usize, value: i64) -> bool {
     let bytes = value.to_le_bytes();
     let n = size.min(8);
+    super::wtrack::note_monitor_write(uc.get_data_mut(), addr as u32, n);
     if uc.mem_write(addr, &bytes[..n]).is_err() {
         return false;
     }

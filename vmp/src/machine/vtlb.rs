@@ -18,13 +18,15 @@
 //! with a wrong translation.
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
-use unicorn_engine::{MemType, Prot, RegisterX86 as X, TlbEntry, TlbType, Unicorn};
+use unicorn_engine::{MemType, Prot, RegisterX86 as X, TlbType, Unicorn};
 
 use super::{regs, Config, Monitor};
 use crate::error::{Result, VmpError};
 
 const CR0_PG: u32 = 0x8000_0000;
 
+/// Installs the identity fill (also the write-tracking fault, see `wtrack`): both configurations
+/// use it while guest paging is off.
 pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
     uc.add_tlb_hook(0, u64::MAX, |uc, addr, ty| {
         if uc.get_data().config == Config::Native
@@ -39,21 +41,37 @@ pub(super) fn install(uc: &mut Unicorn<'static, Monitor>) -> Result<()> {
             return None;
         }
         let data = ty != MemType::FETCH && uc.get_data().ram.is_data_only(addr);
-        Some(TlbEntry {
-            paddr: addr,
-            perms: if data {
-                Prot::READ | Prot::WRITE
-            } else {
-                Prot::ALL
-            },
-        })
+        let perms = if data {
+            Prot::READ | Prot::WRITE
+        } else {
+            Prot::ALL
+        };
+        Some(super::wtrack::fill(uc, addr, ty, perms))
     })?;
     set_paging(uc, false)
 }
 
+/// Write tracking needs the monitor's fill (both configurations use it while guest paging is
+/// off; `set_paging` refuses paging on while tracking).
+pub(super) fn ensure_virtual(uc: &mut Unicorn<'_, Monitor>) -> Result<()> {
+    set_paging(uc, false)
+}
+
+/// Back to what the guest's paging bit asks for once tracking stops.
+pub(super) fn restore_default(uc: &mut Unicorn<'_, Monitor>) -> Result<()> {
+    let paging = regs::get(uc, X::CR0)? & CR0_PG != 0;
+    set_paging(uc, paging)
+}
+
 /// Selects who fills the TLB: the processor's page walk with paging on, the identity fill above
-/// with paging off. Either way the old entries go.
+/// with paging off. Either way the old entries go. Paging on while tracking writes is refused.
 pub(super) fn set_paging(uc: &mut Unicorn<'_, Monitor>, on: bool) -> Result<()> {
+    if on && uc.get_data().wtrack.is_on() {
+        return Err(VmpError::Unsupported {
+            eip: regs::get(uc, X::EIP).unwrap_or(0),
+            asm: "guest enabled paging while the monitor tracks writes".into(),
+        });
+    }
     uc.ctl_set_tlb_type(if on { TlbType::CPU } else { TlbType::VIRTUAL })?;
     uc.ctl_flush_tlb()?;
     Ok(())
