@@ -130,7 +130,11 @@ pub type Plan = Vec<Step>;
 
 /// The parameter values of one experiment in one mode: its defaults with `sets` applied
 /// (None: nothing set).
-fn values(exp: &Experiment, mode: Mode, sets: &[String]) -> anyhow::Result<Option<serde_json::Value>> {
+fn values(
+    exp: &Experiment,
+    mode: Mode,
+    sets: &[String],
+) -> anyhow::Result<Option<serde_json::Value>> {
     if sets.is_empty() {
         return Ok(None);
     }

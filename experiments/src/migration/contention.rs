@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gridbed_migration::bsp::{self, BspJob, MigrationLog, MigrationRecord};
 use gridbed_migration::controller::Policy;
-use gridbed_migration::cost::{MigrationCost, TransferCost};
 use gridbed_migration::controller_daemon::{spawn_controller, CONTROLLER_PORT};
+use gridbed_migration::cost::{MigrationCost, TransferCost};
 use gridbed_migration::load::{spawn_monitor, ProbeConfig};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_runtime::{secs, Addr, HostId};

@@ -5,5 +5,5 @@
 pub mod bandwidth;
 pub mod bandwidth_sim;
 pub mod contention;
-pub mod strategies;
 pub mod eager;
+pub mod strategies;

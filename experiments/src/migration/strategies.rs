@@ -51,7 +51,11 @@ pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
         "MiB/s of page writes",
         "stated choice: 2048 page writes/s; below sp2-lapi's ~53 MiB/s so pre-copy can converge",
     ),
-    ("preset", "preset name", "document 1's LAPI over the SP Switch"),
+    (
+        "preset",
+        "preset name",
+        "document 1's LAPI over the SP Switch",
+    ),
     (
         "modern_preset",
         "preset name",

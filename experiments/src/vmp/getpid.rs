@@ -6,11 +6,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 
+use gridbed_vmp::band;
 use gridbed_vmp::guest::programs;
 use gridbed_vmp::run::{run_programs, RunOptions, RunReport};
 use gridbed_vmp::time::Preset;
 use gridbed_vmp::Config;
-use gridbed_vmp::band;
 
 /// Calls in the slides' benchmark.
 pub const CALLS: u32 = 1000;
