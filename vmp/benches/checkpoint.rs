@@ -1,6 +1,7 @@
 //! Capture + restore of a guest whose 256 MiB of RAM is all non-zero, side by side with a memcpy
 //! of the same bytes; and the image streamed over a loopback TCP socket, side by side with a bare
 //! socket copy of as many bytes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark measures wall time and may use OS threads
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,6 +1,7 @@
 //! Side-by-side guest instruction rates on a shared machine: the four configurations of the
 //! `throughput` bench run in interleaved rounds, and each keeps its best round, so a load change
 //! on the machine hits all of them alike. Prints one table (`cargo bench --bench throughput_ab`).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark measures wall time and may use OS threads
 
 use std::time::Instant;
 

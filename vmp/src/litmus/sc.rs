@@ -1,7 +1,7 @@
 //! Sequential consistency, enumerated on its own (no store buffers): every interleaving of whole
 //! instructions on one memory. Every SC outcome must be a TSO outcome, which the tests check.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use super::semantics::execute;
 use super::{ExploreError, Litmus, Outcome, NREGS};
@@ -11,7 +11,7 @@ pub fn outcomes(t: &Litmus, limit: usize) -> Result<BTreeSet<Outcome>, ExploreEr
     type State = (Vec<usize>, Vec<[u32; NREGS]>, Vec<u32>);
     let n = t.threads.len();
     let start: State = (vec![0; n], t.init_regs.clone(), t.init_mem.clone());
-    let mut seen: HashSet<State> = HashSet::new();
+    let mut seen: BTreeSet<State> = BTreeSet::new();
     let mut stack = vec![start];
     let mut out = BTreeSet::new();
     while let Some(s) = stack.pop() {

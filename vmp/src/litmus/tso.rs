@@ -7,12 +7,12 @@
 //! [`outcomes`] explores every interleaving of those steps, depth first, remembering visited
 //! states so that each is expanded once; the search is bounded by a state limit.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use super::semantics::execute;
 use super::{ExploreError, Instr, Litmus, Loc, Outcome, NREGS};
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct State {
     pc: Vec<usize>,
     regs: Vec<[u32; NREGS]>,
@@ -70,7 +70,7 @@ fn drain(s: &State, p: usize) -> Option<State> {
 
 /// Every final outcome x86-TSO allows for `t`, exploring at most `limit` states.
 pub fn outcomes(t: &Litmus, limit: usize) -> Result<BTreeSet<Outcome>, ExploreError> {
-    let mut seen: HashSet<State> = HashSet::new();
+    let mut seen: BTreeSet<State> = BTreeSet::new();
     let mut stack = vec![initial(t)];
     let mut out = BTreeSet::new();
     while let Some(s) = stack.pop() {
