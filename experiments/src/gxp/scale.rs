@@ -198,7 +198,7 @@ pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
     (
         "sizes",
         "hosts",
-        "issue 5's sweep, 10 to 10,000 hosts (targets at 1000)",
+        "10 to 10,000 hosts: the GXP targets are stated at 1000 hosts, the slides' clusters have 300+",
     ),
     (
         "per_lan",
