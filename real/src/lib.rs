@@ -3,7 +3,7 @@
 //! [`run_local`] starts n hosts in this process, each with its own loopback listener: every
 //! message really crosses the kernel's TCP stack.
 //!
-//! Transport guarantees (see `notes/transport.md` for the threat model):
+//! Transport guarantees (see ARCHITECTURE.md for the threat model):
 //! - Every connection is authenticated both ways with the cluster secret ([`handshake`]); the
 //!   peer id is pinned per connection and frames claiming another source are refused.
 //! - Each host pair has a reliable link (sequence numbers, acks, retransmission): while both

@@ -108,7 +108,7 @@ fn restart_listens_again() {
             hosts[0].send(4, to, b"before".to_vec()).await.unwrap();
             assert_eq!(mb.recv().await.unwrap().payload, b"before");
             // Time for the acknowledgement: an unacknowledged message would be retransmitted to
-            // the restarted incarnation (see notes/transport.md).
+            // the restarted incarnation (see ARCHITECTURE.md, reliable links).
             cluster.sleep(Duration::from_millis(50)).await;
             cluster.crash(HostId(1));
             assert_eq!(mb.recv().await, Err(NetError::Closed));

@@ -30,7 +30,7 @@ use crate::wire::Msg;
 use crate::Migratable;
 
 /// Port of every host's migration daemon.
-pub const MIGRATION_PORT: u16 = 41;
+pub const MIGRATION_PORT: u16 = 46;
 
 /// How the image moves.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use gridbed_runtime::{secs, Addr, ClusterRef, Host, HostId, HostRef, Mailbox};
 use crate::paged::{PagedProcess, PAGE};
 
 /// Port both ends of a strategy run use.
-pub const STRATEGY_PORT: u16 = 42;
+pub const STRATEGY_PORT: u16 = 45;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Strategy {

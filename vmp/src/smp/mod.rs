@@ -2,7 +2,7 @@
 //! `Machine` and copy of guest memory, kept consistent under the IA-32 memory model (x86-TSO) by
 //! twin/diff and a sequencer on the device host.
 //!
-//! Protocol (see notes/smp.md for the invariants):
+//! Protocol (see ARCHITECTURE.md, "Protocols", for the invariants):
 //! - every RAM page is write-protected (`machine::wtrack`); the first write to a page traps and
 //!   the processor keeps a *twin*; writes then run at full speed — they are this processor's
 //!   store buffer;
