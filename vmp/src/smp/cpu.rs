@@ -362,6 +362,13 @@ impl Cpu {
     /// Runs the processor until the machine stops.
     pub(super) async fn run(mut self) -> Result<CpuReport, SmpError> {
         let optimised = self.opts.variant == Variant::Optimised;
+        if self.opts.start_skew_s > 0.0 {
+            let f = (self.host.rng_u64() % 1024) as f64 / 1024.0;
+            let nap = self
+                .host
+                .sleep(gridbed_runtime::secs(f * self.opts.start_skew_s));
+            nap.await;
+        }
         let status = loop {
             self.drain().await?;
             if let Some(e) = self.stopped.take() {

@@ -76,6 +76,9 @@ pub struct SmpOptions {
     /// Adversarial schedule (litmus runs): random quanta in 1..=quantum and random extra delays
     /// up to this long before publishing and applying, from each host's seeded stream. 0: off.
     pub jitter_s: f64,
+    /// Adversarial start (litmus runs): each processor waits a random time up to this long,
+    /// from its host's seeded stream, before its first instruction. 0: off.
+    pub start_skew_s: f64,
 }
 
 impl SmpOptions {
@@ -92,6 +95,7 @@ impl SmpOptions {
             rto_s: 0.02,
             dead_after_s: 1.0,
             jitter_s: 0.0,
+            start_skew_s: 0.0,
         }
     }
 
