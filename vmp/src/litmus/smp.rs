@@ -4,7 +4,8 @@
 //! The seed picks the simulated run (network delays, every host's random stream) and an
 //! adversarial schedule drawn from it: the longest quantum (1 to 256 instructions; each quantum's
 //! length is then random up to it), the largest extra delay before every publish and apply, and
-//! the largest start skew between processors. Short quanta and long delays keep writes buffered
+//! the largest start skew between processors, and the largest pause after each quantum
+//! (preemption). Short quanta and long delays keep writes buffered
 //! across the other processors' reads; long quanta let a whole thread run in one epoch.
 
 use anyhow::{ensure, Result};
@@ -19,11 +20,15 @@ use crate::smp::{SmpOptions, Variant};
 
 /// Longest quanta the schedule draws from, in guest instructions.
 const QUANTA: [u64; 5] = [1, 4, 16, 64, 256];
-/// Largest extra delays before each publish and apply, in seconds (a gige-tcp round trip is
-/// tens of microseconds, so these go from well below to well above one).
-const JITTERS_S: [f64; 4] = [1e-6, 10e-6, 50e-6, 200e-6];
-/// Largest start skews, in seconds.
-const SKEWS_S: [f64; 3] = [0.0, 20e-6, 200e-6];
+/// Largest extra delays before each publish and apply, in seconds: from well below a gige-tcp
+/// round trip to above the modelled cost of a write fault plus twin and diff of one page
+/// (~2 ms: 2 x 1024 PEEKDATA, `smp/cost.rs`), so a delay can outlast another processor's epoch.
+const JITTERS_S: [f64; 4] = [1e-6, 50e-6, 1e-3, 4e-3];
+/// Largest start skews, in seconds: up to a few publishes' worth of modelled monitor time, so a
+/// late processor can start after another's writes are ordered and applied.
+const SKEWS_S: [f64; 4] = [0.0, 100e-6, 2e-3, 8e-3];
+/// Largest pauses after each quantum (preemption of the monitor process), in seconds.
+const PREEMPTS_S: [f64; 3] = [0.0, 50e-6, 2e-3];
 
 /// Runs litmus code on the multiprocessor VMP over simulated `gige-tcp` hosts.
 #[derive(Copy, Clone, Debug)]
@@ -44,6 +49,7 @@ impl SmpMachine {
         o.quantum = QUANTA[rng.gen_range(0..QUANTA.len())];
         o.jitter_s = JITTERS_S[rng.gen_range(0..JITTERS_S.len())];
         o.start_skew_s = SKEWS_S[rng.gen_range(0..SKEWS_S.len())];
+        o.preempt_s = PREEMPTS_S[rng.gen_range(0..PREEMPTS_S.len())];
         o
     }
 }

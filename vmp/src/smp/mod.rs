@@ -79,6 +79,10 @@ pub struct SmpOptions {
     /// Adversarial start (litmus runs): each processor waits a random time up to this long,
     /// from its host's seeded stream, before its first instruction. 0: off.
     pub start_skew_s: f64,
+    /// Adversarial preemption (litmus runs): after every quantum the processor pauses a random
+    /// time up to this long (the host descheduling the monitor), so a remote write can become
+    /// visible between two of its loads. 0: off.
+    pub preempt_s: f64,
 }
 
 impl SmpOptions {
@@ -96,6 +100,7 @@ impl SmpOptions {
             dead_after_s: 1.0,
             jitter_s: 0.0,
             start_skew_s: 0.0,
+            preempt_s: 0.0,
         }
     }
 
