@@ -212,7 +212,35 @@ fn cli_reports_verdict_histogram_and_errors() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    let out = vmp(&["litmus", sb.to_str().unwrap(), "--machine", "smp"]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = vmp(&[
+        "litmus",
+        sb.to_str().unwrap(),
+        "--machine",
+        "smp",
+        "--seeds",
+        "20",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Histogram (20 runs on Smp):"), "{text}");
+
+    // The twin/diff silent-store violation (litmus_smp.rs): the CLI flags it and exits 1.
+    let silent = dir.join("silent.litmus");
+    std::fs::write(
+        &silent,
+        "X86 2+2W+silent\n{ x=0; y=0; }\n P0 | P1 ;\n MOV [x],$1 | MOV [y],$2 ;\n MOV [y],$0 | MOV [x],$2 ;\nexists (x=1 /\\ y=2)\n",
+    )
+    .unwrap();
+    let out = vmp(&[
+        "litmus",
+        silent.to_str().unwrap(),
+        "--machine",
+        "smp",
+        "--seeds",
+        "32",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FORBIDDEN by x86-TSO"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -24,6 +24,10 @@ pub struct Layout {
     pub result_base: u32,
     /// Distance between processors' result slots (a page each: results never share a page).
     pub result_stride: u32,
+    /// End a basic block after every test instruction (a `jmp` to the next one). Semantically
+    /// a no-op; it lets a machine that schedules at block granularity (the multiprocessor VMP's
+    /// quanta end only between blocks) stop a processor between any two of its accesses.
+    pub split_blocks: bool,
 }
 
 impl Default for Layout {
@@ -35,6 +39,7 @@ impl Default for Layout {
             data_stride: 64,
             result_base: 0x0020_0000,
             result_stride: 0x1000,
+            split_blocks: true,
         }
     }
 }
@@ -149,8 +154,13 @@ pub fn assemble(t: &Litmus, layout: Layout) -> Result<Assembled> {
         for r in Reg::ALL {
             a.mov(r32(r), t.init_regs[cpu][r.index()])?;
         }
-        for i in code {
+        for (k, i) in code.iter().enumerate() {
             emit(&mut a, i, loc_addr).with_context(|| format!("P{cpu}: {i:?}"))?;
+            if layout.split_blocks && k + 1 < code.len() {
+                let mut next = a.create_label();
+                a.jmp(next)?;
+                a.set_label(&mut next)?;
+            }
         }
         let slot_base = layout.result_base + cpu as u32 * layout.result_stride;
         for r in Reg::ALL {

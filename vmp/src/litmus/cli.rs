@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 
 use super::interleave::InterleaveMachine;
+use super::smp::SmpMachine;
 use super::{assemble, parse, sc, tso, Layout, LitmusMachine, Outcome, DEFAULT_STATE_LIMIT};
+use crate::smp::Variant;
 
 /// Which machine produces the histogram.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -15,16 +17,18 @@ pub enum MachineKind {
     Oracle,
     /// Unicorn, processors interleaved at instruction granularity (sequentially consistent).
     Interleave,
-    /// The multiprocessor VMP.
+    /// The multiprocessor VMP, `naive` protocol: one simulated host per processor, the seed
+    /// drives delays, quanta and start skew.
     Smp,
+    /// The multiprocessor VMP, `optimised` protocol.
+    SmpOptimised,
 }
 
 fn machine(kind: MachineKind) -> Result<Box<dyn LitmusMachine>> {
     match kind {
         MachineKind::Interleave => Ok(Box::new(InterleaveMachine)),
-        MachineKind::Smp => {
-            bail!("the smp machine is not part of this build (use --machine interleave)")
-        }
+        MachineKind::Smp => Ok(Box::new(SmpMachine::new(Variant::Naive))),
+        MachineKind::SmpOptimised => Ok(Box::new(SmpMachine::new(Variant::Optimised))),
         MachineKind::Oracle => unreachable!("the oracle runs no code"),
     }
 }

@@ -33,6 +33,7 @@ pub mod parse;
 pub mod print;
 pub mod sc;
 pub mod semantics;
+pub mod smp;
 pub mod tso;
 
 use std::collections::{BTreeMap, BTreeSet};

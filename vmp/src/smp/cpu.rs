@@ -137,11 +137,15 @@ impl Cpu {
 
     /// Adversarial schedule (litmus runs): a random extra delay from the host's seeded stream.
     async fn jitter(&mut self) {
-        if self.opts.jitter_s > 0.0 {
+        let up_to = self.opts.jitter_s;
+        self.nap(up_to).await;
+    }
+
+    /// Sleeps a random time in `[0, up_to)` drawn from the host's seeded stream (none if 0).
+    async fn nap(&mut self, up_to: f64) {
+        if up_to > 0.0 {
             let f = (self.host.rng_u64() % 1024) as f64 / 1024.0;
-            let nap = self
-                .host
-                .sleep(gridbed_runtime::secs(f * self.opts.jitter_s));
+            let nap = self.host.sleep(gridbed_runtime::secs(f * up_to));
             nap.await;
         }
     }
@@ -362,6 +366,8 @@ impl Cpu {
     /// Runs the processor until the machine stops.
     pub(super) async fn run(mut self) -> Result<CpuReport, SmpError> {
         let optimised = self.opts.variant == Variant::Optimised;
+        let skew = self.opts.start_skew_s;
+        self.nap(skew).await;
         let status = loop {
             self.drain().await?;
             if let Some(e) = self.stopped.take() {
@@ -376,6 +382,8 @@ impl Cpu {
             };
             let exit = self.m.run(Some(q))?;
             self.charge().await;
+            let preempt = self.opts.preempt_s;
+            self.nap(preempt).await;
             if self.holding
                 && !matches!(
                     exit,

@@ -76,6 +76,13 @@ pub struct SmpOptions {
     /// Adversarial schedule (litmus runs): random quanta in 1..=quantum and random extra delays
     /// up to this long before publishing and applying, from each host's seeded stream. 0: off.
     pub jitter_s: f64,
+    /// Adversarial start (litmus runs): each processor waits a random time up to this long,
+    /// from its host's seeded stream, before its first instruction. 0: off.
+    pub start_skew_s: f64,
+    /// Adversarial preemption (litmus runs): after every quantum the processor pauses a random
+    /// time up to this long (the host descheduling the monitor), so a remote write can become
+    /// visible between two of its loads. 0: off.
+    pub preempt_s: f64,
 }
 
 impl SmpOptions {
@@ -92,6 +99,8 @@ impl SmpOptions {
             rto_s: 0.02,
             dead_after_s: 1.0,
             jitter_s: 0.0,
+            start_skew_s: 0.0,
+            preempt_s: 0.0,
         }
     }
 
