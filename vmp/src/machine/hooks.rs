@@ -342,15 +342,31 @@ fn write_pair(uc: *mut sys::uc_engine, lo: u32, hi: u32) {
     }
 }
 
-/// After a native run stops on its own: a `hlt` at ring 0 ends unicorn's emulation.
-pub(super) fn detect_native_hlt(uc: &mut Unicorn<'_, Monitor>) -> Result<()> {
+/// After a native run: a `hlt` at ring 0 ends unicorn's emulation right after it, and QEMU ends
+/// the translation block at a `hlt`, so the guest halted exactly when `ended` (the block that was
+/// executing when emulation returned) ran to its end and its last instruction is a one-byte `hlt`.
+/// The retired count cannot tell this apart from a requested stop: the `hlt` may be the very
+/// instruction that reaches the slice end or the timer deadline, and a stop at a block entry may
+/// follow some other instruction whose last byte is 0xF4.
+pub(super) fn detect_native_hlt(uc: &mut Unicorn<'_, Monitor>, ended: CurBlock) -> Result<()> {
     let eip = regs::get(uc, X::EIP)?;
+    let ran_to_end = ended.count > 0 && eip == ended.start.wrapping_add(ended.size);
+    if !ran_to_end || eip <= RAM_BASE {
+        return Ok(());
+    }
+    let m = uc.get_data();
+    let last_is_one_byte = m
+        .block_cache
+        .offsets(ended.start, ended.size)
+        .and_then(|offs| offs.last().copied())
+        .is_some_and(|off| off as u32 + 1 == ended.size);
     let mut b = [0u8; 1];
-    if eip > RAM_BASE && uc.mem_read(eip as u64 - 1, &mut b).is_ok() && b[0] == 0xF4 {
-        let m = uc.get_data();
-        if m.retired < m.stop_at && m.dev.exit_status.is_none() {
-            uc.get_data_mut().halted_native = true;
-        }
+    if last_is_one_byte
+        && m.dev.exit_status.is_none()
+        && uc.mem_read(eip as u64 - 1, &mut b).is_ok()
+        && b[0] == 0xF4
+    {
+        uc.get_data_mut().halted_native = true;
     }
     Ok(())
 }

@@ -407,7 +407,7 @@ impl Machine {
                 });
             }
             if mon.config == Config::Native {
-                hooks::detect_native_hlt(uc)?;
+                hooks::detect_native_hlt(uc, cur)?;
             }
             if let Some(p) = take_sync(uc.get_data_mut()) {
                 return Ok(Exit::Sync(p));
