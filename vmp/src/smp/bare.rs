@@ -2,12 +2,9 @@
 //! to `hlt`, final memory returned. What a litmus test needs: each processor's code is a few
 //! loads, stores, fences and locked instructions ending in `hlt`, assembled by the caller.
 //!
-//! ```ignore
-//! let out = gridbed_sim::run(SimConfig::new(platform, seed), move |cluster| {
-//!     Box::pin(async move { bare::run(cluster, spec, bare::litmus_options(hosts, Variant::Naive)).await })
-//! }).value?;
-//! let x = out.read_u32(X_ADDR);
-//! ```
+//! [`crate::litmus::smp::SmpMachine`] is the worked use: it assembles one program per litmus
+//! thread, runs [`run`] inside `gridbed_sim::run` with [`litmus_options`], and reads the result
+//! slots from the returned memory.
 //!
 //! Code runs as the guest kernel (deprivileged by the monitor, as any `vmp` guest), with flat
 //! segments, interrupts never raised (no timer), its own stack (`stack_top`).
