@@ -245,7 +245,10 @@ fn farm_retries_tasks_of_crashed_hosts_and_resumes_from_its_journal() {
                 }),
             );
             let mut seen_again = Vec::new();
-            let mut on_done = |r: &gridbed_gxp::farm::TaskRecord| seen_again.push(r.idx);
+            let mut on_done = |r: &gridbed_gxp::farm::TaskRecord| {
+                seen_again.push(r.idx);
+                Ok(())
+            };
             let r2 = ctl
                 .farm(
                     &tasks,

@@ -44,7 +44,27 @@ pub(crate) enum Parent {
     Stdout(UnboundedSender<Body>),
 }
 
+/// How a parent watches its child links: a child silent for `interval` is pinged; one that stays
+/// silent for `count` more intervals (a stopped daemon, a hung host, a dead link that never
+/// closed) is declared lost, so its commands end as `host lost` instead of hanging the tree.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: std::time::Duration,
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    /// ssh's ServerAliveInterval=30 / ServerAliveCountMax=3 of the default login method.
+    fn default() -> Self {
+        Keepalive {
+            interval: std::time::Duration::from_secs(30),
+            count: 3,
+        }
+    }
+}
+
 struct Daemon {
+    keepalive: Keepalive,
     name: String,
     node: Node,
     program: Arc<Program>,
@@ -68,6 +88,14 @@ pub fn host_name() -> String {
 
 /// Starts the root daemon in this process (on the current tokio runtime); returns the controller.
 pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
+    start_root_with(program, Keepalive::default())
+}
+
+/// [`start_root`] with the root's own keepalive for its child links.
+pub fn start_root_with(
+    program: Program,
+    keepalive: Keepalive,
+) -> gridbed_gxp::controller::Controller {
     let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
     let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
     let (tx, rx) = unbounded_channel();
@@ -83,6 +111,7 @@ pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
     });
     let name = host_name();
     let d = Daemon {
+        keepalive,
         name: name.clone(),
         node: Node::new(0),
         program: Arc::new(program),
@@ -95,10 +124,20 @@ pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
     gridbed_gxp::controller::Controller::new(otx, erx, &name, &name)
 }
 
-/// `gxp daemon --index N`: a child daemon speaking frames on stdin/stdout.
-pub async fn daemon_main(index: u32) -> anyhow::Result<()> {
+/// `gxp daemon --index N --sha SHA`: a child daemon speaking frames on stdin/stdout. `sha` is the
+/// checksum of the root's program, passed down by the parent: the daemon refuses to run (before
+/// its hello, so the login fails) unless its own executable hashes to it, and installs exactly
+/// that program further down.
+pub async fn daemon_main(index: u32, sha: &str) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let program = Program::load(&exe)?;
+    if program.sha != sha {
+        anyhow::bail!(
+            "executable {} has checksum {}, the tree runs {sha}: refusing to start",
+            exe.display(),
+            program.sha
+        );
+    }
     let name = host_name();
     let (out_tx, mut out_rx) = unbounded_channel::<Body>();
     let writer = tokio::spawn(async move {
@@ -147,6 +186,7 @@ pub async fn daemon_main(index: u32) -> anyhow::Result<()> {
         let _ = t2.send(Input::ParentGone);
     });
     let d = Daemon {
+        keepalive: Keepalive::default(),
         name,
         node: Node::new(index),
         program: Arc::new(program),
@@ -232,9 +272,10 @@ impl Daemon {
                 method,
             } => {
                 let (program, tx) = (self.program.clone(), self.tx.clone());
+                let ka = self.keepalive;
                 tokio::spawn(async move {
                     let outcome = match login::login(&method, &target, index, &program).await {
-                        Ok(cp) => Ok(attach(child, cp, tx.clone())),
+                        Ok(cp) => Ok(attach(child, cp, tx.clone(), ka)),
                         Err(e) => Err(e),
                     };
                     let _ = tx.send(Input::LoginDone {
@@ -292,6 +333,7 @@ fn attach(
     child: u32,
     cp: ChildProcess,
     tx: UnboundedSender<Input>,
+    ka: Keepalive,
 ) -> (String, UnboundedSender<Body>) {
     let ChildProcess {
         child: mut proc_,
@@ -305,6 +347,9 @@ fn attach(
         tracing::debug!("installed GXP on {name}");
     }
     let (wtx, mut wrx) = unbounded_channel::<Body>();
+    // Weak: pings must not keep the link open once the daemon dropped it (that closes the
+    // child's stdin, which is how a child is told to stop).
+    let pinger = wtx.downgrade();
     tokio::spawn(async move {
         while let Some(b) = wrx.recv().await {
             if stdin.write_all(&encode_framed(&b)).await.is_err() || stdin.flush().await.is_err() {
@@ -313,8 +358,11 @@ fn attach(
         }
         // Link dropped (Quit or shutdown): closing stdin tells the child daemon to stop.
     });
+    let name2 = name.clone();
     tokio::spawn(async move {
+        let name = name2;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut silent = 0u32;
         'outer: loop {
             loop {
                 match reader.next_body() {
@@ -329,9 +377,26 @@ fn attach(
                     }
                 }
             }
-            match stdout.read(&mut buf).await {
-                Ok(n) if n > 0 => reader.push(&buf[..n]),
-                _ => break,
+            match tokio::time::timeout(ka.interval, stdout.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    silent = 0;
+                    reader.push(&buf[..n]);
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    silent += 1;
+                    if silent > ka.count {
+                        eprintln!(
+                            "gxp: child {child} ({name}) silent for {:?}: declared lost",
+                            ka.interval * silent
+                        );
+                        break;
+                    }
+                    match pinger.upgrade() {
+                        Some(w) if w.send(Body::Ping).is_ok() => {}
+                        _ => break,
+                    }
+                }
             }
         }
         let _ = proc_.start_kill();

@@ -3,6 +3,7 @@
 
 use std::process::Stdio;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,15 +25,32 @@ pub enum ExecEvent {
 pub struct ExecHandle {
     pub stdin: UnboundedSender<Option<Vec<u8>>>,
     pub kill: UnboundedSender<()>,
-    /// Bytes of stdout the command may still send up (None: no output window).
-    credit: Option<Arc<Semaphore>>,
+    /// Output flow control (None: no output window).
+    credit: Option<Arc<Credit>>,
+}
+
+/// The output window of one command: the bytes it may still send up, and the bytes sent up but not
+/// yet acknowledged.
+struct Credit {
+    permits: Semaphore,
+    unacked: AtomicU64,
 }
 
 impl ExecHandle {
-    /// The controller consumed `bytes` of stdout: let that much more be read.
+    /// The controller consumed `bytes` of output: let that much more be read. An acknowledgement
+    /// comes from the wire, so only bytes actually sent and not yet acknowledged count: a bogus
+    /// one can neither widen the window nor overflow the semaphore.
     pub fn output_credit(&self, bytes: u64) {
-        if let Some(c) = &self.credit {
-            c.add_permits(usize::try_from(bytes).unwrap_or(OUTPUT_CHUNK));
+        let Some(c) = &self.credit else { return };
+        let mut taken = 0;
+        let _ = c
+            .unacked
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                taken = u.min(bytes);
+                Some(u - taken)
+            });
+        if let Ok(n) = usize::try_from(taken) {
+            c.permits.add_permits(n);
         }
     }
 }
@@ -72,13 +90,17 @@ pub fn start(
         Some(d) => std::io::Error::new(e.kind(), format!("{e} (working directory {d})")),
         None => e,
     });
-    // A window below one chunk could never let a read through.
+    // Stdout and stderr share the window; each reader holds a chunk's worth while it waits for
+    // data, so below two chunks one stream could starve the other.
     let credit = spec.output_window.map(|w| {
-        Arc::new(Semaphore::new(
-            usize::try_from(w)
-                .unwrap_or(usize::MAX >> 4)
-                .clamp(OUTPUT_CHUNK, Semaphore::MAX_PERMITS),
-        ))
+        Arc::new(Credit {
+            permits: Semaphore::new(
+                usize::try_from(w)
+                    .unwrap_or(usize::MAX >> 4)
+                    .clamp(2 * OUTPUT_CHUNK, Semaphore::MAX_PERMITS >> 1),
+            ),
+            unacked: AtomicU64::new(0),
+        })
     });
     tokio::spawn(supervise(
         spawned,
@@ -98,7 +120,7 @@ async fn supervise(
     spawned: std::io::Result<tokio::process::Child>,
     mut stdin_rx: UnboundedReceiver<Option<Vec<u8>>>,
     mut kill_rx: UnboundedReceiver<()>,
-    credit: Option<Arc<Semaphore>>,
+    credit: Option<Arc<Credit>>,
     report: impl Fn(ExecEvent) + Send + Sync + 'static,
 ) {
     let mut child = match spawned {
@@ -144,21 +166,23 @@ async fn supervise(
     ] {
         let Some(mut pipe) = pipe else { continue };
         let r = report.clone();
-        // Only stdout is flow-controlled: it is what a pipe's consumer reads.
-        let credit = credit.clone().filter(|_| stream == Stream::Stdout);
+        // Both streams are flow-controlled: a host printing gigabytes to stderr must be held back
+        // as much as one printing to stdout.
+        let credit = credit.clone();
         readers.push(tokio::spawn(async move {
             let mut buf = vec![0u8; OUTPUT_CHUNK];
             loop {
                 // Take a chunk's worth of credit before reading; give back what the read left.
                 if let Some(c) = &credit {
-                    match c.acquire_many(OUTPUT_CHUNK as u32).await {
+                    match c.permits.acquire_many(OUTPUT_CHUNK as u32).await {
                         Ok(p) => p.forget(),
                         Err(_) => break, // closed: the command was killed
                     }
                 }
                 let n = pipe.read(&mut buf).await.unwrap_or(0);
                 if let Some(c) = &credit {
-                    c.add_permits(OUTPUT_CHUNK - n);
+                    c.unacked.fetch_add(n as u64, Ordering::SeqCst);
+                    c.permits.add_permits(OUTPUT_CHUNK - n);
                 }
                 if n == 0 {
                     break;
@@ -173,7 +197,7 @@ async fn supervise(
             kill_group(&mut child);
             // A reader waiting for credit would wait forever: nobody reads a killed command.
             if let Some(c) = &credit {
-                c.close();
+                c.permits.close();
             }
             child.wait().await
         }
@@ -204,5 +228,65 @@ fn kill_group(child: &mut tokio::process::Child) {
         None => {
             let _ = child.start_kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridbed_gxp::proto::Selection;
+    use std::time::Duration;
+
+    /// An acknowledgement for bytes never sent (here the largest one the wire can carry) must not
+    /// panic the daemon nor let the command send more than its window.
+    #[tokio::test]
+    async fn bogus_output_acks_neither_panic_nor_widen_the_window() {
+        let window = 2 * OUTPUT_CHUNK as u64;
+        let spec = ExecSpec {
+            exec: 1,
+            cmd: "head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2".into(),
+            cwd: None,
+            selection: Selection::All,
+            num_execs: 1,
+            exec_idx: None,
+            env: vec![],
+            stdin_open: false,
+            output_window: Some(window),
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let h = start(&spec, "h", 0, move |ev| {
+            let _ = tx.send(ev);
+        });
+        h.output_credit(u64::MAX);
+        h.output_credit(u64::MAX);
+        let mut total = 0u64;
+        // Without acknowledgements the command stops at its window.
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            if let ExecEvent::Output(_, d) = ev {
+                total += d.len() as u64;
+            }
+        }
+        assert!(
+            total > 0 && total <= window,
+            "{total} bytes past a {window}-byte window"
+        );
+        // Honest acknowledgements let it finish, stderr included.
+        h.output_credit(total);
+        let mut by_stream = [total, 0];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(ExecEvent::Output(s, d))) => {
+                    by_stream[(s == Stream::Stderr) as usize] += d.len() as u64;
+                    h.output_credit(d.len() as u64);
+                }
+                Ok(Some(ExecEvent::Exited(st))) => {
+                    assert_eq!(st, Status::Code(0));
+                    break;
+                }
+                Ok(Some(ExecEvent::StdinConsumed(_))) => {}
+                other => panic!("command did not finish: {:?}", other.is_ok()),
+            }
+        }
+        assert_eq!(by_stream[0] + by_stream[1], 2_000_000);
     }
 }

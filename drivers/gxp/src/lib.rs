@@ -7,6 +7,6 @@ pub mod login;
 
 mod local;
 
-pub use daemon::{daemon_main, host_name, start_root};
+pub use daemon::{daemon_main, host_name, start_root, start_root_with, Keepalive};
 pub use local::ShellLocal;
 pub use login::Program;

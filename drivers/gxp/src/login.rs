@@ -36,23 +36,27 @@ impl Program {
     }
 }
 
-/// The remote command of a login.
+/// The remote command of a login. An installed copy is used only if its content hashes to `sha`
+/// (re-hashed at every login, not trusted by its name); a new copy is checked, synced to disk and
+/// renamed into place; the daemon is told `sha` and checks its own executable against it.
 pub fn bootstrap_script(sha: &str, size: usize, index: u32) -> String {
     format!(
         r#"d="${{GXP_HOME:-$HOME/.gxp-rs}}/bin"; f="$d/gxp-{short}"
-if [ ! -x "$f" ]; then
+if [ -x "$f" ] && [ "$(sha256sum < "$f" | cut -c1-64)" = "{sha}" ]; then
+  echo GXP-HAVE
+else
   echo GXP-NEED
   mkdir -p "$d" || exit 3
   t="$f.tmp.$$"
   head -c {size} > "$t"
-  s=$(sha256sum "$t" | cut -c1-64)
+  s=$(sha256sum < "$t" | cut -c1-64)
   if [ "$s" != "{sha}" ]; then rm -f "$t"; echo GXP-BADSUM; exit 3; fi
-  chmod 700 "$t" && mv -f "$t" "$f" || exit 3
+  chmod 700 "$t" || exit 3
+  sync "$t" 2>/dev/null || sync
+  mv -f "$t" "$f" || exit 3
   echo GXP-INSTALLED
-else
-  echo GXP-HAVE
 fi
-exec "$f" daemon --index {index}"#,
+exec "$f" daemon --index {index} --sha {sha}"#,
         short = &sha[..16]
     )
 }

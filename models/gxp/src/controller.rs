@@ -44,7 +44,17 @@ pub struct ExecReport {
     pub merged_stdout: Vec<u8>,
     /// The hosts were stopped because the pipe's consumer stopped reading (SIGPIPE semantics).
     pub cut: bool,
+    /// Output bytes shown live but not kept in the results (beyond [`KEEP_PER_HOST`] per host and
+    /// stream, or [`KEEP_TOTAL`] for the whole command).
+    pub dropped: u64,
 }
+
+/// Output kept per host and stream in an [`ExecReport`] (and per task by the farm). The live
+/// display sees everything; only the copy kept for grouping and reports is capped, so a host
+/// printing gigabytes cannot exhaust the controller.
+pub const KEEP_PER_HOST: usize = 1 << 20;
+/// Output kept for one command over all hosts and streams (the merged stdout counts apart).
+pub const KEEP_TOTAL: usize = 64 << 20;
 
 impl ExecReport {
     pub fn succeeded(&self) -> usize {
@@ -68,6 +78,13 @@ impl ExecReport {
         if self.cut {
             s.push_str(", stopped when the consumer stopped reading");
         }
+        if self.dropped > 0 {
+            s.push_str(&format!(
+                ", {} output bytes shown but not kept (limit {} KiB per host)",
+                self.dropped,
+                KEEP_PER_HOST >> 10
+            ));
+        }
         if !bad.is_empty() {
             let shown: Vec<String> = bad.iter().take(8).cloned().collect();
             s.push_str(&format!(
@@ -80,8 +97,9 @@ impl ExecReport {
     }
 }
 
-/// Receives output as it arrives (live, prefixed display).
-pub type OutputSink<'a> = &'a mut (dyn FnMut(&str, Stream, &[u8]) + Send);
+/// Receives output as it arrives (live, prefixed display): host index, host name, stream, bytes.
+/// The index identifies the host; the name is only for display (two hosts may share one).
+pub type OutputSink<'a> = &'a mut (dyn FnMut(u32, &str, Stream, &[u8]) + Send);
 
 /// Options of a command.
 #[derive(Default)]
@@ -175,8 +193,9 @@ impl Controller {
                 break;
             }
             report.rounds += 1;
-            // index -> target slot, for the logins in flight this round
-            let mut inflight: BTreeMap<u32, usize> = BTreeMap::new();
+            // index -> (target slot, path of the parent asked to log in, child number), for the
+            // logins in flight this round
+            let mut inflight: BTreeMap<u32, (usize, Vec<u32>, u32)> = BTreeMap::new();
             for a in &plan {
                 let target = ex.target_name(a.target).to_string();
                 let method = self.rules.method_for(a.rule, &target);
@@ -186,7 +205,7 @@ impl Controller {
                     .get(a.parent)
                     .map(|e| e.path.clone())
                     .unwrap_or_default();
-                inflight.insert(index, a.target);
+                inflight.insert(index, (a.target, path.clone(), child));
                 self.send(Down::To {
                     path,
                     order: Order::Login {
@@ -199,8 +218,21 @@ impl Controller {
             }
             while !inflight.is_empty() {
                 let (up, lost) = self.next_event().await?;
-                if let Event::LoginDone { index, outcome, .. } = up.event {
-                    if let Some(t) = inflight.remove(&index) {
+                if let Event::LoginDone {
+                    child,
+                    index,
+                    outcome,
+                    ..
+                } = up.event
+                {
+                    // Only the parent that was asked may report the login: the route is stamped
+                    // by the daemons above the sender, so any other daemon's report names
+                    // another path and is ignored.
+                    let asked = inflight
+                        .get(&index)
+                        .is_some_and(|(_, p, c)| *p == up.route && *c == child);
+                    let slot = if asked { inflight.remove(&index) } else { None };
+                    if let Some((t, _, _)) = slot {
                         match outcome {
                             Ok(name) => {
                                 self.table.login_ok(index, name);
@@ -215,7 +247,7 @@ impl Controller {
                     }
                 }
                 for i in lost {
-                    if let Some(t) = inflight.remove(&i) {
+                    if let Some((t, _, _)) = inflight.remove(&i) {
                         ex.finished(t, Err("parent lost during login".into()));
                     }
                 }
@@ -264,7 +296,9 @@ impl Controller {
             live: sink,
             keep_stdout: true,
             consumer: None,
-            output_window: None,
+            // Hosts wait for the controller to take their output (it acknowledges each chunk
+            // once shown and kept), so what is in flight towards it stays bounded.
+            output_window: Some(crate::exec_loop::OUTPUT_WINDOW),
         };
         self.run_exec(cmd, hosts, io).await
     }
@@ -293,5 +327,70 @@ impl Controller {
             .filter(|(_, e)| e.state == HostState::Alive)
             .map(|(i, e)| (i as u32, e.name.clone(), e.depth()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Action, Node};
+
+    /// A daemon can report only the logins it was asked to do: host a, asked for nothing, claims
+    /// that the login of index 2 (asked of the root) succeeded, under a name of its choice.
+    #[test]
+    fn login_done_counts_only_from_the_parent_that_was_asked() {
+        let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
+        let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
+        let mut ctl = Controller::new(otx, erx, "root", "root");
+        let (_, a) = ctl.table.begin_login(0, "a");
+        ctl.table.login_ok(a, "a".into());
+        ctl.rules.add_line("use ssh root b").unwrap();
+        let mut root = Node::new(0);
+        root.login_done(0, a, "a".into(), Ok("a".into()));
+        let report = futures::executor::block_on(async {
+            let targets = ["b".to_string()];
+            let run = ctl.explore(&targets);
+            let tree = async {
+                let Some(Down::To {
+                    path,
+                    order: Order::Login { child, index, .. },
+                }) = orx.next().await
+                else {
+                    panic!("expected a login order");
+                };
+                assert!(path.is_empty(), "b is logged into from the root");
+                let forged = Event::LoginDone {
+                    child,
+                    index,
+                    target: "b".into(),
+                    outcome: Ok("forged".into()),
+                };
+                for act in root.from_child(
+                    0,
+                    Up {
+                        route: vec![],
+                        event: forged,
+                    },
+                ) {
+                    if let Action::ToParent(up) = act {
+                        etx.unbounded_send(up).unwrap();
+                    }
+                }
+                // The real answer: the root's login failed.
+                for act in root.login_done(child, index, "b".into(), Err("refused".into())) {
+                    if let Action::ToParent(up) = act {
+                        etx.unbounded_send(up).unwrap();
+                    }
+                }
+            };
+            futures::join!(run, tree).0
+        })
+        .unwrap();
+        assert!(report.reached.is_empty(), "{report:?}");
+        assert_eq!(
+            report.failed,
+            vec![("b".to_string(), "refused".to_string())]
+        );
+        assert!(ctl.table.entries().iter().all(|e| e.name != "forged"));
     }
 }

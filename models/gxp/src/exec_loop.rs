@@ -10,7 +10,9 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{Sink, StreamExt};
 
-use crate::controller::{ControlError, Controller, ExecReport, HostResult, OutputSink};
+use crate::controller::{
+    ControlError, Controller, ExecReport, HostResult, OutputSink, KEEP_PER_HOST, KEEP_TOTAL,
+};
 use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream, Up, OUTPUT_CHUNK};
 
 /// Stdin bytes a command may have in flight: the controller sends the next chunk only while every
@@ -65,7 +67,18 @@ struct Window {
 impl Window {
     fn open(&self) -> bool {
         let floor = self.acked.values().min().copied().unwrap_or(self.sent);
-        self.sent - floor < STDIN_WINDOW
+        self.sent.saturating_sub(floor) < STDIN_WINDOW
+    }
+
+    /// Credits `bytes` acknowledged by `host`. A host acknowledging more than was sent breaks the
+    /// protocol (or lies to open the window for everyone): the acknowledgement is ignored.
+    fn ack(&mut self, host: u32, bytes: u64) {
+        let sent = self.sent;
+        if let Some(a) = self.acked.get_mut(&host) {
+            if let Some(v) = a.checked_add(bytes).filter(|&v| v <= sent) {
+                *a = v;
+            }
+        }
     }
 }
 
@@ -139,6 +152,8 @@ impl Controller {
             acked: hosts.iter().map(|&h| (h, 0)).collect(),
         };
         let mut merged = Vec::new();
+        let mut kept_total = 0usize;
+        let mut dropped = 0u64;
         let (mut c_in, mut c_out, mut sink) = match consumer {
             Some(c) => (Some(c.stdin), Some(c.stdout), Some(c.sink)),
             None => (None, None, None),
@@ -202,7 +217,7 @@ impl Controller {
                 Step::ConsumerReady(false) => c_in = None,
                 Step::Input(Some(d)) => {
                     for chunk in d.chunks(OUTPUT_CHUNK) {
-                        window.sent += chunk.len() as u64;
+                        window.sent = window.sent.saturating_add(chunk.len() as u64);
                         self.send(Down::All {
                             order: Order::Stdin {
                                 exec,
@@ -236,31 +251,37 @@ impl Controller {
                             data,
                         } if e == exec => {
                             if let Some(l) = live.as_mut() {
-                                l(&r.name, stream, &data);
+                                l(host, &r.name, stream, &data);
                             }
+                            let n = data.len() as u64;
                             match stream {
-                                Stream::Stderr => r.stderr.extend(data),
+                                Stream::Stderr => {
+                                    let k = keep(&mut r.stderr, &data, &mut kept_total);
+                                    dropped += n - k as u64;
+                                    if output_window.is_some() {
+                                        self.ack_output(exec, host, n)?;
+                                    }
+                                }
                                 Stream::Stdout => {
                                     if keep_stdout {
-                                        merged.extend_from_slice(&data);
-                                        r.stdout.extend_from_slice(&data);
+                                        let k = keep(&mut r.stdout, &data, &mut kept_total);
+                                        dropped += n - k as u64;
+                                        if merged.len() < KEEP_TOTAL {
+                                            let m = data.len().min(KEEP_TOTAL - merged.len());
+                                            merged.extend_from_slice(&data[..m]);
+                                        }
                                     }
                                     if c_in.is_some() {
                                         queue.push_back((host, data));
                                     } else if output_window.is_some() {
                                         // Taken by the live sink (or dropped after the consumer
                                         // closed): consumed either way.
-                                        let n = data.len() as u64;
                                         self.ack_output(exec, host, n)?;
                                     }
                                 }
                             }
                         }
-                        Event::StdinAck { exec: e, bytes } if e == exec => {
-                            if let Some(a) = window.acked.get_mut(&host) {
-                                *a += bytes;
-                            }
-                        }
+                        Event::StdinAck { exec: e, bytes } if e == exec => window.ack(host, bytes),
                         Event::Exited { exec: e, status } if e == exec => {
                             r.status = status;
                             waiting.remove(&host);
@@ -284,13 +305,14 @@ impl Controller {
             results: results.into_values().collect(),
             merged_stdout: merged,
             cut: killed,
+            dropped,
         };
         self.selection.record(&report);
         Ok(report)
     }
 
-    /// Tells `host` that `bytes` of its stdout were consumed.
-    fn ack_output(&self, exec: u64, host: u32, bytes: u64) -> Result<(), ControlError> {
+    /// Tells `host` that `bytes` of its output were consumed.
+    pub(crate) fn ack_output(&self, exec: u64, host: u32, bytes: u64) -> Result<(), ControlError> {
         let Some(path) = self.table.get(host).map(|e| e.path.clone()) else {
             return Ok(());
         };
@@ -299,6 +321,18 @@ impl Controller {
             order: Order::OutputAck { exec, bytes },
         })
     }
+}
+
+/// Appends to `buf` what fits under [`KEEP_PER_HOST`] and the command's [`KEEP_TOTAL`] (counted in
+/// `total`); returns the bytes kept.
+pub(crate) fn keep(buf: &mut Vec<u8>, data: &[u8], total: &mut usize) -> usize {
+    let room = KEEP_PER_HOST
+        .saturating_sub(buf.len())
+        .min(KEEP_TOTAL.saturating_sub(*total));
+    let k = data.len().min(room);
+    buf.extend_from_slice(&data[..k]);
+    *total += k;
+    k
 }
 
 #[cfg(test)]
@@ -362,5 +396,184 @@ mod tests {
         assert_eq!(by_name("b").stdout, b"theirs\n");
         assert_eq!(by_name("b").status, Status::Code(0));
         assert!(!String::from_utf8_lossy(&report.merged_stdout).contains("forged"));
+    }
+
+    #[test]
+    fn stdin_acknowledgements_beyond_what_was_sent_are_ignored() {
+        let mut w = Window {
+            sent: 10,
+            acked: [(1, 0), (2, 0)].into_iter().collect(),
+        };
+        w.ack(1, u64::MAX);
+        w.ack(2, 4);
+        w.ack(2, u64::MAX - 1);
+        assert_eq!((w.acked[&1], w.acked[&2]), (0, 4));
+        w.ack(1, 10);
+        assert!(w.open());
+        w.sent = STDIN_WINDOW + 3;
+        assert!(w.open(), "host 2 is one byte inside the window");
+        w.sent += 1;
+        assert!(!w.open());
+    }
+
+    /// A lone host acknowledging far more stdin than it got must neither crash the controller nor
+    /// open the window for good.
+    #[test]
+    fn a_forged_stdin_ack_cannot_crash_or_open_the_window() {
+        let (otx, mut orx) = mpsc::unbounded::<Down>();
+        let (etx, erx) = mpsc::unbounded::<Up>();
+        let mut ctl = Controller::new(otx, erx, "root", "root");
+        let (_, a) = ctl.table.begin_login(0, "a");
+        ctl.table.login_ok(a, "a".into());
+        let input = vec![0u8; 4 * STDIN_WINDOW as usize];
+        let report = futures::executor::block_on(async {
+            let opts = ExecOptions {
+                stdin: Some(input),
+                ..Default::default()
+            };
+            let hosts = [a];
+            let run = ctl.exec_on("cat", &hosts, opts);
+            let tree = async {
+                let Some(Down::All {
+                    order: Order::Exec(spec),
+                }) = orx.next().await
+                else {
+                    panic!("expected the command");
+                };
+                let send = |event: Event| {
+                    etx.unbounded_send(Up {
+                        route: vec![0],
+                        event,
+                    })
+                    .unwrap()
+                };
+                send(Event::StdinAck {
+                    exec: spec.exec,
+                    bytes: u64::MAX,
+                });
+                send(Event::StdinAck {
+                    exec: spec.exec,
+                    bytes: u64::MAX,
+                });
+                // Count the stdin the controller sends (letting it run in between) before the
+                // host ends.
+                let mut sent = 0u64;
+                for _ in 0..200 {
+                    let mut yielded = false;
+                    futures::future::poll_fn(|cx| {
+                        if yielded {
+                            Poll::Ready(())
+                        } else {
+                            yielded = true;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    while let Ok(d) = orx.try_recv() {
+                        if let Down::All {
+                            order: Order::Stdin { data, .. },
+                        } = d
+                        {
+                            sent += data.len() as u64;
+                        }
+                    }
+                }
+                send(Event::Exited {
+                    exec: spec.exec,
+                    status: Status::Code(0),
+                });
+                sent
+            };
+            futures::join!(run, tree)
+        });
+        let (report, sent) = (report.0.unwrap(), report.1);
+        assert_eq!(report.results[0].status, Status::Code(0));
+        assert!(sent <= STDIN_WINDOW, "window held: {sent} bytes sent");
+    }
+
+    /// A host printing far more than is kept: the controller holds it to its window, acknowledges
+    /// what it took, keeps at most [`KEEP_PER_HOST`] per stream, and says how much it dropped.
+    #[test]
+    fn e_output_is_windowed_and_kept_output_is_capped() {
+        let (otx, mut orx) = mpsc::unbounded::<Down>();
+        let (etx, erx) = mpsc::unbounded::<Up>();
+        let mut ctl = Controller::new(otx, erx, "root", "root");
+        let (_, a) = ctl.table.begin_login(0, "a");
+        ctl.table.login_ok(a, "a".into());
+        let chunks = 3 * KEEP_PER_HOST / OUTPUT_CHUNK;
+        let (report, (window, acked)) = futures::executor::block_on(async {
+            let mut shown = 0usize;
+            let mut sink = |_: u32, _: &str, _: Stream, d: &[u8]| shown += d.len();
+            let opts = ExecOptions {
+                sink: Some(&mut sink),
+                ..Default::default()
+            };
+            let hosts = [a];
+            let run = ctl.exec_on("yes", &hosts, opts);
+            let tree = async {
+                let Some(Down::All {
+                    order: Order::Exec(spec),
+                }) = orx.next().await
+                else {
+                    panic!("expected the command");
+                };
+                let window = spec.output_window.expect("e sets an output window");
+                let mut acked = 0u64;
+                let mut sent = 0u64;
+                for i in 0..2 * chunks {
+                    // Like the real daemon: never more than the window unacknowledged.
+                    while sent - acked + OUTPUT_CHUNK as u64 > window {
+                        match orx.next().await {
+                            Some(Down::To {
+                                order: Order::OutputAck { bytes, .. },
+                                ..
+                            }) => acked += bytes,
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    let stream = if i % 2 == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    etx.unbounded_send(Up {
+                        route: vec![0],
+                        event: Event::Output {
+                            exec: spec.exec,
+                            stream,
+                            data: vec![b'y'; OUTPUT_CHUNK],
+                        },
+                    })
+                    .unwrap();
+                    sent += OUTPUT_CHUNK as u64;
+                }
+                etx.unbounded_send(Up {
+                    route: vec![0],
+                    event: Event::Exited {
+                        exec: spec.exec,
+                        status: Status::Code(0),
+                    },
+                })
+                .unwrap();
+                (window, acked)
+            };
+            let (r, w) = futures::join!(run, tree);
+            assert_eq!(shown, 2 * chunks * OUTPUT_CHUNK, "everything shown live");
+            (r.unwrap(), w)
+        });
+        assert!(window <= OUTPUT_WINDOW);
+        assert!(acked > 0);
+        let r = &report.results[0];
+        assert_eq!(
+            (r.stdout.len(), r.stderr.len()),
+            (KEEP_PER_HOST, KEEP_PER_HOST)
+        );
+        assert_eq!(report.dropped, 4 * KEEP_PER_HOST as u64);
+        assert!(
+            report.summary().contains("not kept"),
+            "{}",
+            report.summary()
+        );
     }
 }

@@ -62,13 +62,16 @@ impl Explorer {
         let targets = names
             .iter()
             .filter(|n| uniq.insert(n.as_str()))
-            .map(|n| Target {
-                name: n.clone(),
-                rules: rules.rules_to(n),
-                tried: BTreeSet::new(),
-                in_flight: false,
-                done: table.by_target(n).is_some(),
-                last_error: None,
+            .map(|n| {
+                let bad = crate::rules::check_target(n).err();
+                Target {
+                    name: n.clone(),
+                    rules: rules.rules_to(n),
+                    tried: BTreeSet::new(),
+                    in_flight: false,
+                    done: bad.is_some() || table.by_target(n).is_some(),
+                    last_error: bad,
+                }
             })
             .collect();
         Explorer {
@@ -264,5 +267,21 @@ mod tests {
         let un = ex.unreached(&table);
         assert_eq!(un.len(), 1);
         assert_eq!(un[0].0, "b");
+    }
+
+    #[test]
+    fn a_target_read_as_an_option_is_never_planned() {
+        let mut rules = RuleSet::default();
+        rules.add_line("use ssh .* .*").unwrap();
+        let targets = vec!["-oProxyCommand=touch /tmp/p".to_string(), "a".to_string()];
+        let table = HostTable::with_root("root", "root");
+        let mut ex = Explorer::new(&rules, &table, &targets);
+        let plan = ex.plan(&rules, &table, Fanout::default());
+        assert_eq!(plan.len(), 1);
+        assert_eq!(ex.target_name(plan[0].target), "a");
+        let un = ex.unreached(&table);
+        assert!(un
+            .iter()
+            .any(|(t, why)| t.starts_with("-o") && why.contains("begins with")));
     }
 }

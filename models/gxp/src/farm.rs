@@ -1,12 +1,13 @@
 //! Task farming: a list of tasks dispatched to free hosts, one at a time per host; outputs and exit
 //! codes collected; a task whose host dies is retried on another host; a journal of finished tasks
-//! makes an interrupted run resumable (finished tasks are not run again).
+//! makes an interrupted run resumable (tasks that ended with an exit status are not run again;
+//! tasks given up after host losses are).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{ControlError, Controller};
+use crate::controller::{ControlError, Controller, KEEP_PER_HOST};
 use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream};
 
 /// One finished task, as kept in the journal.
@@ -70,8 +71,9 @@ pub struct FarmOptions<'a> {
     pub max_attempts: u32,
     /// Stop dispatching after this many completions in this run (models an interruption).
     pub stop_after: Option<usize>,
-    /// Called with each finished task (real mode appends it to the journal file).
-    pub on_done: Option<&'a mut (dyn FnMut(&TaskRecord) + Send)>,
+    /// Called with each finished task (real mode appends it to the journal file); an error is
+    /// kept in [`FarmReport::journal_error`] (the run goes on, but would not resume correctly).
+    pub on_done: Option<&'a mut (dyn FnMut(&TaskRecord) -> Result<(), String> + Send)>,
 }
 
 impl Default for FarmOptions<'_> {
@@ -96,6 +98,9 @@ pub struct FarmReport {
     pub abandoned: usize,
     pub dispatched: usize,
     pub interrupted: bool,
+    /// The first failure to record a finished task (journal write or sync), and how many failed.
+    pub journal_error: Option<String>,
+    pub journal_failures: usize,
 }
 
 struct Running {
@@ -120,7 +125,13 @@ impl Controller {
         let mut rep = FarmReport::default();
         let mut pending: VecDeque<usize> = VecDeque::new();
         for (i, t) in tasks.iter().enumerate() {
-            if journal.done.get(&i).is_some_and(|r| &r.cmd == t) {
+            // Only a task that ended with an exit status is done; one given up after host losses
+            // (or killed by a signal) has not produced its result and runs again.
+            if journal
+                .done
+                .get(&i)
+                .is_some_and(|r| &r.cmd == t && r.code.is_some())
+            {
                 rep.skipped += 1;
             } else {
                 pending.push_back(i);
@@ -158,7 +169,9 @@ impl Controller {
                     exec_idx: Some(task as u32),
                     env: vec![],
                     stdin_open: false,
-                    output_window: None,
+                    // Taken at once (kept up to KEEP_PER_HOST): the window only bounds what is
+                    // in flight towards the controller.
+                    output_window: Some(crate::exec_loop::OUTPUT_WINDOW),
                 };
                 self.send(Down::To {
                     path,
@@ -188,7 +201,7 @@ impl Controller {
                         Vec::new(),
                         attempts.get(&t).copied().unwrap_or(0),
                     );
-                    finish(journal, &mut opts, rec);
+                    finish(journal, &mut opts, &mut rep, rec);
                     rep.abandoned += 1;
                 }
                 return Ok(rep);
@@ -212,7 +225,7 @@ impl Controller {
                             r.stdout,
                             opts.max_attempts,
                         );
-                        finish(journal, &mut opts, rec);
+                        finish(journal, &mut opts, &mut rep, rec);
                         rep.abandoned += 1;
                     } else {
                         pending.push_front(r.task);
@@ -225,13 +238,13 @@ impl Controller {
                 continue;
             };
             match up.event {
-                Event::Output {
-                    exec,
-                    stream: Stream::Stdout,
-                    data,
-                } => {
+                Event::Output { exec, stream, data } => {
                     if let Some(r) = running.get_mut(&exec).filter(|r| r.host == host) {
-                        r.stdout.extend(data);
+                        if stream == Stream::Stdout {
+                            let room = KEEP_PER_HOST.saturating_sub(r.stdout.len());
+                            r.stdout.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                        self.ack_output(exec, host, data.len() as u64)?;
                     }
                 }
                 Event::Exited { exec, status }
@@ -247,7 +260,7 @@ impl Controller {
                         r.stdout,
                         attempts.get(&r.task).copied().unwrap_or(1),
                     );
-                    finish(journal, &mut opts, rec);
+                    finish(journal, &mut opts, &mut rep, rec);
                     rep.finished += 1;
                     free.push_back(host);
                 }
@@ -280,9 +293,17 @@ fn record(
     }
 }
 
-fn finish(journal: &mut FarmJournal, opts: &mut FarmOptions<'_>, rec: TaskRecord) {
+fn finish(
+    journal: &mut FarmJournal,
+    opts: &mut FarmOptions<'_>,
+    rep: &mut FarmReport,
+    rec: TaskRecord,
+) {
     if let Some(f) = opts.on_done.as_mut() {
-        f(&rec);
+        if let Err(e) = f(&rec) {
+            rep.journal_failures += 1;
+            rep.journal_error.get_or_insert(e);
+        }
     }
     journal.done.insert(rec.idx, rec);
 }
@@ -318,6 +339,139 @@ mod tests {
         assert!(
             e.to_string().starts_with("journal line 1"),
             "a cut line inside is an error"
+        );
+    }
+
+    use crate::proto::{Up, OUTPUT_CHUNK};
+    use futures::StreamExt;
+
+    /// A controller with `n` alive hosts below the root (which runs tasks too), and a fake tree that answers every
+    /// addressed command with `out` bytes of stdout and exit 0 until `orders` commands were seen.
+    /// Returns the report, the commands run and the output bytes acknowledged.
+    fn farm_with(
+        n: usize,
+        tasks: &[String],
+        journal: &mut FarmJournal,
+        opts: FarmOptions<'_>,
+        orders: usize,
+        out: usize,
+    ) -> (FarmReport, Vec<String>, u64) {
+        let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
+        let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
+        let mut ctl = Controller::new(otx, erx, "root", "root");
+        for i in 0..n {
+            let (_, idx) = ctl.table.begin_login(0, &format!("h{i}"));
+            ctl.table.login_ok(idx, format!("h{i}"));
+        }
+        futures::executor::block_on(async {
+            let run = ctl.farm(tasks, journal, opts);
+            let tree = async {
+                let mut cmds = Vec::new();
+                let mut acked = 0;
+                while cmds.len() < orders {
+                    let Some(Down::To { path, order }) = orx.next().await else {
+                        break;
+                    };
+                    let spec = match order {
+                        Order::Exec(spec) => spec,
+                        Order::OutputAck { bytes, .. } => {
+                            acked += bytes;
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    cmds.push(spec.cmd.clone());
+                    let up = |event| {
+                        etx.unbounded_send(Up {
+                            route: path.clone(),
+                            event,
+                        })
+                        .unwrap()
+                    };
+                    for c in vec![b'o'; out].chunks(OUTPUT_CHUNK) {
+                        up(Event::Output {
+                            exec: spec.exec,
+                            stream: Stream::Stdout,
+                            data: c.to_vec(),
+                        });
+                    }
+                    up(Event::Exited {
+                        exec: spec.exec,
+                        status: Status::Code(0),
+                    });
+                }
+                (cmds, acked)
+            };
+            let (r, (cmds, mut acked)) = futures::join!(run, tree);
+            while let Ok(d) = orx.try_recv() {
+                if let Down::To {
+                    order: Order::OutputAck { bytes, .. },
+                    ..
+                } = d
+                {
+                    acked += bytes;
+                }
+            }
+            (r.unwrap(), cmds, acked)
+        })
+    }
+
+    #[test]
+    fn task_output_is_windowed_and_capped() {
+        let tasks: Vec<String> = ["t0", "t1"].map(String::from).to_vec();
+        let mut j = FarmJournal::default();
+        let (rep, _, acked) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 2, 3 << 20);
+        assert_eq!(rep.finished, 2);
+        assert!(j.done.values().all(|r| r.stdout.len() == KEEP_PER_HOST));
+        assert!(
+            acked >= 3 << 20,
+            "the first task's output was acknowledged ({acked})"
+        );
+    }
+
+    #[test]
+    fn only_tasks_with_an_exit_status_are_skipped_on_resume() {
+        let tasks: Vec<String> = ["t0", "t1", "t2"].map(String::from).to_vec();
+        let rec = |idx: usize, code: Option<i32>| TaskRecord {
+            idx,
+            cmd: tasks[idx].clone(),
+            host: "h0".into(),
+            code,
+            status: if code.is_some() {
+                "exit 0"
+            } else {
+                "host lost"
+            }
+            .into(),
+            stdout: String::new(),
+            attempts: 3,
+        };
+        let text = format!(
+            "{}\n{}\n",
+            FarmJournal::line(&rec(0, None)),
+            FarmJournal::line(&rec(1, Some(0)))
+        );
+        let mut j = FarmJournal::from_lines(&text).unwrap();
+        let (rep, cmds, _) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 2, 0);
+        assert_eq!(rep.skipped, 1, "only t1 ended with a status");
+        assert_eq!(cmds, vec!["t0", "t2"], "the abandoned t0 runs again");
+        assert_eq!(j.done[&0].code, Some(0));
+    }
+
+    #[test]
+    fn journal_write_failures_are_reported() {
+        let tasks: Vec<String> = ["t0", "t1"].map(String::from).to_vec();
+        let mut fail = |_: &TaskRecord| Err("No space left on device".to_string());
+        let opts = FarmOptions {
+            on_done: Some(&mut fail),
+            ..Default::default()
+        };
+        let (rep, _, _) = farm_with(2, &tasks, &mut FarmJournal::default(), opts, 2, 0);
+        assert_eq!(rep.finished, 2);
+        assert_eq!(rep.journal_failures, 2);
+        assert_eq!(
+            rep.journal_error.as_deref(),
+            Some("No space left on device")
         );
     }
 }

@@ -127,6 +127,19 @@ impl Node {
                 if broadcast {
                     return vec![]; // logins are always addressed; ignore a malformed broadcast
                 }
+                // Checked here too, not only by the controller: this is where the login command
+                // is built, whoever sent the order.
+                if let Err(e) = crate::rules::check_target(&target) {
+                    return vec![Action::ToParent(Up {
+                        route: vec![],
+                        event: Event::LoginDone {
+                            child,
+                            index,
+                            target,
+                            outcome: Err(e),
+                        },
+                    })];
+                }
                 vec![Action::Login {
                     child,
                     index,
@@ -324,6 +337,38 @@ mod tests {
             })
             .len(),
             1
+        );
+    }
+
+    #[test]
+    fn login_to_a_dash_target_is_refused_not_started() {
+        let mut n = Node::new(0);
+        let m = LoginMethod {
+            name: "ssh".into(),
+            argv: vec!["ssh".into(), "{host}".into()],
+            env: vec![],
+        };
+        let acts = n.from_parent(Down::To {
+            path: vec![],
+            order: Order::Login {
+                child: 0,
+                index: 1,
+                target: "-oProxyCommand=touch /tmp/p".into(),
+                method: m,
+            },
+        });
+        assert!(
+            matches!(
+                &acts[..],
+                [Action::ToParent(Up {
+                    event: Event::LoginDone {
+                        outcome: Err(_),
+                        ..
+                    },
+                    ..
+                })]
+            ),
+            "{acts:?}"
         );
     }
 

@@ -6,21 +6,46 @@ use std::collections::BTreeMap;
 use crate::controller::ExecReport;
 use crate::proto::Stream;
 
+/// Longest partial line kept per host and stream: a host printing without newlines gets its output
+/// shown in pieces of this size instead of growing the controller's buffer without bound.
+pub const MAX_PARTIAL_LINE: usize = 64 << 10;
+
 /// Turns chunks into `host: line` lines; a partial line waits for its end (or [`LinePrefixer::flush`]).
+/// Lines are joined per host index, never per name: two hosts reporting the same name keep their
+/// lines apart.
 #[derive(Default)]
 pub struct LinePrefixer {
-    partial: BTreeMap<(String, Stream), Vec<u8>>,
+    partial: BTreeMap<(u32, Stream), (String, Vec<u8>)>,
 }
 
 impl LinePrefixer {
-    /// Complete lines of this chunk, prefixed.
-    pub fn push(&mut self, host: &str, stream: Stream, data: &[u8]) -> Vec<String> {
-        let buf = self.partial.entry((host.to_string(), stream)).or_default();
-        buf.extend_from_slice(data);
+    /// Complete lines of this chunk from host `index` (shown as `host`), prefixed.
+    pub fn push(&mut self, index: u32, host: &str, stream: Stream, data: &[u8]) -> Vec<String> {
+        let (_, buf) = self
+            .partial
+            .entry((index, stream))
+            .or_insert_with(|| (host.to_string(), Vec::new()));
         let mut out = Vec::new();
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            out.push(format_line(host, stream, &line[..line.len() - 1]));
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Take at most what fills the partial line to its limit, so `buf` never exceeds it.
+            let room = MAX_PARTIAL_LINE - buf.len();
+            let (now, later) = rest.split_at(rest.len().min(room));
+            rest = later;
+            let mut start = 0;
+            for (i, &b) in now.iter().enumerate() {
+                if b == b'\n' {
+                    buf.extend_from_slice(&now[start..i]);
+                    out.push(format_line(host, stream, buf));
+                    buf.clear();
+                    start = i + 1;
+                }
+            }
+            buf.extend_from_slice(&now[start..]);
+            if buf.len() >= MAX_PARTIAL_LINE {
+                out.push(format_line(host, stream, buf));
+                buf.clear();
+            }
         }
         out
     }
@@ -29,9 +54,32 @@ impl LinePrefixer {
     pub fn flush(&mut self) -> Vec<String> {
         std::mem::take(&mut self.partial)
             .into_iter()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|((h, s), b)| format_line(&h, s, &b))
+            .filter(|(_, (_, b))| !b.is_empty())
+            .map(|((_, s), (h, b))| format_line(&h, s, &b))
             .collect()
+    }
+}
+
+/// A host name as reported by a daemon, made safe to show and to use as a prefix: control
+/// characters and whitespace become `?` (no terminal escapes, no fake line breaks) and the length is
+/// capped; an empty name falls back to `fallback` (the login target).
+pub fn sanitize_name(name: &str, fallback: &str) -> String {
+    const MAX: usize = 64;
+    let s: String = name
+        .chars()
+        .take(MAX)
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        fallback.to_string()
+    } else {
+        s
     }
 }
 
@@ -132,13 +180,48 @@ mod tests {
     #[test]
     fn prefixes_whole_lines_only() {
         let mut p = LinePrefixer::default();
-        assert!(p.push("a", Stream::Stdout, b"par").is_empty());
+        assert!(p.push(0, "a", Stream::Stdout, b"par").is_empty());
         assert_eq!(
-            p.push("a", Stream::Stdout, b"t\nnext\n"),
+            p.push(0, "a", Stream::Stdout, b"t\nnext\n"),
             vec!["a: part", "a: next"]
         );
-        assert_eq!(p.push("b", Stream::Stderr, b"oops"), Vec::<String>::new());
+        assert_eq!(
+            p.push(1, "b", Stream::Stderr, b"oops"),
+            Vec::<String>::new()
+        );
         assert_eq!(p.flush(), vec!["b (stderr): oops"]);
+    }
+
+    #[test]
+    fn hosts_with_the_same_name_never_splice_lines() {
+        let mut p = LinePrefixer::default();
+        assert!(p.push(1, "n", Stream::Stdout, b"AAA").is_empty());
+        assert!(p.push(2, "n", Stream::Stdout, b"BBB").is_empty());
+        assert_eq!(p.push(1, "n", Stream::Stdout, b"a\n"), vec!["n: AAAa"]);
+        assert_eq!(p.push(2, "n", Stream::Stdout, b"b\n"), vec!["n: BBBb"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_shown_in_bounded_pieces() {
+        let mut p = LinePrefixer::default();
+        let big = vec![b'x'; 5 * MAX_PARTIAL_LINE / 2];
+        let mut lines = Vec::new();
+        for c in big.chunks(1000) {
+            lines.extend(p.push(0, "a", Stream::Stdout, c));
+            assert!(p.partial.values().all(|(_, b)| b.len() < MAX_PARTIAL_LINE));
+        }
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), "a: ".len() + MAX_PARTIAL_LINE);
+        let rest = p.flush();
+        assert_eq!(rest[0].len(), "a: ".len() + MAX_PARTIAL_LINE / 2);
+    }
+
+    #[test]
+    fn reported_names_are_sanitised() {
+        assert_eq!(sanitize_name("n1\x1b[2J\nroot: x", "t"), "n1?[2J?root:?x");
+        assert_eq!(sanitize_name("", "t"), "t");
+        assert_eq!(sanitize_name(&"a".repeat(1000), "t").len(), 64);
+        assert_eq!(sanitize_name("n001.example", "t"), "n001.example");
     }
 
     #[test]
@@ -160,6 +243,7 @@ mod tests {
             ],
             merged_stdout: vec![],
             cut: false,
+            dropped: 0,
         };
         assert_eq!(
             grouped(&rep),

@@ -216,7 +216,7 @@ impl Controller {
             }
             None => (None, None, Some(out)),
         };
-        let mut live = |_: &str, s: Stream, d: &[u8]| {
+        let mut live = |_: u32, _: &str, s: Stream, d: &[u8]| {
             if let (Stream::Stdout, Some(o)) = (s, direct.as_mut()) {
                 o(d);
             }

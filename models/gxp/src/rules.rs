@@ -49,6 +49,8 @@ impl Default for RuleSet {
                     "-o",
                     "ServerAliveCountMax=3",
                     "-T",
+                    // Ends ssh's options: whatever follows is the destination, never an option.
+                    "--",
                     "{host}",
                 ]
                 .map(String::from)
@@ -96,6 +98,24 @@ impl Default for RuleSet {
             methods,
         }
     }
+}
+
+/// Whether `target` may be logged into. A name beginning with `-` would be read as an option by
+/// the login command (`-oProxyCommand=...` runs a command on the parent), and a name with
+/// whitespace or control characters is no host name: both are refused before any login starts.
+pub fn check_target(target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("empty host name".into());
+    }
+    if target.starts_with('-') {
+        return Err(format!("host name {target:?} begins with '-'"));
+    }
+    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "host name {target:?} contains whitespace or control characters"
+        ));
+    }
+    Ok(())
 }
 
 fn anchored(p: &str) -> Result<Regex, RuleError> {
@@ -185,6 +205,19 @@ mod tests {
         assert_eq!(m.env[0], ("GXP_NAME".to_string(), "n1-007".to_string()));
         assert!(m.env[1].1.ends_with("n1-007"));
         assert_eq!(r.method_for(0, "gw3").argv.last().unwrap(), "gw3");
+    }
+
+    #[test]
+    fn ssh_target_follows_end_of_options_and_dash_names_are_refused() {
+        let mut r = RuleSet::default();
+        r.add_line("use ssh .* .*").unwrap();
+        let argv = r.method_for(0, "gw3").argv;
+        assert_eq!(&argv[argv.len() - 2..], ["--", "gw3"]);
+        assert!(check_target("-oProxyCommand=touch /tmp/x").is_err());
+        assert!(check_target("a b").is_err());
+        assert!(check_target("a\nb").is_err());
+        assert!(check_target("").is_err());
+        assert!(check_target("n1-007.example").is_ok());
     }
 
     #[test]

@@ -171,6 +171,7 @@ mod tests {
             results: vec![mk(1, Status::Code(0)), mk(3, Status::Code(2))],
             merged_stdout: vec![],
             cut: false,
+            dropped: 0,
         });
         s.failed();
         assert_eq!(s.resolve(&t), vec![3]);

@@ -74,7 +74,7 @@ impl Shell {
             };
             let mut pre = LinePrefixer::default();
             for h in &r.remote.results {
-                for l in pre.push(&h.name, crate::proto::Stream::Stderr, &h.stderr) {
+                for l in pre.push(h.index, &h.name, crate::proto::Stream::Stderr, &h.stderr) {
                     writeln!(out, "{l}")?;
                 }
             }
@@ -134,9 +134,9 @@ impl Shell {
                 let rep = {
                     // Live: each complete line is written as it arrives, prefixed by its host.
                     let o: &mut (dyn Write + Send) = &mut *out;
-                    let mut sink = |h: &str, s: crate::proto::Stream, d: &[u8]| {
+                    let mut sink = |i: u32, h: &str, s: crate::proto::Stream, d: &[u8]| {
                         if live {
-                            for l in pre.push(h, s, d) {
+                            for l in pre.push(i, h, s, d) {
                                 let _ = writeln!(o, "{l}");
                             }
                             let _ = o.flush();
@@ -177,13 +177,13 @@ impl Shell {
                     Some(j) => Some(std::fs::OpenOptions::new().create(true).append(true).open(j).map_err(|e| anyhow::anyhow!("cannot open journal {j}: {e}"))?),
                     None => None,
                 };
-                let mut append = |r: &crate::farm::TaskRecord| {
-                    if let Some(f) = jfile.as_mut() {
-                        // One write per record: an interruption leaves at most a cut last line,
-                        // which the resume skips.
-                        let _ = f.write_all(format!("{}\n", FarmJournal::line(r)).as_bytes());
-                        let _ = f.flush();
-                    }
+                let mut append = |r: &crate::farm::TaskRecord| -> Result<(), String> {
+                    let Some(f) = jfile.as_mut() else { return Ok(()) };
+                    // One write per record: an interruption leaves at most a cut last line, which
+                    // the resume skips. Synced, so a record the run reported survives a crash.
+                    f.write_all(format!("{}\n", FarmJournal::line(r)).as_bytes())
+                        .and_then(|()| f.sync_data())
+                        .map_err(|e| e.to_string())
                 };
                 let rep = self.ctl.farm(&tasks, &mut journal, FarmOptions { on_done: Some(&mut append), ..Default::default() }).await?;
                 for r in journal.done.values() {
@@ -199,6 +199,10 @@ impl Shell {
                     rep.abandoned
                 )?;
                 self.last_failed = journal.done.values().any(|r| r.code != Some(0));
+                if let (Some(e), Some(j)) = (&rep.journal_error, journal_path) {
+                    writeln!(out, "farm: journal {j}: {} records not written ({e}); a resume would run those tasks again", rep.journal_failures)?;
+                    self.last_failed = true;
+                }
             }
             "sel" => {
                 let args: Vec<&str> = rest.split_whitespace().collect();

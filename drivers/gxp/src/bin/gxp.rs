@@ -2,7 +2,7 @@
 //!
 //! - `gxp`                      interactive prompt (`[succeeded/selected/total] gxp> `)
 //! - `gxp -c LINE [-c LINE]...` one-shot: runs the lines in order, exits 1 if any failed
-//! - `gxp daemon --index N`     a child daemon (started by the bootstrap of a login; not for users)
+//! - `gxp daemon --index N --sha SHA` a child daemon (started by the bootstrap of a login; not for users)
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ enum Sub {
     Daemon {
         #[arg(long)]
         index: u32,
+        /// Sha256 of the program the tree runs; this executable must hash to it.
+        #[arg(long)]
+        sha: String,
     },
 }
 
@@ -64,8 +67,8 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(Sub::Daemon { index }) = cli.sub {
-        real::daemon_main(index).await?;
+    if let Some(Sub::Daemon { index, sha }) = cli.sub {
+        real::daemon_main(index, &sha).await?;
         return Ok(0);
     }
     let exe = match cli.program {

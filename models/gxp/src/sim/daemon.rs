@@ -59,6 +59,9 @@ struct Exec {
 struct Daemon {
     host: HostRef,
     world: Arc<World>,
+    /// Sha256 of the program this daemon runs: the root's, verified at every hop; logins pass it
+    /// on and install exactly that.
+    sha: String,
     node: Node,
     parent: Parent,
     links: BTreeMap<u32, ChildLink>,
@@ -88,6 +91,7 @@ pub(crate) fn spawn_root(
     );
     let d = Daemon {
         host: host.clone(),
+        sha: world.binary().1.to_string(),
         world,
         node: Node::new(0),
         parent: Parent::Controller(events),
@@ -103,6 +107,7 @@ pub(crate) async fn run_child(
     host: HostRef,
     world: Arc<World>,
     index: u32,
+    sha: String,
     port: u16,
     mb: Box<dyn Mailbox>,
     parent: Addr,
@@ -123,6 +128,7 @@ pub(crate) async fn run_child(
     let d = Daemon {
         host,
         world,
+        sha,
         node: Node::new(index),
         parent: Parent::Session { port, addr: parent },
         links: BTreeMap::new(),
@@ -319,6 +325,7 @@ impl Daemon {
 
     fn login(&self, child: u32, index: u32, target: String, _method: LoginMethod) {
         let (host, world, tx) = (self.host.clone(), self.world.clone(), self.tx.clone());
+        let sha = self.sha.clone();
         self.host.spawn(
             "gxp-login",
             Box::pin(async move {
@@ -344,7 +351,7 @@ impl Daemon {
                         return;
                     }
                 };
-                match login_gxp(&host, &world, port, &mut mb, tid, index).await {
+                match login_gxp(&host, &world, port, &mut mb, tid, index, &sha).await {
                     Ok((name, addr)) => {
                         let link = ChildLink { port, addr };
                         let _ = tx.unbounded_send(Input::LoginDone {
@@ -443,8 +450,13 @@ async fn login_gxp(
     mb: &mut Box<dyn Mailbox>,
     target: HostId,
     index: u32,
+    sha: &str,
 ) -> Result<(String, Addr), String> {
-    let session = client_handshake(host, world, port, mb, target, Purpose::Gxp { index }).await?;
+    let purpose = Purpose::Gxp {
+        index,
+        sha: sha.to_string(),
+    };
+    let session = client_handshake(host, world, port, mb, target, purpose).await?;
     let name = world.name(target);
     let timeout = world.cost.login_timeout;
     loop {
@@ -454,7 +466,10 @@ async fn login_gxp(
         match msg {
             LinkMsg::Have => {}
             LinkMsg::Need => {
-                let (bytes, _) = world.binary();
+                // This daemon's own program, the one its parent verified.
+                let bytes = world
+                    .read(host.id(), &super::world::install_path(sha))
+                    .ok_or_else(|| format!("{name}: no program here to install"))?;
                 send(host, port, session, &LinkMsg::Binary(bytes.to_vec())).await?;
             }
             LinkMsg::InstallFailed(e) => return Err(format!("{name}: install failed: {e}")),

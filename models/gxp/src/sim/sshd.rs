@@ -21,8 +21,9 @@ pub const SSHD_PORT: u16 = 22;
 /// What a login is for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Purpose {
-    /// Bootstrap a GXP daemon that becomes host index `index`.
-    Gxp { index: u32 },
+    /// Bootstrap a GXP daemon that becomes host index `index`, running the program whose sha256
+    /// is `sha` (the root's, passed down by every parent).
+    Gxp { index: u32, sha: String },
     /// Run one built-in command and return its output (pdsh-style).
     Exec { cmd: String },
     /// Log onward from this host to `target` and run `cmd` there (ProxyJump).
@@ -210,7 +211,7 @@ async fn serve_session(host: HostRef, world: Arc<World>, client: Addr, purpose: 
         }
     }
     match purpose {
-        Purpose::Gxp { index } => bootstrap(host, world, port, mb, client, index).await,
+        Purpose::Gxp { index, sha } => bootstrap(host, world, port, mb, client, index, sha).await,
         Purpose::Exec { cmd } => {
             let (stdout, code) = super::daemon::run_once(&host, &world, &cmd).await;
             let _ = send(&host, port, client, &LinkMsg::ExecResult { stdout, code }).await;
@@ -250,7 +251,8 @@ async fn serve_session(host: HostRef, world: Arc<World>, client: Addr, purpose: 
     }
 }
 
-/// The bootstrap a login runs: start the installed GXP, or receive it, install it atomically
+/// The bootstrap a login runs: start the installed GXP if its content hashes to `sha` (a copy under
+/// the right name is re-hashed, never trusted by its name), or receive it, install it atomically
 /// (temporary name, checksum, rename) and start it.
 async fn bootstrap(
     host: HostRef,
@@ -259,8 +261,9 @@ async fn bootstrap(
     mut mb: Box<dyn Mailbox>,
     client: Addr,
     index: u32,
+    sha: String,
 ) {
-    if world.has_gxp(host.id()) {
+    if world.verified_copy(host.id(), &sha) {
         if send(&host, port, client, &LinkMsg::Have).await.is_err() {
             return;
         }
@@ -273,12 +276,12 @@ async fn bootstrap(
             Ok((_, LinkMsg::Binary(b))) => b,
             _ => return,
         };
-        if let Err(e) = world.install(host.id(), bytes, port) {
+        if let Err(e) = world.install(host.id(), bytes, port, &sha) {
             let _ = send(&host, port, client, &LinkMsg::InstallFailed(e)).await;
             return;
         }
         host.event(&format!("gxp installed on {}", world.name(host.id())));
     }
     host.compute(world.cost.daemon_start_cycles).await;
-    super::daemon::run_child(host, world, index, port, mb, client).await;
+    super::daemon::run_child(host, world, index, sha, port, mb, client).await;
 }

@@ -150,9 +150,15 @@ impl World {
         }
     }
 
-    /// Whether `h` holds this build of GXP.
-    pub fn has_gxp(&self, h: HostId) -> bool {
-        self.read(h, &install_path(&self.binary_sha)).is_some()
+    /// Whether `h` holds, under its install path, a program whose content hashes to `sha`. The
+    /// content is checked, not the name: a corrupt or planted file there does not count.
+    pub fn verified_copy(&self, h: HostId, sha: &str) -> bool {
+        let Some(f) = self.read(h, &install_path(sha)) else {
+            return false;
+        };
+        // The shared buffer of verified installs is immutable and hashes to `binary_sha`.
+        (Arc::ptr_eq(&f, &self.binary) && sha == self.binary_sha)
+            || hex::encode(Sha256::digest(f.as_slice())) == sha
     }
 
     /// Hosts holding this build of GXP.
@@ -168,21 +174,34 @@ impl World {
 
     /// Installs bytes received over a login channel: write to a temporary name, verify the
     /// checksum, rename into place. A corrupt transfer leaves nothing behind.
-    pub fn install(&self, h: HostId, bytes: Vec<u8>, tmp_suffix: u16) -> Result<(), String> {
-        let tmp = format!("{}.tmp.{tmp_suffix}", install_path(&self.binary_sha));
+    /// `want` is the sha256 the parent passed down.
+    pub fn install(
+        &self,
+        h: HostId,
+        bytes: Vec<u8>,
+        tmp_suffix: u16,
+        want: &str,
+    ) -> Result<(), String> {
+        if want.len() < 16 {
+            return Err("malformed program checksum".into());
+        }
+        let tmp = format!("{}.tmp.{tmp_suffix}", install_path(want));
         let sha = hex::encode(Sha256::digest(&bytes));
-        self.write(h, &tmp, Arc::new(bytes));
-        if sha != self.binary_sha {
-            self.remove(h, &tmp);
+        if sha != want {
             return Err(format!(
                 "checksum mismatch (got {}, want {})",
                 &sha[..16],
-                &self.binary_sha[..16]
+                &want[..16]
             ));
         }
         // Identical content: keep one shared buffer instead of the received copy.
-        self.write(h, &tmp, self.binary.clone());
-        if !self.rename(h, &tmp, &install_path(&self.binary_sha)) {
+        let file = if sha == self.binary_sha {
+            self.binary.clone()
+        } else {
+            Arc::new(bytes)
+        };
+        self.write(h, &tmp, file);
+        if !self.rename(h, &tmp, &install_path(want)) {
             return Err("rename failed".into());
         }
         Ok(())
