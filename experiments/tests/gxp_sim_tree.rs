@@ -285,3 +285,31 @@ fn farm_retries_tasks_of_crashed_hosts_and_resumes_from_its_journal() {
         .filter(|r| r.idx != 5)
         .all(|r| r.code == Some(0)));
 }
+
+/// A file planted under the install name (right name, wrong content) is re-hashed at login and
+/// replaced by the tree's program, in the simulator as in real mode.
+#[test]
+fn a_planted_program_under_the_install_name_is_not_trusted() {
+    use gridbed_gxp::sim::world::install_path;
+    let (platform, world, rules) = nat_platform(1, 4, LoginCost::default()).unwrap();
+    let (binary, sha) = world.binary();
+    let path = install_path(sha);
+    world.write(HostId(2), &path, Arc::new(b"#!/bin/sh\necho planted\n".to_vec()));
+    let w = world.clone();
+    let out = run(SimConfig::new(platform, 5), move |cluster: ClusterRef| {
+        Box::pin(async move {
+            let mut ctl = start(&cluster, w.clone());
+            ctl.rules = rules;
+            let r = ctl.explore(&w.names()[1..]).await.unwrap();
+            ctl.quit();
+            r
+        })
+    });
+    assert_eq!(out.value.reached.len(), 3, "{:?}", out.value);
+    assert_eq!(
+        world.read(HostId(2), &path).unwrap(),
+        binary,
+        "the planted copy was replaced"
+    );
+    assert!(world.verified_copy(HostId(2), sha));
+}
