@@ -294,7 +294,11 @@ fn a_planted_program_under_the_install_name_is_not_trusted() {
     let (platform, world, rules) = nat_platform(1, 4, LoginCost::default()).unwrap();
     let (binary, sha) = world.binary();
     let path = install_path(sha);
-    world.write(HostId(2), &path, Arc::new(b"#!/bin/sh\necho planted\n".to_vec()));
+    world.write(
+        HostId(2),
+        &path,
+        Arc::new(b"#!/bin/sh\necho planted\n".to_vec()),
+    );
     let w = world.clone();
     let out = run(SimConfig::new(platform, 5), move |cluster: ClusterRef| {
         Box::pin(async move {

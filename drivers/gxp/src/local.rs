@@ -14,6 +14,10 @@ use gridbed_gxp::proto::{Status, OUTPUT_CHUNK};
 pub struct ShellLocal;
 
 impl LocalRunner for ShellLocal {
+    fn timer(&self, d: std::time::Duration) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+
     fn start(&self, cmd: &str) -> LocalProc {
         let (stdin, mut in_rx) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);
         let (mut out_tx, stdout) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);

@@ -118,3 +118,40 @@ fn a_stopped_daemon_is_declared_lost_by_keepalive_not_waited_for() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     });
 }
+
+#[test]
+fn timeout_stops_hosts_that_do_not_finish_and_reports_them_failed() {
+    let home = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = [
+        "use local .* n[0-9]",
+        "explore n1 n2",
+        "sel re n.",
+        "timeout 1",
+        "e if [ $GXP_HOSTNAME = n2 ]; then sleep 30; fi; echo done",
+        "timeout off",
+        "e echo again",
+    ]
+    .map(String::from)
+    .to_vec();
+    let t0 = Instant::now();
+    let out = gxp(
+        &lines,
+        &[
+            ("GXP_LOCAL_ROOT", home.path().display().to_string()),
+            ("GXP_NAME", "root".into()),
+        ],
+        Duration::from_secs(60),
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{s}");
+    assert!(
+        s.contains("n1: done\n")
+            && s.contains("2 hosts: 1 ok, 1 failed (n2: failed: no answer before the deadline)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("2 hosts: 2 ok, 0 failed"),
+        "n2 still works after its command was stopped: {s}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{s}");
+}

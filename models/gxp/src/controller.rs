@@ -109,6 +109,11 @@ pub struct ExecOptions<'a> {
     pub cwd: Option<String>,
     pub env: Vec<(String, String)>,
     pub sink: Option<OutputSink<'a>>,
+    /// When it completes, hosts that have not ended are stopped and reported
+    /// [`Status::Failed`] ("no answer before the deadline"): a host wrongly believed alive, or
+    /// one whose daemon hangs without its link breaking, cannot hold the command for ever. The
+    /// driver's clock makes it (the controller itself never reads one).
+    pub deadline: Option<futures::future::BoxFuture<'a, ()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +289,7 @@ impl Controller {
             cwd,
             env,
             sink,
+            deadline,
         } = opts;
         let stdin = stdin.map(|data| {
             let chunks: Vec<Vec<u8>> = data.chunks(OUTPUT_CHUNK).map(<[u8]>::to_vec).collect();
@@ -299,6 +305,7 @@ impl Controller {
             // Hosts wait for the controller to take their output (it acknowledges each chunk
             // once shown and kept), so what is in flight towards it stays bounded.
             output_window: Some(crate::exec_loop::OUTPUT_WINDOW),
+            deadline,
         };
         self.run_exec(cmd, hosts, io).await
     }

@@ -46,9 +46,14 @@ pub(crate) struct ExecIo<'a, 'b> {
     /// Keep every host's stdout in its [`HostResult`] (false for pipes: it goes to the consumer).
     pub keep_stdout: bool,
     pub consumer: Option<Consumer<'a>>,
-    /// Hold the hosts' stdout back to this many unacknowledged bytes each ([`OUTPUT_WINDOW`]).
+    /// Hold the hosts' output back to this many unacknowledged bytes each ([`OUTPUT_WINDOW`]).
     pub output_window: Option<u64>,
+    /// See [`crate::controller::ExecOptions::deadline`].
+    pub deadline: Option<futures::future::BoxFuture<'b, ()>>,
 }
+
+/// Status of a host that had not ended when the command's deadline passed.
+pub const DEADLINE_MISSED: &str = "no answer before the deadline";
 
 /// What the loop waits for next.
 enum Step {
@@ -56,6 +61,7 @@ enum Step {
     Input(Option<Vec<u8>>),
     ConsumerOut(Option<Vec<u8>>),
     ConsumerReady(bool),
+    Deadline,
 }
 
 /// Sent and acknowledged stdin bytes per running host.
@@ -111,6 +117,7 @@ impl Controller {
             keep_stdout,
             consumer,
             output_window,
+            mut deadline,
         } = io;
         let exec = self.new_exec_id();
         let selection = if hosts.len() == alive.len() {
@@ -194,6 +201,12 @@ impl Controller {
                         return Poll::Ready(Step::Input(x));
                     }
                 }
+                // Last: what already arrived counts before the deadline does.
+                if let (Some(d), false) = (deadline.as_mut(), waiting.is_empty()) {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Step::Deadline);
+                    }
+                }
                 Poll::Pending
             })
             .await;
@@ -230,6 +243,19 @@ impl Controller {
                     input = None;
                     self.send(Down::All {
                         order: Order::StdinEof { exec },
+                    })?;
+                }
+                Step::Deadline => {
+                    deadline = None;
+                    for h in std::mem::take(&mut waiting) {
+                        if let Some(r) = results.get_mut(&h) {
+                            r.status = Status::Failed(DEADLINE_MISSED.into());
+                        }
+                    }
+                    window.acked.clear();
+                    // Stop whatever still runs; a late exit status is ignored.
+                    self.send(Down::All {
+                        order: Order::Kill { exec },
                     })?;
                 }
                 Step::Event(None) => break, // root gone: the rest stay Lost
@@ -574,6 +600,67 @@ mod tests {
             report.summary().contains("not kept"),
             "{}",
             report.summary()
+        );
+    }
+
+    /// A host the controller believes alive but that never answers (a daemon that lost the order,
+    /// or one wrongly reported alive): the deadline turns it into a per-host failure, the host
+    /// that answered keeps its result, and the command is stopped everywhere.
+    #[test]
+    fn a_silent_host_fails_at_the_deadline_instead_of_hanging_the_command() {
+        let (otx, mut orx) = mpsc::unbounded::<Down>();
+        let (etx, erx) = mpsc::unbounded::<Up>();
+        let mut ctl = Controller::new(otx, erx, "root", "root");
+        let mut hosts = Vec::new();
+        for t in ["a", "b"] {
+            let (_, i) = ctl.table.begin_login(0, t);
+            ctl.table.login_ok(i, t.to_string());
+            hosts.push(i);
+        }
+        let (fire, fired) = futures::channel::oneshot::channel::<()>();
+        let report = futures::executor::block_on(async {
+            let opts = ExecOptions {
+                deadline: Some(Box::pin(async move {
+                    let _ = fired.await;
+                })),
+                ..Default::default()
+            };
+            let run = ctl.exec_on("sleep 9", &hosts, opts);
+            let tree = async {
+                let Some(Down::All {
+                    order: Order::Exec(spec),
+                }) = orx.next().await
+                else {
+                    panic!("expected the command");
+                };
+                etx.unbounded_send(Up {
+                    route: vec![0],
+                    event: Event::Exited {
+                        exec: spec.exec,
+                        status: Status::Code(0),
+                    },
+                })
+                .unwrap();
+                // b never answers; time passes.
+                let _ = fire.send(());
+                let kill = loop {
+                    match orx.next().await {
+                        Some(Down::All {
+                            order: Order::Kill { exec },
+                        }) => break exec == spec.exec,
+                        Some(_) => continue,
+                        None => break false,
+                    }
+                };
+                assert!(kill, "the command is stopped at the deadline");
+            };
+            futures::join!(run, tree).0
+        })
+        .unwrap();
+        assert_eq!(report.results[0].status, Status::Code(0));
+        assert_eq!(
+            report.results[1].status,
+            Status::Failed(DEADLINE_MISSED.into())
         );
     }
 }

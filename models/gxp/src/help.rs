@@ -28,6 +28,12 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "cd /tmp",
     ),
     (
+        "timeout",
+        "timeout SECONDS|off",
+        "deadline of the following e/eg commands: hosts not done by then are stopped and reported failed",
+        "timeout 600",
+    ),
+    (
         "e",
         "e CMD",
         "run CMD on the selected hosts; output live, each line prefixed by its host",

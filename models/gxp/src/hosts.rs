@@ -192,3 +192,19 @@ impl HostTable {
         n.values().copied().max().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_name_is_sanitised_before_it_is_shown() {
+        let mut t = HostTable::with_root("root", "root");
+        let (_, a) = t.begin_login(0, "a");
+        t.login_ok(a, "evil\n\x1b[31mroot: forged".into());
+        let (_, b) = t.begin_login(0, "b");
+        t.login_ok(b, String::new());
+        assert_eq!(t.name_of(a), "evil??[31mroot:?forged");
+        assert_eq!(t.name_of(b), "b", "an empty name falls back to the target");
+    }
+}

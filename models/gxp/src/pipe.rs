@@ -136,6 +136,8 @@ pub struct LocalProc {
 /// Starts the local ends of a pipeline (sim: built-ins on the login host; real: `sh -c`).
 pub trait LocalRunner: Send + Sync {
     fn start(&self, cmd: &str) -> LocalProc;
+    /// A future that completes after `d` of this side's time (the shell's command deadline).
+    fn timer(&self, d: std::time::Duration) -> futures::future::BoxFuture<'static, ()>;
 }
 
 /// Result of a network pipe.
@@ -229,6 +231,7 @@ impl Controller {
             keep_stdout: false,
             consumer,
             output_window: Some(OUTPUT_WINDOW),
+            deadline: None,
         };
         let remote = self.run_exec(&p.remote, &hosts, io).await;
         let mut left_cut = false;

@@ -5,6 +5,7 @@
 //! method NAME ARGV...          define a login method; `{host}` is the target, the bootstrap is appended
 //! explore HOST...              reach hosts (ranges: node[000-127])
 //! cd DIR                       working directory of the following commands on every host
+//! timeout SECONDS|off          deadline of the following `e`/`eg` commands
 //! e CMD                        run on the selected hosts (live, host-prefixed output)
 //! eg CMD                       same, output grouped (identical outputs once, with their hosts)
 //! cmd1 {{ cmd2 }} cmd3         network pipe
@@ -27,6 +28,8 @@ pub struct Shell {
     pub local: Box<dyn LocalRunner>,
     /// Whether the last command failed somewhere (exit status of one-shot use).
     pub last_failed: bool,
+    /// Deadline of `e`/`eg` (`timeout`); None: wait as long as the hosts are alive.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a command line did: text to show, and whether the shell should stop.
@@ -40,6 +43,7 @@ impl Shell {
             ctl,
             local,
             last_failed: false,
+            timeout: None,
         }
     }
 
@@ -113,6 +117,15 @@ impl Shell {
                 }
                 self.ctl.cwd = Some(rest.to_string());
             }
+            "timeout" => {
+                self.timeout = match rest {
+                    "off" => None,
+                    s => match s.parse::<f64>() {
+                        Ok(t) if t > 0.0 && t <= 1e9 => Some(std::time::Duration::from_secs_f64(t)),
+                        _ => anyhow::bail!("usage: timeout SECONDS|off (a positive number of seconds)"),
+                    },
+                };
+            }
             "explore" => {
                 let targets = crate::hostrange::expand_all(rest)?;
                 if targets.is_empty() {
@@ -142,7 +155,8 @@ impl Shell {
                             let _ = o.flush();
                         }
                     };
-                    self.ctl.exec(rest, ExecOptions { sink: Some(&mut sink), ..Default::default() }).await?
+                    let deadline = self.timeout.map(|d| self.local.timer(d));
+                    self.ctl.exec(rest, ExecOptions { sink: Some(&mut sink), deadline, ..Default::default() }).await?
                 };
                 for l in pre.flush() {
                     writeln!(out, "{l}")?;
@@ -215,7 +229,7 @@ impl Shell {
                 }
                 writeln!(out, "{} hosts, depth {}, max {} children per parent", self.ctl.table.alive_count(), self.ctl.table.depth(), self.ctl.table.max_children())?;
             }
-            other => anyhow::bail!("unknown command {other:?} (type `help` for the list: use, method, explore, cd, e, eg, farm, sel, stat, quit, or a {{{{ }}}} pipe)"),
+            other => anyhow::bail!("unknown command {other:?} (type `help` for the list: use, method, explore, cd, timeout, e, eg, farm, sel, stat, quit, or a {{{{ }}}} pipe)"),
         }
         Ok(Reply { quit: false })
     }

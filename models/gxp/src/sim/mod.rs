@@ -97,6 +97,10 @@ pub struct SimLocal {
 }
 
 impl LocalRunner for SimLocal {
+    fn timer(&self, d: std::time::Duration) -> futures::future::BoxFuture<'static, ()> {
+        self.host.sleep(d)
+    }
+
     fn start(&self, cmd: &str) -> LocalProc {
         let (stdin, mut in_rx) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);
         let (mut out_tx, stdout) = mpsc::channel::<Vec<u8>>(LOCAL_QUEUE);
