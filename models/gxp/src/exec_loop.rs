@@ -643,15 +643,28 @@ mod tests {
                 .unwrap();
                 // b never answers; time passes.
                 let _ = fire.send(());
-                let kill = loop {
-                    match orx.next().await {
-                        Some(Down::All {
-                            order: Order::Kill { exec },
-                        }) => break exec == spec.exec,
-                        Some(_) => continue,
-                        None => break false,
+                // Bounded: without a deadline nothing would ever come, and the test must fail,
+                // not hang.
+                let mut kill = false;
+                for _ in 0..200 {
+                    let mut yielded = false;
+                    futures::future::poll_fn(|cx| {
+                        if yielded {
+                            Poll::Ready(())
+                        } else {
+                            yielded = true;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    while let Ok(d) = orx.try_recv() {
+                        kill |= matches!(d, Down::All { order: Order::Kill { exec } } if exec == spec.exec);
                     }
-                };
+                    if kill {
+                        break;
+                    }
+                }
                 assert!(kill, "the command is stopped at the deadline");
             };
             futures::join!(run, tree).0

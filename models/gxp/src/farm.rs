@@ -346,14 +346,13 @@ mod tests {
     use futures::StreamExt;
 
     /// A controller with `n` alive hosts below the root (which runs tasks too), and a fake tree that answers every
-    /// addressed command with `out` bytes of stdout and exit 0 until `orders` commands were seen.
+    /// addressed command with `out` bytes of stdout and exit 0.
     /// Returns the report, the commands run and the output bytes acknowledged.
     fn farm_with(
         n: usize,
         tasks: &[String],
         journal: &mut FarmJournal,
         opts: FarmOptions<'_>,
-        orders: usize,
         out: usize,
     ) -> (FarmReport, Vec<String>, u64) {
         let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
@@ -363,13 +362,23 @@ mod tests {
             let (_, idx) = ctl.table.begin_login(0, &format!("h{i}"));
             ctl.table.login_ok(idx, format!("h{i}"));
         }
+        let (done_tx, mut done_rx) = futures::channel::oneshot::channel::<()>();
         futures::executor::block_on(async {
-            let run = ctl.farm(tasks, journal, opts);
+            let run = async {
+                let r = ctl.farm(tasks, journal, opts).await;
+                let _ = done_tx.send(());
+                r
+            };
             let tree = async {
                 let mut cmds = Vec::new();
                 let mut acked = 0;
-                while cmds.len() < orders {
-                    let Some(Down::To { path, order }) = orx.next().await else {
+                // Until the farm returns (then the rest of `orx` is drained below).
+                loop {
+                    let next = futures::select_biased! {
+                        d = orx.next() => d,
+                        _ = done_rx => None,
+                    };
+                    let Some(Down::To { path, order }) = next else {
                         break;
                     };
                     let spec = match order {
@@ -420,7 +429,7 @@ mod tests {
     fn task_output_is_windowed_and_capped() {
         let tasks: Vec<String> = ["t0", "t1"].map(String::from).to_vec();
         let mut j = FarmJournal::default();
-        let (rep, _, acked) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 2, 3 << 20);
+        let (rep, _, acked) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 3 << 20);
         assert_eq!(rep.finished, 2);
         assert!(j.done.values().all(|r| r.stdout.len() == KEEP_PER_HOST));
         assert!(
@@ -452,7 +461,7 @@ mod tests {
             FarmJournal::line(&rec(1, Some(0)))
         );
         let mut j = FarmJournal::from_lines(&text).unwrap();
-        let (rep, cmds, _) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 2, 0);
+        let (rep, cmds, _) = farm_with(1, &tasks, &mut j, FarmOptions::default(), 0);
         assert_eq!(rep.skipped, 1, "only t1 ended with a status");
         assert_eq!(cmds, vec!["t0", "t2"], "the abandoned t0 runs again");
         assert_eq!(j.done[&0].code, Some(0));
@@ -466,7 +475,7 @@ mod tests {
             on_done: Some(&mut fail),
             ..Default::default()
         };
-        let (rep, _, _) = farm_with(2, &tasks, &mut FarmJournal::default(), opts, 2, 0);
+        let (rep, _, _) = farm_with(2, &tasks, &mut FarmJournal::default(), opts, 0);
         assert_eq!(rep.finished, 2);
         assert_eq!(rep.journal_failures, 2);
         assert_eq!(
