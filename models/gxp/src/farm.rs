@@ -66,6 +66,9 @@ pub fn parse_tasks(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Records a finished task (see [`FarmOptions::on_done`]).
+pub type OnDone<'a> = &'a mut (dyn FnMut(&TaskRecord) -> Result<(), String> + Send);
+
 pub struct FarmOptions<'a> {
     /// Attempts per task before it is given up (host losses only; a non-zero exit is a result).
     pub max_attempts: u32,
@@ -73,7 +76,7 @@ pub struct FarmOptions<'a> {
     pub stop_after: Option<usize>,
     /// Called with each finished task (real mode appends it to the journal file); an error is
     /// kept in [`FarmReport::journal_error`] (the run goes on, but would not resume correctly).
-    pub on_done: Option<&'a mut (dyn FnMut(&TaskRecord) -> Result<(), String> + Send)>,
+    pub on_done: Option<OnDone<'a>>,
 }
 
 impl Default for FarmOptions<'_> {
