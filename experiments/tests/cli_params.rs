@@ -97,7 +97,7 @@ fn bad_settings_and_platform_files_are_refused_before_running() {
             "--platform",
             bad.to_str().unwrap(),
         ],
-        "cpu_hz must be positive",
+        "cpu_hz must be a number from",
     );
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/platforms/sp2-tcp.toml");
     refused(

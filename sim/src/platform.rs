@@ -4,7 +4,7 @@ use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
 use crate::presets;
-use crate::transport::Transport;
+use crate::transport::{check_range, Transport, MAX_RATE, MAX_US, MIN_RATE};
 use crate::SimError;
 
 /// Most hosts a platform may have: the largest experiment simulates 10,000; a platform file
@@ -13,6 +13,11 @@ pub const MAX_HOSTS: usize = 100_000;
 
 /// Most CPU-bound background jobs on one host (each is a share of its processor).
 pub const MAX_BACKGROUND_JOBS: u32 = 1000;
+
+/// Slowest and fastest CPU accepted, cycles per second: from 1 MHz (any compute call of a u64 of
+/// cycles then still ends within the range of virtual time) to 10 THz.
+pub const MIN_CPU_HZ: f64 = 1e6;
+pub const MAX_CPU_HZ: f64 = 1e13;
 
 /// One LAN: hosts sharing a transport.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -209,8 +214,9 @@ impl Platform {
             .expect("validated: every LAN has a transport")
     }
 
-    /// Checks the platform is usable: hosts within [`MAX_HOSTS`], every speed and rate a finite
-    /// positive number, every LAN with a transport, overrides naming existing hosts.
+    /// Checks the platform is usable: hosts within [`MAX_HOSTS`], every speed, rate and time a
+    /// finite number within its bounds ([`MIN_CPU_HZ`], [`MIN_RATE`], ...), LAN names unique,
+    /// every LAN with a valid transport, at most one override per host, each naming a host.
     pub fn validate(&self) -> Result<(), SimError> {
         let bad = |m: String| Err(SimError::Platform(m));
         let total: u64 = self.lans.iter().map(|l| u64::from(l.hosts)).sum();
@@ -225,21 +231,25 @@ impl Platform {
         if let Some(lan) = self.lans.iter().find(|l| l.hosts == 0) {
             return bad(format!("LAN {} has no hosts", lan.name));
         }
-        if !(self.cpu_hz.is_finite() && self.cpu_hz > 0.0) {
-            return bad(format!("cpu_hz must be positive, got {}", self.cpu_hz));
-        }
+        let range =
+            |name: &str, v, lo, hi| check_range(name, v, lo, hi).map_err(SimError::Platform);
+        range("cpu_hz", self.cpu_hz, MIN_CPU_HZ, MAX_CPU_HZ)?;
         let b = &self.backbone;
-        if !(b.uplink_mbit_s.is_finite() && b.uplink_mbit_s > 0.0) {
-            return bad(format!(
-                "backbone uplink_mbit_s must be positive, got {}",
-                b.uplink_mbit_s
-            ));
-        }
-        if !(b.latency_us.is_finite() && b.latency_us >= 0.0) {
-            return bad(format!(
-                "backbone latency_us must be non-negative, got {}",
-                b.latency_us
-            ));
+        range(
+            "backbone uplink_mbit_s",
+            b.uplink_mbit_s,
+            MIN_RATE,
+            MAX_RATE,
+        )?;
+        range("backbone latency_us", b.latency_us, 0.0, MAX_US)?;
+        let mut names = std::collections::BTreeSet::new();
+        for lan in &self.lans {
+            if lan.name.trim().is_empty() {
+                return bad("a LAN has an empty name".into());
+            }
+            if !names.insert(lan.name.as_str()) {
+                return bad(format!("two LANs are named {}", lan.name));
+            }
         }
         for lan in &self.lans {
             match (&lan.transport, &lan.preset) {
@@ -261,7 +271,11 @@ impl Platform {
                 }
             }
         }
+        let mut overridden = std::collections::BTreeSet::new();
         for o in &self.hosts {
+            if !overridden.insert(o.host) {
+                return bad(format!("two overrides for host {}", o.host));
+            }
             if o.host as usize >= self.host_count() {
                 return Err(SimError::Platform(format!(
                     "override for host {} but only {} hosts",
@@ -269,11 +283,13 @@ impl Platform {
                     self.host_count()
                 )));
             }
-            if let Some(hz) = o.cpu_hz.filter(|hz| !(hz.is_finite() && *hz > 0.0)) {
-                return bad(format!(
-                    "host {}: cpu_hz must be positive, got {hz}",
-                    o.host
-                ));
+            if let Some(hz) = o.cpu_hz {
+                range(
+                    &format!("host {}: cpu_hz", o.host),
+                    hz,
+                    MIN_CPU_HZ,
+                    MAX_CPU_HZ,
+                )?;
             }
             if o.background_jobs > MAX_BACKGROUND_JOBS {
                 return bad(format!(

@@ -91,27 +91,56 @@ impl Cost {
 
 const US: f64 = 1e-6;
 
+/// Slowest and fastest rate accepted (Mbit/s for links, MB/s for copies): 1 kbit/s keeps a 64 MiB
+/// message under a week of virtual time; 10^9 is a petabit.
+pub const MIN_RATE: f64 = 1e-3;
+pub const MAX_RATE: f64 = 1e9;
+/// Longest per-message or per-packet time accepted, microseconds (1000 s).
+pub const MAX_US: f64 = 1e9;
+/// Most copies of each byte per side.
+pub const MAX_COPIES: f64 = 1000.0;
+/// Largest packet, header, framing or ack size, bytes (16 MiB: sums of four stay in a u32).
+pub const MAX_PACKET_BYTES: u32 = 1 << 24;
+/// Largest write-call size or window, bytes (1 TiB).
+pub const MAX_BUFFER_BYTES: u64 = 1 << 40;
+
+/// `v` finite and within `lo..=hi` (NaN and infinities fail), or a one-line error naming it.
+pub(crate) fn check_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a number from {lo} to {hi}, got {v}"
+        ))
+    }
+}
+
 impl Transport {
-    /// Checks that every parameter is physically meaningful.
+    /// Checks that every parameter is physically meaningful, and bounded so that the derived
+    /// costs are finite and no sum of byte counts overflows (the file is user input).
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("link_mbit_s", self.link_mbit_s),
-            ("copy_mb_s", self.copy_mb_s),
+        let ranges = [
+            ("link_mbit_s", self.link_mbit_s, MIN_RATE, MAX_RATE),
+            ("copy_mb_s", self.copy_mb_s, MIN_RATE, MAX_RATE),
+            ("latency_us", self.latency_us, 0.0, MAX_US),
+            ("per_packet_us", self.per_packet_us, 0.0, MAX_US),
+            ("copies", self.copies, 0.0, MAX_COPIES),
+            ("per_call_us", self.per_call_us, 0.0, MAX_US),
         ];
-        for (name, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!("{name} must be a positive number, got {v}"));
-            }
+        for (name, v, lo, hi) in ranges {
+            check_range(name, v, lo, hi)?;
         }
-        let non_negative = [
-            ("latency_us", self.latency_us),
-            ("per_packet_us", self.per_packet_us),
-            ("copies", self.copies),
-            ("per_call_us", self.per_call_us),
+        let sizes = [
+            ("mtu_bytes", self.mtu_bytes),
+            ("header_bytes", self.header_bytes),
+            ("framing_bytes", self.framing_bytes),
+            ("ack_frame_bytes", self.ack_frame_bytes),
         ];
-        for (name, v) in non_negative {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{name} must be a non-negative number, got {v}"));
+        for (name, v) in sizes {
+            if v > MAX_PACKET_BYTES {
+                return Err(format!(
+                    "{name} must be at most {MAX_PACKET_BYTES}, got {v}"
+                ));
             }
         }
         if self.mtu_bytes <= self.header_bytes {
@@ -120,8 +149,15 @@ impl Transport {
                 self.mtu_bytes, self.header_bytes
             ));
         }
-        if self.max_write_bytes == Some(0) || self.window_bytes == Some(0) {
-            return Err("max_write_bytes and window_bytes must be at least 1 when set".into());
+        for (name, v) in [
+            ("max_write_bytes", self.max_write_bytes),
+            ("window_bytes", self.window_bytes),
+        ] {
+            if let Some(v) = v.filter(|v| !(1..=MAX_BUFFER_BYTES).contains(v)) {
+                return Err(format!(
+                    "{name} must be 1 to {MAX_BUFFER_BYTES} when set, got {v}"
+                ));
+            }
         }
         if self.acks_share_link && self.packets_per_ack == 0 {
             return Err("packets_per_ack must be at least 1".into());

@@ -236,6 +236,13 @@ struct Frame {
     body: Body,
 }
 
+/// [`Frame`] by reference: encoding does not copy the body (outputs are up to 64 KiB each).
+#[derive(Serialize)]
+struct FrameRef<'a> {
+    version: u16,
+    body: &'a Body,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
@@ -246,17 +253,29 @@ pub enum ProtoError {
     Malformed(String),
 }
 
-/// Encodes a body (without the stream length prefix).
-pub fn encode(body: &Body) -> Vec<u8> {
-    // Serializing our own enum into a Vec cannot fail.
-    postcard::to_allocvec(&Frame {
+/// Encodes a body (without the stream length prefix), or refuses one the peer would reject
+/// (larger than [`MAX_FRAME_BYTES`]).
+pub fn try_encode(body: &Body) -> Result<Vec<u8>, ProtoError> {
+    let b = postcard::to_allocvec(&FrameRef {
         version: PROTOCOL_VERSION,
-        body: body.clone(),
+        body,
     })
-    .unwrap_or_default()
+    .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if b.len() > MAX_FRAME_BYTES {
+        return Err(ProtoError::TooLarge(b.len()));
+    }
+    Ok(b)
 }
 
-/// Decodes one body, checking size and version.
+/// Encodes a body the daemons build themselves (outputs and stdin are chunked at
+/// [`OUTPUT_CHUNK`], names and command lines are short), so it is within [`MAX_FRAME_BYTES`].
+/// An oversized body becomes an empty vector, which every peer rejects as malformed, rather than a
+/// frame whose length prefix lies; use [`try_encode`] for bodies of unbounded size.
+pub fn encode(body: &Body) -> Vec<u8> {
+    try_encode(body).unwrap_or_default()
+}
+
+/// Decodes one body, checking size and version, and that nothing follows it.
 pub fn decode(bytes: &[u8]) -> Result<Body, ProtoError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(ProtoError::TooLarge(bytes.len()));
@@ -268,18 +287,33 @@ pub fn decode(bytes: &[u8]) -> Result<Body, ProtoError> {
     if version != PROTOCOL_VERSION {
         return Err(ProtoError::Version(version));
     }
-    let frame: Frame =
-        postcard::from_bytes(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    let (frame, rest) = postcard::take_from_bytes::<Frame>(bytes)
+        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    // Bytes after the body mean the peer and this daemon disagree on the format: refuse them
+    // rather than act on a frame that may have been parsed differently than it was meant.
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes after the body",
+            rest.len()
+        )));
+    }
     Ok(frame.body)
 }
 
-/// Encodes a body with its stream length prefix.
-pub fn encode_framed(body: &Body) -> Vec<u8> {
-    let b = encode(body);
+/// Encodes a body with its stream length prefix, or refuses one the peer would reject.
+pub fn try_encode_framed(body: &Body) -> Result<Vec<u8>, ProtoError> {
+    let b = try_encode(body)?;
     let mut out = Vec::with_capacity(b.len() + 4);
+    // Cannot truncate: `try_encode` bounds the length by MAX_FRAME_BYTES.
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(&b);
-    out
+    Ok(out)
+}
+
+/// Encodes a body with its stream length prefix (see [`encode`] for the size precondition; an
+/// oversized body becomes a zero-length frame, which the peer rejects as malformed).
+pub fn encode_framed(body: &Body) -> Vec<u8> {
+    try_encode_framed(body).unwrap_or_else(|_| 0u32.to_le_bytes().to_vec())
 }
 
 /// Splits a byte stream into frames (sans-IO: feed bytes, take bodies).

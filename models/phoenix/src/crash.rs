@@ -265,7 +265,12 @@ impl<D: IdData> Node<D> {
         }
         // Round numbers grow across coordinators: a generation starts its rounds at gen << 16,
         // above any round a crashed predecessor may have started unseen.
-        co.rounds = co.rounds.max(self.rounds_seen).max(self.gen << 16) + 1;
+        // Received rounds and generations are bounded (`wire::check_counters`): no overflow.
+        co.rounds = co
+            .rounds
+            .max(self.rounds_seen)
+            .max(self.gen << 16)
+            .saturating_add(1);
         let round = co.rounds;
         let members: Vec<HostId> = co.members.iter().copied().collect();
         co.census = Some(CensusState {
@@ -480,7 +485,8 @@ impl<D: IdData> Node<D> {
         let Some(st) = self.coord.as_mut().and_then(|c| c.census.as_mut()) else {
             return;
         };
-        let (map, reclaimed) = reclaim_map(space, &st.owned, st.max_epoch + 1, self.me);
+        let (map, reclaimed) =
+            reclaim_map(space, &st.owned, st.max_epoch.saturating_add(1), self.me);
         let members: Vec<HostId> = self
             .coord
             .as_ref()

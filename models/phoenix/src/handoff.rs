@@ -26,7 +26,8 @@ impl<D: IdData> Node<D> {
                 data.push(self.data.pack(p.range));
                 let moved = Piece {
                     range: p.range,
-                    epoch: p.epoch + 1,
+                    // Received epochs are at most MAX_EPOCH: the move cannot saturate.
+                    epoch: p.epoch.saturating_add(1),
                 };
                 self.table.merge(Entry {
                     range: p.range,

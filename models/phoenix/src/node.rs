@@ -402,6 +402,12 @@ impl<D: IdData> Node<D> {
 
     fn dispatch(&mut self, frame: Frame) {
         let from = frame.src;
+        if let Err(why) = wire::check_counters(&frame) {
+            // Counters are incremented on receipt (hops, sequence numbers, epochs, rounds): one at
+            // the top of its range is forged or corrupt and would overflow.
+            self.reject(from, why);
+            return;
+        }
         if self.crashed.contains(&from) && !matches!(frame.body, Body::Suspect { .. }) {
             // Anything a crashed machine sent that lands after recovery began is void: its IDs
             // are being (or have been) reclaimed. Only its own crash reports still count.
@@ -537,8 +543,12 @@ impl<D: IdData> Node<D> {
                 self.emit(r.origin, Body::Facts(vec![e]));
             }
         }
+        let Some(hops) = r.hops.checked_add(1) else {
+            self.reject(r.origin, "hop count overflow");
+            return;
+        };
         r.believed = e.epoch;
-        r.hops += 1;
+        r.hops = hops;
         self.emit(e.owner, Body::Routed(r));
     }
 
@@ -553,7 +563,7 @@ impl<D: IdData> Node<D> {
     fn deliver(&mut self, r: Routed, epoch: u64) {
         match r.kind {
             RoutedKind::App { seq, payload } => {
-                if r.hops > 0 && u64::from(r.hops) > 1 + epoch.saturating_sub(r.e0) {
+                if r.hops > 0 && u64::from(r.hops) > epoch.saturating_sub(r.e0).saturating_add(1) {
                     self.stats.bound_violations += 1;
                     tracing::error!(me = %self.me, id = r.id, hops = r.hops, "hop bound exceeded");
                 }
@@ -600,9 +610,11 @@ impl<D: IdData> Node<D> {
             }
         }
         let mut next = upto;
+        // Sequence numbers below u64::MAX are checked on receipt, so `next` cannot saturate
+        // past one that was held.
         while let Some(d) = self.early.remove(&(id, from, next)) {
             self.record_delivery(d);
-            next += 1;
+            next = next.saturating_add(1);
         }
         self.next_seq.insert(key, next);
     }
@@ -631,10 +643,11 @@ impl<D: IdData> Node<D> {
             return;
         }
         self.record_delivery(d);
-        let mut next = expected + 1;
+        // `expected` is this message's sequence number, below u64::MAX (checked on receipt).
+        let mut next = expected.saturating_add(1);
         while let Some(d) = self.early.remove(&(key.0, key.1, next)) {
             self.record_delivery(d);
-            next += 1;
+            next = next.saturating_add(1);
         }
         self.next_seq.insert(key, next);
     }

@@ -236,6 +236,121 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
     ENVELOPE.open(bytes)
 }
 
+/// Highest epoch a frame may carry. Epochs grow by one per ownership move, so no run comes near
+/// it; a larger one is forged or corrupt, and refusing it leaves room for the `+ 1` of a move.
+pub const MAX_EPOCH: Epoch = u64::MAX >> 1;
+/// Highest coordinator generation a frame may carry: crash rounds start at `gen << 16`, which
+/// must stay below [`MAX_ROUND`].
+pub const MAX_GEN: u32 = (1 << 15) - 1;
+/// Highest crash-recovery or leave round a frame may carry (leaves room for the next round).
+pub const MAX_ROUND: u32 = u32::MAX >> 1;
+
+/// Checks the counters of a received frame before the node acts on them: epochs, generations
+/// and rounds within their bounds, sequence numbers below `u64::MAX` (the next one must exist),
+/// hop counts below `u32::MAX`. Returns what is wrong, for the rejection log.
+pub fn check_counters(frame: &Frame) -> Result<(), &'static str> {
+    let epoch = |e: Epoch| {
+        if e <= MAX_EPOCH {
+            Ok(())
+        } else {
+            Err("epoch out of range")
+        }
+    };
+    let entries = |es: &[Entry]| es.iter().try_for_each(|e| epoch(e.epoch));
+    let pieces = |ps: &[Piece]| ps.iter().try_for_each(|p| epoch(p.epoch));
+    let gen = |g: u32| {
+        if g <= MAX_GEN {
+            Ok(())
+        } else {
+            Err("generation out of range")
+        }
+    };
+    let round = |r: u32| {
+        if r <= MAX_ROUND {
+            Ok(())
+        } else {
+            Err("round out of range")
+        }
+    };
+    let seq = |s: u64| {
+        if s < u64::MAX {
+            Ok(())
+        } else {
+            Err("sequence number out of range")
+        }
+    };
+    let delivery = |d: &Delivery| {
+        seq(d.seq)?;
+        if d.hops == u32::MAX {
+            return Err("hop count out of range");
+        }
+        Ok(())
+    };
+    match &frame.body {
+        Body::Routed(r) => {
+            epoch(r.e0)?;
+            epoch(r.believed)?;
+            if r.hops == u32::MAX {
+                return Err("hop count out of range");
+            }
+            match r.kind {
+                RoutedKind::App { seq: s, .. } => seq(s),
+                RoutedKind::Floor { upto } => seq(upto),
+                RoutedKind::Donate { .. } | RoutedKind::Assume { .. } => Ok(()),
+            }
+        }
+        Body::Facts(es) => entries(es),
+        Body::Handoff(h) => {
+            pieces(&h.pieces)?;
+            h.inbox.iter().chain(&h.early).try_for_each(delivery)?;
+            h.next_seq.iter().try_for_each(|&(_, _, s)| seq(s))?;
+            if let Some(b) = &h.bootstrap {
+                entries(&b.table)?;
+                gen(b.gen)?;
+            }
+            Ok(())
+        }
+        Body::Departing { round: r, table } => {
+            round(*r)?;
+            entries(table)
+        }
+        Body::Farewell { round: r } | Body::CrashFlush { round: r } => round(*r),
+        Body::CoordState { state, .. } => {
+            gen(state.gen)?;
+            round(state.rounds)
+        }
+        Body::NewCoordinator { gen: g, .. } => gen(*g),
+        Body::CrashBegin {
+            gen: g, round: r, ..
+        } => {
+            gen(*g)?;
+            round(*r)
+        }
+        Body::Census {
+            round: r,
+            owned,
+            max_epoch,
+            ..
+        } => {
+            round(*r)?;
+            pieces(owned)?;
+            epoch(*max_epoch)
+        }
+        Body::Reclaim { round: r, map, .. } => {
+            round(*r)?;
+            entries(map)
+        }
+        Body::JoinReq { .. }
+        | Body::JoinDone { .. }
+        | Body::LeaveReq { .. }
+        | Body::LeaveGo { .. }
+        | Body::LeaveComplete { .. }
+        | Body::Gone
+        | Body::Suspect { .. }
+        | Body::CoordAck { .. } => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

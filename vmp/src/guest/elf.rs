@@ -8,6 +8,10 @@ use super::image::UserProgram;
 use crate::error::{Result, VmpError};
 use crate::layout::{RAM_BASE, RAM_TOP};
 
+/// Most memory an executable's segments may take together: half of guest RAM, so the kernel, the
+/// stacks and the heap keep room, and a file cannot make the loader allocate more.
+pub const MAX_IMAGE_BYTES: u32 = (RAM_TOP - RAM_BASE) / 2;
+
 fn bad(s: impl Into<String>) -> VmpError {
     VmpError::BadElf(s.into())
 }
@@ -40,9 +44,9 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<UserProgram> {
     let phdrs = hdr
         .program_headers(endian, bytes)
         .map_err(|e| bad(format!("bad program headers: {e}")))?;
-    let mut segments = Vec::new();
-    let mut text = Vec::new();
-    let mut end = 0u32;
+    // Every segment is checked, and the set of them too, before any memory is allocated: a
+    // hostile file may declare many large segments over the same addresses.
+    let mut loads: Vec<(u32, u32, &[u8], bool)> = Vec::new();
     for ph in phdrs {
         match ph.p_type(endian) {
             PT_INTERP => {
@@ -60,7 +64,7 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<UserProgram> {
                 "segment at {vaddr:#x} extends past the end of the file"
             ))
         })?;
-        if data.len() as u32 > memsz {
+        if data.len() as u64 > u64::from(memsz) {
             return Err(bad(format!(
                 "segment at {vaddr:#x}: file size exceeds memory size"
             )));
@@ -73,13 +77,35 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<UserProgram> {
                 "segment {vaddr:#x}..{seg_end:#x} outside guest RAM {RAM_BASE:#x}..{RAM_TOP:#x}"
             )));
         }
-        let mut img = data.to_vec();
+        loads.push((vaddr, memsz, data, ph.p_flags(endian) & PF_X != 0));
+    }
+    let mut by_addr: Vec<(u32, u32)> = loads.iter().map(|&(a, m, _, _)| (a, m)).collect();
+    by_addr.sort_unstable();
+    for w in by_addr.windows(2) {
+        let ((a, m), (b, _)) = (w[0], w[1]);
+        // Both are inside guest RAM, so `a + m` cannot overflow.
+        if a + m > b {
+            return Err(bad(format!("segments at {a:#x} and {b:#x} overlap")));
+        }
+    }
+    let total: u64 = loads.iter().map(|&(_, m, _, _)| u64::from(m)).sum();
+    if total > u64::from(MAX_IMAGE_BYTES) {
+        return Err(bad(format!(
+            "segments need {total} bytes of memory, at most {MAX_IMAGE_BYTES}"
+        )));
+    }
+    let mut segments = Vec::with_capacity(loads.len());
+    let mut text = Vec::new();
+    let mut end = 0u32;
+    for (vaddr, memsz, data, exec) in loads {
+        let mut img = Vec::with_capacity(memsz as usize);
+        img.extend_from_slice(data);
         img.resize(memsz as usize, 0); // .bss
-        if ph.p_flags(endian) & PF_X != 0 {
+        if exec {
             text.push((vaddr, vaddr + data.len() as u32));
         }
         segments.push((vaddr, img));
-        end = end.max(seg_end);
+        end = end.max(vaddr + memsz);
     }
     if segments.is_empty() {
         return Err(bad("no loadable segments"));

@@ -324,7 +324,9 @@ impl Router {
         // A poisoned reverse: n's path goes through us, so it already gets our changes.
         let poisoned = a.hops == POISON;
         let h = a.hops.min(self.inf);
-        let cand = (h + 1).min(self.inf);
+        // `hops` is from the wire: with a machine bound of u32::MAX, a poisoned advert would
+        // overflow.
+        let cand = h.saturating_add(1).min(self.inf);
         let via_n = Route {
             next: n,
             hops: cand,
