@@ -61,14 +61,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("diff+apply, 64 bytes changed", |b| {
         b.iter(|| {
             let d = diff::make(0x1000, black_box(&twin), black_box(&cur));
-            diff::apply(&mut other, None, &d, None);
+            diff::apply(&mut other, None, None, &d, None);
         })
     });
     twin.iter_mut().for_each(|b| *b = !*b);
     g.bench_function("diff+apply, whole page changed", |b| {
         b.iter(|| {
             let d = diff::make(0x1000, black_box(&twin), black_box(&cur));
-            diff::apply(&mut other, None, &d, None);
+            diff::apply(&mut other, None, None, &d, None);
         })
     });
 
