@@ -4,7 +4,7 @@
 //! store, a partly silent store, a write race under `optimised`), as regression tests.
 //!
 //! `GRIDBED_LONG=1` runs 1000 seeds per test and variant instead of 48; run with `--nocapture`
-//! to see the table of relaxed outcomes (what `notes/litmus.md` quotes).
+//! to see the table of relaxed outcomes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,9 +155,8 @@ fn partially_silent_store_is_never_torn() {
 }
 
 /// Found by the property suite: a write-write race on z under `optimised` ended with the
-/// processors' copies of memory different on some seeds (a page kept writable took a remote
-/// value into its twin for a byte this processor's in-flight publish overwrites, so the next
-/// diff resent the old byte as a new store).
+/// processors' copies of memory different on some seeds with twin diffs (see ARCHITECTURE.md,
+/// "Written bytes, not changed bytes").
 const OPTIMISED_WW_RACE: &str = "X86 ww-copies\n{ x=0; z=0; }\n P0 | P1 ;\n MOV [x],$16843009 | MOV [z],$50529027 ;\n MOV [z],$33686018 | MOV [z],$67372036 ;\nlocations [x; z;]\n";
 
 #[test]

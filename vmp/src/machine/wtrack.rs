@@ -158,7 +158,9 @@ impl WriteTracker {
             };
             let off = (a % PAGE as u64) as usize;
             let n = ((PAGE as usize - off) as u64).min(end - a) as usize;
-            masks[i].get_or_insert_with(WrittenBytes::default).mark(off, n);
+            masks[i]
+                .get_or_insert_with(WrittenBytes::default)
+                .mark(off, n);
             a += n as u64;
         }
     }
