@@ -7,7 +7,7 @@
 //! used in result.json / run.json and re-run with them (`experiment replay`).
 
 use anyhow::{anyhow, bail, Context};
-use gridbed_runtime::outcome::{ExperimentOutput, Mode};
+use crate::outcome::{ExperimentOutput, Mode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

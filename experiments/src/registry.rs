@@ -1,7 +1,7 @@
 //! The experiments the runner knows: name, one-sentence description, what it reproduces, and the
 //! function that runs it in each mode.
 
-use gridbed_runtime::outcome::{ExperimentOutput, Mode};
+use crate::outcome::{ExperimentOutput, Mode};
 
 use crate::params::{ParamRecord, ParamsDef};
 use crate::params_def;

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use gridbed_runtime::outcome::{Mode, TraceRecord};
+use crate::outcome::{Mode, TraceRecord};
 
 use crate::registry;
 use crate::report::{RunFile, RUN_FORMAT};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gridbed_runtime::outcome::{ExperimentOutput, Mode, TraceRecord};
+use crate::outcome::{ExperimentOutput, Mode, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::params::ParamRecord;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gridbed_runtime::outcome::Mode;
+use crate::outcome::Mode;
 
 use crate::catalogue::Verdict;
 use crate::registry::{self, Experiment};

@@ -2,7 +2,7 @@
 //! simulator is exercised over many seeds. The same runs check that every metric declares a unit.
 
 use gridbed_experiments::registry;
-use gridbed_runtime::outcome::Mode;
+use gridbed_experiments::outcome::Mode;
 
 #[test]
 fn each_experiment_same_seed_same_digest() {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use gridbed_experiments::registry;
-use gridbed_runtime::outcome::Mode;
+use gridbed_experiments::outcome::Mode;
 use gridbed_sim::Platform;
 
 fn def(name: &str) -> gridbed_experiments::params::ParamsDef {
@@ -109,7 +109,7 @@ fn a_larger_socket_buffer_speeds_up_tcp_only() {
     let mut sets = small.to_vec();
     sets.push("socket_buffer_bytes=65536".into());
     let big = (d.run)(Mode::Sim, 1, &d.apply(Mode::Sim, &sets).unwrap()).unwrap();
-    let m = |o: &gridbed_runtime::outcome::ExperimentOutput, k: &str| o.metrics[k];
+    let m = |o: &gridbed_experiments::outcome::ExperimentOutput, k: &str| o.metrics[k];
     assert!(
         m(&big, "sp_tcp_mbit_s") > 1.1 * m(&base, "sp_tcp_mbit_s"),
         "{:?} vs {:?}",

@@ -2,7 +2,7 @@
 //! must follow from the traps the guest actually took, term by term.
 
 use gridbed_experiments::vmp::getpid::{getpid, CALLS};
-use gridbed_runtime::outcome::Mode;
+use gridbed_experiments::outcome::Mode;
 use gridbed_vmp::time::Preset;
 use gridbed_vmp::vcpu::{TrapKind, TrapPath, TrapStats};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 

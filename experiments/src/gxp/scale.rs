@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
@@ -219,7 +219,7 @@ pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
 
 pub fn scale(seed: u64) -> anyhow::Result<ExperimentOutput> {
     run_with(
-        gridbed_runtime::outcome::Mode::Sim,
+        crate::outcome::Mode::Sim,
         seed,
         &Params::default(),
     )
@@ -231,17 +231,17 @@ pub fn scale_with(seed: u64, sizes: &[usize]) -> anyhow::Result<ExperimentOutput
         sizes: sizes.to_vec(),
         ..Params::default()
     };
-    run_with(gridbed_runtime::outcome::Mode::Sim, seed, &p)
+    run_with(crate::outcome::Mode::Sim, seed, &p)
 }
 
 /// The experiment with explicit parameters (simulation only).
 pub fn run_with(
-    mode: gridbed_runtime::outcome::Mode,
+    mode: crate::outcome::Mode,
     seed: u64,
     params: &Params,
 ) -> anyhow::Result<ExperimentOutput> {
     anyhow::ensure!(
-        mode == gridbed_runtime::outcome::Mode::Sim,
+        mode == crate::outcome::Mode::Sim,
         "experiment 'gxp-scale' has no {mode} mode"
     );
     let max = gridbed_sim::platform::MAX_HOSTS;

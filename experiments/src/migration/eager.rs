@@ -4,7 +4,7 @@
 //! processor-sharing model of `gridbed_migration::sharing`.
 
 use gridbed_migration::sharing::{simulate, Config, Demand, Outcome, Policy};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 /// What a researcher can change (see PARAM_SPECS for units and sources).

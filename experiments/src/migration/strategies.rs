@@ -4,7 +4,7 @@
 
 use gridbed_migration::paged::{PagedProcess, PAGE};
 use gridbed_migration::strategies::{migrate, Strategy, StrategyConfig, StrategyReport};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_sim::{run, Platform, SimConfig};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -10,7 +10,7 @@ pub mod scale;
 pub use routes::*;
 mod series;
 
-pub use gridbed_runtime::outcome::Mode;
+pub use crate::outcome::Mode;
 pub use raytrace::{raytrace, raytrace_with, RaytraceParams, RealRun};
 pub use scale::{scale, scale_with, ScaleParams};
 

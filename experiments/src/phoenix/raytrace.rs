@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
 
 use super::series::{binned_rate, Steps};
 use gridbed_phoenix::raytrace::inproc;

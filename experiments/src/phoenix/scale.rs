@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
+use crate::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;

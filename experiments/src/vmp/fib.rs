@@ -8,7 +8,7 @@
 //! Nothing is tuned to the paper's figures.
 
 use anyhow::{anyhow, Result};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_runtime::HostId;
 use gridbed_sim::{Platform, SimConfig};
 use gridbed_vmp::smp::bare::{self, BareProgram};

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 
 use gridbed_vmp::band;
 use gridbed_vmp::guest::programs;
