@@ -6,8 +6,8 @@
 //! the parameters (`experiment describe`), apply `--set key=value` through serde, record the values
 //! used in result.json / run.json and re-run with them (`experiment replay`).
 
-use anyhow::{anyhow, bail, Context};
 use crate::outcome::{ExperimentOutput, Mode};
+use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

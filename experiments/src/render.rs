@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::Context;
 use crate::outcome::Figure;
+use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use crate::outcome::{Mode, TraceRecord};
+use anyhow::Context;
 
 use crate::registry;
 use crate::report::{RunFile, RUN_FORMAT};

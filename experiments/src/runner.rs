@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use crate::outcome::Mode;
+use anyhow::Context;
 
 use crate::catalogue::Verdict;
 use crate::registry::{self, Experiment};

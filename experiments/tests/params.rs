@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gridbed_experiments::registry;
 use gridbed_experiments::outcome::Mode;
+use gridbed_experiments::registry;
 use gridbed_sim::Platform;
 
 fn def(name: &str) -> gridbed_experiments::params::ParamsDef {

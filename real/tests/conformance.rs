@@ -9,10 +9,7 @@ use gridbed_runtime::{Addr, BoxFuture, ClusterRef, HostId, Mailbox, NetError, Ru
 /// The answer of `make()`'s scenario on `runner`, which must have `n` hosts.
 fn on<R: Runner, T: Send + 'static>(runner: &R, n: usize, make: &impl Fn() -> Scenario<T>) -> T {
     assert_eq!(runner.hosts(), n, "{} runner", runner.backend());
-    runner
-        .run(make())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .value
+    runner.run(make()).unwrap_or_else(|e| panic!("{e}")).value
 }
 
 /// Runs `make()` on `n` simulated hosts and on `n` real hosts with `limits`; returns both answers.
@@ -265,5 +262,8 @@ fn runners_report_backend_time_and_trace() {
     assert!(a.trace_digest.is_some() && a.elapsed > Duration::ZERO);
     let real = LocalRunner::new(2, Duration::from_secs(30));
     let r = real.run(make()).unwrap();
-    assert_eq!((real.backend(), r.value, r.trace_digest), ("real", 45, None));
+    assert_eq!(
+        (real.backend(), r.value, r.trace_digest),
+        ("real", 45, None)
+    );
 }

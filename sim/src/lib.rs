@@ -18,9 +18,9 @@ mod world;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use trace::TraceRecord;
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId};
 use parking_lot::Mutex;
+pub use trace::TraceRecord;
 
 pub use faults::{Fault, FaultPlan};
 pub use platform::{Backbone, Lan, Platform};

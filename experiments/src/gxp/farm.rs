@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::Context;
 use crate::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
+use anyhow::Context;
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use crate::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
+use anyhow::{bail, Context};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
@@ -218,11 +218,7 @@ pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
 ];
 
 pub fn scale(seed: u64) -> anyhow::Result<ExperimentOutput> {
-    run_with(
-        crate::outcome::Mode::Sim,
-        seed,
-        &Params::default(),
-    )
+    run_with(crate::outcome::Mode::Sim, seed, &Params::default())
 }
 
 /// The experiment over chosen sizes (tests use small ones).

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
 use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
+use anyhow::{anyhow, bail, Context};
 
 use super::series::{binned_rate, Steps};
 use gridbed_phoenix::raytrace::inproc;

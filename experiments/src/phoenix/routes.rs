@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
 use crate::outcome::{ExperimentOutput, Figure, Series};
+use anyhow::{anyhow, bail};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;

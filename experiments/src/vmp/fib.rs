@@ -7,8 +7,8 @@
 //! ptrace coherence model (`gridbed_vmp::smp::cost`), messages × the simulated network preset.
 //! Nothing is tuned to the paper's figures.
 
-use anyhow::{anyhow, Result};
 use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
+use anyhow::{anyhow, Result};
 use gridbed_runtime::HostId;
 use gridbed_sim::{Platform, SimConfig};
 use gridbed_vmp::smp::bare::{self, BareProgram};
