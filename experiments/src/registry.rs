@@ -132,7 +132,7 @@ pub fn all() -> Vec<Experiment> {
             crate::gxp::farm(seed)
         },
         quick: Some(|seed| crate::gxp::farm_with(seed, 200, 200)),
-        params: None,
+        params: Some(params_def!(crate::gxp::farm)),
     },
     Experiment {
         name: "phoenix-raytrace",
@@ -169,7 +169,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::scale_with(seed, &p)
         }),
-        params: None,
+        params: Some(params_def!(crate::phoenix::scale)),
     },
     Experiment {
         name: "phoenix-routes",
@@ -187,7 +187,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::routes_with(seed, &p)
         }),
-        params: None,
+        params: Some(params_def!(crate::phoenix::routes)),
     },
     Experiment {
         name: "vmp-getpid",

@@ -5,7 +5,7 @@
 //! - [`scale()`]: `phoenix-scale`, many simulated machines, a large ID space, churn.
 
 pub mod raytrace;
-mod routes;
+pub mod routes;
 pub mod scale;
 pub use routes::*;
 mod series;
