@@ -148,7 +148,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::raytrace_with(Mode::Sim, seed, &p)
         }),
-        params: None,
+        params: Some(crate::phoenix::raytrace::params_def()),
     },
     Experiment {
         name: "phoenix-scale",

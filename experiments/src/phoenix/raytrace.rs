@@ -53,6 +53,126 @@ pub fn params_for_mode(mode: Mode) -> RaytraceParams {
     }
 }
 
+/// What a researcher can change (`--set`; units and sources in [`PARAM_SPECS`]); the defaults
+/// differ by mode ([`params_for_mode`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub width: u32,
+    pub height: u32,
+    pub tile: u32,
+    pub initial: u32,
+    pub leaving: u32,
+    pub leave_at: f64,
+    pub joining: u32,
+    pub join_at: f64,
+    pub transport: String,
+    #[serde(rename = "steal_wait_s", with = "crate::params::seconds")]
+    pub steal_wait: std::time::Duration,
+    pub repeats: u32,
+    pub cpu_share: Option<f64>,
+    #[serde(rename = "deadline_s", with = "crate::params::seconds")]
+    pub deadline: std::time::Duration,
+    pub in_process: bool,
+}
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    ("width", "pixels", "chosen: SVGA (sim); 3200 in real mode so a run lasts seconds"),
+    ("height", "pixels", "chosen: SVGA (sim); 2400 in real mode"),
+    ("tile", "pixels", "chosen: one virtual ID per 16x16 tile"),
+    ("initial", "machines", "chosen: a lab cluster of 8 (the slides give no count)"),
+    ("leaving", "machines", "the slides' plot: machines removed, then added"),
+    ("leave_at", "fraction of tiles", "chosen"),
+    ("joining", "machines", "the slides' plot"),
+    ("join_at", "fraction of tiles", "chosen"),
+    ("transport", "preset", "chosen: gigabit Ethernet LAN, as in the lab clusters of the time (sim)"),
+    ("steal_wait_s", "s", "chosen: a safety net; owners refuse at once when they have nothing"),
+    ("repeats", "runs", "chosen: real mode reports the median of 3"),
+    ("cpu_share", "cores", "real mode: every machine's processes fit this computer's cores (computed from its core count)"),
+    ("deadline_s", "s", "chosen: generous; a hang must not block the runner (real mode)"),
+    ("in_process", "bool", "real mode: tasks of this process instead of one OS process per machine"),
+];
+
+impl Params {
+    /// The defaults of `mode`.
+    pub fn of(mode: Mode) -> Self {
+        let r = params_for_mode(mode);
+        Params {
+            width: r.width,
+            height: r.height,
+            tile: r.tile,
+            initial: r.initial,
+            leaving: r.leaving,
+            leave_at: r.leave_at,
+            joining: r.joining,
+            join_at: r.join_at,
+            transport: r.transport,
+            steal_wait: r.steal_wait,
+            repeats: r.repeats,
+            cpu_share: r.cpu_share,
+            deadline: r.deadline,
+            in_process: r.real_run == RealRun::InProcess,
+        }
+    }
+
+    fn to_raytrace(&self) -> anyhow::Result<RaytraceParams> {
+        anyhow::ensure!(
+            u64::from(self.width) * u64::from(self.height) <= 1 << 26,
+            "width x height must be at most 2^26 pixels"
+        );
+        anyhow::ensure!(
+            self.initial + self.joining <= 256 && (1..=20).contains(&self.repeats),
+            "at most 256 machines and 1..=20 repeats"
+        );
+        anyhow::ensure!(
+            self.cpu_share.is_none_or(|c| c > 0.0 && c <= 1.0),
+            "cpu_share must be within (0, 1] (or null: whole cores)"
+        );
+        Ok(RaytraceParams {
+            width: self.width,
+            height: self.height,
+            tile: self.tile,
+            initial: self.initial,
+            leaving: self.leaving,
+            leave_at: self.leave_at,
+            joining: self.joining,
+            join_at: self.join_at,
+            transport: self.transport.clone(),
+            steal_wait: self.steal_wait,
+            real_run: if self.in_process {
+                RealRun::InProcess
+            } else {
+                RealRun::Processes
+            },
+            machine_exe: None,
+            deadline: self.deadline,
+            repeats: self.repeats,
+            cpu_share: self.cpu_share,
+        })
+    }
+}
+
+/// The experiment with the given parameters.
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    raytrace_with(mode, seed, &p.to_raytrace()?)
+}
+
+/// The registry's parameter definition (mode-dependent defaults).
+pub fn params_def() -> crate::params::ParamsDef {
+    crate::params::ParamsDef {
+        specs: PARAM_SPECS,
+        defaults: |mode| {
+            serde_json::to_value(Params::of(mode)).expect("plain parameters serialize")
+        },
+        check: |v| {
+            serde_json::from_value::<Params>(v.clone())
+                .map(|_| ())
+                .map_err(Into::into)
+        },
+        run: |mode, seed, v| run_with(mode, seed, &serde_json::from_value(v.clone())?),
+    }
+}
+
 /// Each machine's share of a core when every machine of a run, at the most present at once plus
 /// one for the driver and the protocol, must fit on this computer's cores: then no machine waits
 /// for a core, so the ideal — the sum of the present machines' speeds — rises and falls with the
