@@ -358,7 +358,7 @@ pub fn run_with(
         params.flat_fanout
     ));
     out.notes.push(
-        "targets (issue 5): e hostname on 1000 hosts <= 0.5 s, explore of 1000 hosts <= 15 s"
+        "targets (the project's GXP goals): e hostname on 1000 hosts <= 0.5 s, explore of 1000 hosts <= 15 s"
             .into(),
     );
     let series = |name: &str, f: &dyn Fn(&ScalePoint) -> f64| Series {

@@ -28,24 +28,17 @@ pub use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
 pub use gridbed_phoenix::raytrace::params::{RaytraceParams, RealRun};
 
 /// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
-/// ~7 s here) with each machine process limited to a share of a core (`auto_share`), so that
-/// the capacity falls and rises with the machines as in the slides' figure. What a run loses
-/// is mostly fixed: a dozen process start-ups (~3-4 ms of CPU each), the dips while 3 machines
-/// leave and 4 join, the ramp and the tail. Measured efficiency_vs_ideal on this 2-core VM,
-/// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
-/// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
-/// shares of 0.2 core, 3200x2400: 0.93-0.95 while owners answered steal requests between tiles
-/// only, 0.948-0.970 (medians of 3: 0.951-0.968) since they answer at every serve and while
-/// resting; the machines lose ~5.5 % of their CPU to the OS on this nested VM. The slides
-/// give no image size or run length.
+/// seconds) with each machine process limited to a share of a core (`auto_share`), so that the
+/// capacity falls and rises with the machines as in the slides' figure; a smaller image or whole
+/// cores make the fixed costs (process start-ups, the dips while machines leave and join, the
+/// ramp and the tail) a larger part of the run. The slides give no image size or run length.
 pub fn params_for_mode(mode: Mode) -> RaytraceParams {
     match mode {
         Mode::Sim => RaytraceParams::default(),
         Mode::Real => RaytraceParams {
             width: 3200,
             height: 2400,
-            // The shared host slows a run down now and then (seen: 1 run in 4 or 5 at
-            // 0.80-0.91 while the others gave 0.93-0.99): the median of 3 is robust to one.
+            // A shared host slows a run down now and then: the median of 3 is robust to one.
             repeats: 3,
             cpu_share: Some(auto_share(&RaytraceParams::default())),
             ..RaytraceParams::default()
@@ -584,6 +577,7 @@ fn notes(
             n.push("Reading the plot: work is counted in intersection tests (the simulator's cost model), but on this computer the CPU time per test drifts by about 5 % from one second to the next and tiles with few tests cost more per test (fixed per-pixel work), so the measured curve wanders a few per cent above and below the ideal from phase to phase even though each machine's render CPU stays flat at its share (measured per machine from the sampled tiles). efficiency_vs_ideal uses the run's average speed, so the wander cancels out over the run.".into());
             n.push(format!("rebalance as measured inside the machines (leave request seen to departure; runtime start to owning IDs): {:?}", r.rebalance_self));
             n.push(format!("protocol counters over all processes: {:?}", r.counters));
+            n.push("Why these defaults (measured while choosing them, on a 2-core VM, machines on whole cores, so the ideal was flat at 2 cores): efficiency_vs_ideal 0.84-0.89 at 800x600 (a 0.3 s run), 0.91-0.98 at 1600x1200 (1 s), 0.96-0.97 at 3200x2400 (4-5 s); with shares of 0.2 core at 3200x2400, 0.93-0.95 while owners answered steal requests between tiles only, 0.948-0.970 once they answered at every serve and while resting. The machines lose about 5.5 % of their CPU to the OS on that nested VM.".into());
         }
     }
     if backend != Backend::Sim {
