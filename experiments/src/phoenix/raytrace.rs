@@ -17,15 +17,15 @@ use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
 use anyhow::{anyhow, bail, Context};
 
 use super::series::{binned_rate, Steps};
-use gridbed_phoenix::raytrace::inproc;
-use gridbed_phoenix::raytrace::record::RunRecord;
-use gridbed_phoenix::raytrace::scene::Scene;
-use gridbed_phoenix::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
+use gridbed_phoenix::apps::raytrace::inproc;
+use gridbed_phoenix::apps::raytrace::record::RunRecord;
+use gridbed_phoenix::apps::raytrace::scene::Scene;
+use gridbed_phoenix::apps::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
 use gridbed_phoenix_driver::cpuload::CpuSample;
 use gridbed_phoenix_driver::raytrace as driver;
 
-pub use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
-pub use gridbed_phoenix::raytrace::params::{RaytraceParams, RealRun};
+pub use gridbed_phoenix::apps::raytrace::machine::CYCLES_PER_TEST;
+pub use gridbed_phoenix::apps::raytrace::params::{RaytraceParams, RealRun};
 
 /// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
 /// seconds) with each machine process limited to a share of a core (`auto_share`), so that the

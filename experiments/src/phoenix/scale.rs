@@ -15,11 +15,11 @@ use anyhow::{anyhow, bail};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;
-use gridbed_phoenix::ids::{Id, IdRange};
-use gridbed_phoenix::ledger::{check_exactly_once, Ledger};
-use gridbed_phoenix::node::{Config, Phase, Start, Stats};
-use gridbed_phoenix::runtime::Phoenix;
-use gridbed_phoenix::table::RoutingTable;
+use gridbed_phoenix::apps::ledger::{check_exactly_once, Ledger};
+use gridbed_phoenix::driver::Phoenix;
+use gridbed_phoenix::protocol::ids::{Id, IdRange};
+use gridbed_phoenix::protocol::node::{Config, Phase, Start, Stats};
+use gridbed_phoenix::protocol::table::RoutingTable;
 
 /// Parameters of one run (what `--set` changes; units and sources in [`PARAM_SPECS`]).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
