@@ -2,7 +2,7 @@
 //! metric that reproduces each, and how a result is judged against it. The report's summary table
 //! is this catalogue evaluated against the `result.json` files present.
 
-use gridbed_runtime::outcome::Mode;
+use crate::outcome::Mode;
 
 use crate::report::ResultFile;
 

@@ -4,6 +4,7 @@ pub mod browser;
 pub mod catalogue;
 pub mod gxp;
 pub mod migration;
+pub mod outcome;
 pub mod page;
 pub mod params;
 pub mod phoenix;

@@ -100,11 +100,31 @@ fn default_out() -> PathBuf {
 fn settings(sets: &[String], platform: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let mut all = sets.to_vec();
     if let Some(file) = platform {
-        // Checked here so a bad file fails before anything runs, in one line.
-        gridbed_sim::Platform::from_toml_file(file)?;
-        all.push(format!("platform={}", file.display()));
+        // The run records the file's text, not its path, so a replay runs the same platform even
+        // after the file changed. Checked here so a bad file fails before anything runs.
+        let text = read_platform(file)?;
+        gridbed_sim::Platform::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        all.push(format!("platform={text}"));
+        all.push(format!("platform_file={}", file.display()));
     }
     Ok(all)
+}
+
+/// Largest platform file accepted (a 100 000-host platform with per-host overrides is far less).
+const MAX_PLATFORM_BYTES: u64 = 8 << 20;
+
+fn read_platform(file: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= MAX_PLATFORM_BYTES,
+        "{}: larger than {MAX_PLATFORM_BYTES} bytes",
+        file.display()
+    );
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
 fn check_report(dir: PathBuf, screenshot: Option<PathBuf>) -> anyhow::Result<()> {

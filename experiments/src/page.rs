@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use gridbed_runtime::outcome::Mode;
+use crate::outcome::Mode;
 
 use crate::catalogue::{self, Check, Document, Evaluated, Verdict};
 use crate::report::{dir_name, Loaded, ResultFile};

@@ -6,8 +6,8 @@
 //! the parameters (`experiment describe`), apply `--set key=value` through serde, record the values
 //! used in result.json / run.json and re-run with them (`experiment replay`).
 
+use crate::outcome::{ExperimentOutput, Mode};
 use anyhow::{anyhow, bail, Context};
-use gridbed_runtime::outcome::{ExperimentOutput, Mode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -167,4 +167,26 @@ fn object_mut(values: &mut Value) -> anyhow::Result<&mut Map<String, Value>> {
 
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
+}
+
+/// A `Duration` parameter written as seconds (f64) in `--set`, result.json and run.json:
+/// `#[serde(with = "crate::params::seconds")]`. Refuses negative, NaN and infinite values and
+/// anything over a day of simulated time.
+pub mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
+            return Err(serde::de::Error::custom(format!(
+                "{v} s: expected a number of seconds in 0..=86400"
+            )));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
 }

@@ -1,7 +1,7 @@
 //! The experiments the runner knows: name, one-sentence description, what it reproduces, and the
 //! function that runs it in each mode.
 
-use gridbed_runtime::outcome::{ExperimentOutput, Mode};
+use crate::outcome::{ExperimentOutput, Mode};
 
 use crate::params::{ParamRecord, ParamsDef};
 use crate::params_def;
@@ -132,7 +132,7 @@ pub fn all() -> Vec<Experiment> {
             crate::gxp::farm(seed)
         },
         quick: Some(|seed| crate::gxp::farm_with(seed, 200, 200)),
-        params: None,
+        params: Some(params_def!(crate::gxp::farm)),
     },
     Experiment {
         name: "phoenix-raytrace",
@@ -148,7 +148,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::raytrace_with(Mode::Sim, seed, &p)
         }),
-        params: None,
+        params: Some(crate::phoenix::raytrace::params_def()),
     },
     Experiment {
         name: "phoenix-scale",
@@ -169,7 +169,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::scale_with(seed, &p)
         }),
-        params: None,
+        params: Some(params_def!(crate::phoenix::scale)),
     },
     Experiment {
         name: "phoenix-routes",
@@ -187,7 +187,7 @@ pub fn all() -> Vec<Experiment> {
             };
             crate::phoenix::routes_with(seed, &p)
         }),
-        params: None,
+        params: Some(params_def!(crate::phoenix::routes)),
     },
     Experiment {
         name: "vmp-getpid",

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Once;
 
+use crate::outcome::Figure;
 use anyhow::Context;
-use gridbed_runtime::outcome::Figure;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -127,7 +127,7 @@ fn legend_entries(fig: &Figure) -> Vec<(String, RGBColor, Mark)> {
 }
 
 /// Fewer than three points are no curve: they are drawn as points only.
-fn drawn_as_line(s: &gridbed_runtime::outcome::Series) -> bool {
+fn drawn_as_line(s: &crate::outcome::Series) -> bool {
     s.points.len() >= 3
 }
 

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use crate::outcome::{Mode, TraceRecord};
 use anyhow::Context;
-use gridbed_runtime::outcome::{Mode, TraceRecord, TRACE_EVENTS_KEPT};
+use gridbed_sim::trace::TRACE_EVENTS_KEPT;
 
 use crate::registry;
 use crate::report::{RunFile, RUN_FORMAT};

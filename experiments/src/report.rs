@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::outcome::{ExperimentOutput, Mode, TraceRecord};
 use anyhow::Context;
-use gridbed_runtime::outcome::{ExperimentOutput, Mode, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::params::ParamRecord;

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::outcome::Mode;
 use anyhow::Context;
-use gridbed_runtime::outcome::Mode;
 
 use crate::catalogue::Verdict;
 use crate::registry::{self, Experiment};

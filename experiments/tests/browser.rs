@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use gridbed_experiments::outcome::{ExperimentOutput, Figure, Mode, Series};
 use gridbed_experiments::{browser, registry, report};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
 
 fn browser_available() -> bool {
     if browser::find_chromium().is_some() {

@@ -169,3 +169,56 @@ fn the_values_used_are_recorded_and_replayed() {
     assert!(!replay.status.success());
     assert!(String::from_utf8_lossy(&replay.stderr).contains("diverged"));
 }
+
+/// `--platform FILE` records the file's text: the replay runs the same platform after the file
+/// is gone.
+#[test]
+fn a_platform_file_is_recorded_by_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("mine.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/platforms/gxp-3lans-nat.toml"),
+        &file,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = experiment()
+        .args(["run", "gxp-scale", "--seed", "2", "--out"])
+        .arg(&out)
+        .arg("--platform")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let dir = out.join("gxp-scale");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    let p = |name: &str| {
+        result["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(p("platform"), text.trim());
+    assert_eq!(p("platform_file"), file.display().to_string());
+    let replay = experiment()
+        .arg("replay")
+        .arg(dir.join("run.json"))
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("identical"));
+}

@@ -1,8 +1,8 @@
 //! Determinism: every registered experiment, run twice with one seed, gives one trace digest; the
 //! simulator is exercised over many seeds. The same runs check that every metric declares a unit.
 
+use gridbed_experiments::outcome::Mode;
 use gridbed_experiments::registry;
-use gridbed_runtime::outcome::Mode;
 
 #[test]
 fn each_experiment_same_seed_same_digest() {

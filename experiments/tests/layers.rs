@@ -52,6 +52,9 @@ fn allowed(from: Layer, to: Layer, to_name: &str) -> bool {
 /// to the backends and drivers.
 const NOT_IN_MODELS: &[&str] = &["tokio", "madsim", "clap", "libc", "nix", "rand"];
 
+/// All the interface crate may use: it knows no report, no hash, no backend.
+const RUNTIME_MAY_USE: &[&str] = &["serde", "thiserror"];
+
 /// Every broken rule, one line each.
 fn violations(metadata: &Value) -> Vec<String> {
     let packages = metadata["packages"].as_array().expect("packages");
@@ -81,6 +84,9 @@ fn violations(metadata: &Value) -> Vec<String> {
                 Some(_) => {}
                 None if from == Layer::Model && NOT_IN_MODELS.contains(&dep) => {
                     bad.push(format!("{name} (Model) must not depend on {dep}"))
+                }
+                None if from == Layer::Runtime && !RUNTIME_MAY_USE.contains(&dep) => {
+                    bad.push(format!("{name} (Runtime) must not depend on {dep}"))
                 }
                 None => {}
             }
@@ -156,5 +162,24 @@ fn a_model_with_a_backend_dependency_is_caught() {
             "gridbed-gxp (Model) must not depend on gridbed-sim (Backend)".to_string(),
             "gridbed-gxp (Model) must not depend on tokio".to_string(),
         ]
+    );
+}
+
+/// ... and an interface crate that gains a report or hash dependency.
+#[test]
+fn a_runtime_with_a_report_dependency_is_caught() {
+    let mut m = metadata();
+    let rt = m["packages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["name"] == "gridbed-runtime")
+        .expect("gridbed-runtime");
+    let deps = rt["dependencies"].as_array_mut().unwrap();
+    deps.push(serde_json::json!({ "name": "sha2", "kind": null }));
+    let v = violations(&m);
+    assert_eq!(
+        v,
+        vec!["gridbed-runtime (Runtime) must not depend on sha2".to_string()]
     );
 }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use gridbed_experiments::outcome::Mode;
 use gridbed_experiments::registry;
-use gridbed_runtime::outcome::Mode;
 use gridbed_sim::Platform;
 
 fn def(name: &str) -> gridbed_experiments::params::ParamsDef {
@@ -109,7 +109,7 @@ fn a_larger_socket_buffer_speeds_up_tcp_only() {
     let mut sets = small.to_vec();
     sets.push("socket_buffer_bytes=65536".into());
     let big = (d.run)(Mode::Sim, 1, &d.apply(Mode::Sim, &sets).unwrap()).unwrap();
-    let m = |o: &gridbed_runtime::outcome::ExperimentOutput, k: &str| o.metrics[k];
+    let m = |o: &gridbed_experiments::outcome::ExperimentOutput, k: &str| o.metrics[k];
     assert!(
         m(&big, "sp_tcp_mbit_s") > 1.1 * m(&base, "sp_tcp_mbit_s"),
         "{:?} vs {:?}",
@@ -134,9 +134,8 @@ fn each_preset_has_its_platform_file() {
 fn gxp_scale_runs_on_a_platform_file() {
     let g = def("gxp-scale");
     let file = platforms_dir().join("gxp-3lans-nat.toml");
-    let v = g
-        .apply(Mode::Sim, &[format!("platform={}", file.display())])
-        .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v = g.apply(Mode::Sim, &[format!("platform={text}")]).unwrap();
     let out = (g.run)(Mode::Sim, 3, &v).unwrap();
     assert!(out.metrics["explore_60_s"] > 0.0, "{:?}", out.metrics);
     assert!(out.metrics["tree_depth_60"] >= 2.0, "{:?}", out.metrics);
@@ -148,15 +147,13 @@ fn gxp_scale_runs_on_a_platform_file() {
     // A private LAN 0 could never be left: refused with the reason.
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("p.toml");
-    let text = std::fs::read_to_string(&file).unwrap().replacen(
+    let text = text.replacen(
         "preset = \"ethernet-100\"\n",
         "preset = \"ethernet-100\"\nprivate = true\n",
         1,
     );
-    std::fs::write(&bad, text).unwrap();
-    let v = g
-        .apply(Mode::Sim, &[format!("platform={}", bad.display())])
-        .unwrap();
+    std::fs::write(&bad, &text).unwrap();
+    let v = g.apply(Mode::Sim, &[format!("platform={text}")]).unwrap();
     let e = format!("{:#}", (g.run)(Mode::Sim, 3, &v).unwrap_err());
     assert!(e.contains("must be public"), "{e}");
 }

@@ -2,7 +2,7 @@
 
 use gridbed_experiments::phoenix::RealRun;
 use gridbed_experiments::phoenix::{raytrace_with, Mode, RaytraceParams};
-use gridbed_phoenix::raytrace::machine::POLL_EVERY;
+use gridbed_phoenix::apps::raytrace::machine::POLL_EVERY;
 
 #[test]
 fn small_run_is_bit_identical_and_rebalances() {

@@ -1,8 +1,8 @@
 //! The report pages: rebuilt from every result present, a corrupt result listed rather than
 //! skipped, verdicts only where a paper value or target exists, nothing left half-written.
 
+use gridbed_experiments::outcome::{ExperimentOutput, Figure, Mode, Series};
 use gridbed_experiments::{registry, report};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
 
 fn output(metric: f64) -> ExperimentOutput {
     let mut out = ExperimentOutput::default();

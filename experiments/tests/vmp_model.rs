@@ -1,8 +1,8 @@
 //! The 2005 time model is counted events times documented costs: the getpid experiment's figures
 //! must follow from the traps the guest actually took, term by term.
 
+use gridbed_experiments::outcome::Mode;
 use gridbed_experiments::vmp::getpid::{getpid, CALLS};
-use gridbed_runtime::outcome::Mode;
 use gridbed_vmp::time::Preset;
 use gridbed_vmp::vcpu::{TrapKind, TrapPath, TrapStats};
 

@@ -83,6 +83,54 @@ pub struct LocalOptions {
     pub secret: Option<ClusterSecret>,
 }
 
+/// The real backend as a [`gridbed_runtime::Runner`]: `hosts` real hosts of this process on
+/// loopback TCP (authenticated, reliable links), a fresh cluster secret per run unless given,
+/// and a deadline.
+#[derive(Clone)]
+pub struct LocalRunner {
+    pub hosts: usize,
+    pub deadline: Duration,
+    pub opts: LocalOptions,
+}
+
+impl LocalRunner {
+    pub fn new(hosts: usize, deadline: Duration) -> Self {
+        LocalRunner {
+            hosts,
+            deadline,
+            opts: LocalOptions::default(),
+        }
+    }
+}
+
+impl gridbed_runtime::Runner for LocalRunner {
+    fn backend(&self) -> &'static str {
+        "real"
+    }
+
+    fn hosts(&self) -> usize {
+        self.hosts
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        scenario: gridbed_runtime::Scenario<T>,
+    ) -> Result<gridbed_runtime::Run<T>, gridbed_runtime::RunError> {
+        #[allow(clippy::disallowed_methods)] // real mode: the elapsed wall time is the measurement
+        let t0 = std::time::Instant::now();
+        let value = run_local_with(self.hosts, self.deadline, self.opts.clone(), scenario)
+            .map_err(|e| gridbed_runtime::RunError {
+                backend: "real".into(),
+                what: format!("{e:#}"),
+            })?;
+        Ok(gridbed_runtime::Run {
+            value,
+            elapsed: t0.elapsed(),
+            trace_digest: None,
+        })
+    }
+}
+
 /// Runs `scenario` over `n_hosts` real hosts on loopback TCP, with a deadline so a broken scenario
 /// cannot hang the caller.
 pub fn run_local<T, F>(n_hosts: usize, deadline: Duration, scenario: F) -> anyhow::Result<T>

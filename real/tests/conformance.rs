@@ -3,21 +3,22 @@
 
 use std::time::Duration;
 
-use gridbed_real::{run_local_with, Limits, LocalOptions};
-use gridbed_runtime::{Addr, BoxFuture, ClusterRef, HostId, Mailbox, NetError};
+use gridbed_real::{Limits, LocalRunner};
+use gridbed_runtime::{Addr, BoxFuture, ClusterRef, HostId, Mailbox, NetError, Runner, Scenario};
 
-type Scenario<T> = Box<dyn FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send>;
+/// The answer of `make()`'s scenario on `runner`, which must have `n` hosts.
+fn on<R: Runner, T: Send + 'static>(runner: &R, n: usize, make: &impl Fn() -> Scenario<T>) -> T {
+    assert_eq!(runner.hosts(), n, "{} runner", runner.backend());
+    runner.run(make()).unwrap_or_else(|e| panic!("{e}")).value
+}
 
 /// Runs `make()` on `n` simulated hosts and on `n` real hosts with `limits`; returns both answers.
 fn both<T: Send + 'static>(n: usize, limits: Limits, make: impl Fn() -> Scenario<T>) -> (T, T) {
     let platform = gridbed_sim::Platform::lans(1, n, "gige-tcp").expect("platform");
-    let sim = gridbed_sim::run(gridbed_sim::SimConfig::new(platform, 1), make()).value;
-    let opts = LocalOptions {
-        limits,
-        ..LocalOptions::default()
-    };
-    let real = run_local_with(n, Duration::from_secs(60), opts, make()).expect("real run");
-    (sim, real)
+    let sim = gridbed_sim::SimRunner::new(gridbed_sim::SimConfig::new(platform, 1));
+    let mut real = LocalRunner::new(n, Duration::from_secs(60));
+    real.opts.limits = limits;
+    (on(&sim, n, &make), on(&real, n, &make))
 }
 
 fn num(i: u32) -> Vec<u8> {
@@ -233,5 +234,36 @@ fn large_and_oversized_messages() {
             size: (1 << 20) + 1,
             limit: 1 << 20
         })
+    );
+}
+
+/// The runners say what they are: the simulator's run is reproducible (same digest, same virtual
+/// time for the same seed), the real one is not (no digest).
+#[test]
+fn runners_report_backend_time_and_trace() {
+    let make = || -> Scenario<u32> {
+        Box::new(|c: ClusterRef| -> BoxFuture<'static, u32> {
+            Box::pin(async move {
+                let h = c.hosts();
+                let mut mb = h[1].bind(3).unwrap();
+                for i in 0..10 {
+                    h[0].send(3, Addr::new(HostId(1), 3), num(i)).await.unwrap();
+                }
+                take(&mut mb, 10).await.iter().sum()
+            })
+        })
+    };
+    let platform = gridbed_sim::Platform::lans(1, 2, "gige-tcp").expect("platform");
+    let sim = gridbed_sim::SimRunner::new(gridbed_sim::SimConfig::new(platform, 9));
+    let (a, b) = (sim.run(make()).unwrap(), sim.run(make()).unwrap());
+    assert_eq!(sim.backend(), "sim");
+    assert_eq!(a.value, 45);
+    assert_eq!(a, b, "same seed, same run");
+    assert!(a.trace_digest.is_some() && a.elapsed > Duration::ZERO);
+    let real = LocalRunner::new(2, Duration::from_secs(30));
+    let r = real.run(make()).unwrap();
+    assert_eq!(
+        (real.backend(), r.value, r.trace_digest),
+        ("real", 45, None)
     );
 }

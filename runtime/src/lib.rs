@@ -14,8 +14,11 @@
 //! - `now()` is the backend's clock since the run started: virtual time in sim, monotonic wall time in
 //!   real mode. `sleep` and `compute` advance it.
 //! - `rng_u64()` is deterministic in sim (a function of the run seed and the host), OS-seeded in real.
+//!
+//! A scenario is a function of a [`Cluster`]; a [`Runner`] (the simulator's, configured with a
+//! platform and seed; the real backend's, with local hosts) runs it, so the same scenario runs on
+//! either without naming a backend.
 
-pub mod outcome;
 pub mod rng;
 
 use std::fmt;
@@ -169,6 +172,39 @@ pub trait Cluster: Send + Sync {
 
 /// Shared cluster handle.
 pub type ClusterRef = Arc<dyn Cluster>;
+
+/// A scenario: what the driver does with the cluster, written once against the interface.
+pub type Scenario<T> = Box<dyn FnOnce(ClusterRef) -> BoxFuture<'static, T> + Send>;
+
+/// What a [`Runner`] returns besides the scenario's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run<T> {
+    pub value: T,
+    /// The backend's clock when the scenario returned (virtual time in sim, wall time in real).
+    pub elapsed: Duration,
+    /// Digest of the run's event trace where the backend records one (sim: the same seed gives
+    /// the same digest); `None` where a run cannot be reproduced (real).
+    pub trace_digest: Option<String>,
+}
+
+/// A run that could not complete (setup failed, deadline passed, scenario panicked).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{backend}: {what}")]
+pub struct RunError {
+    pub backend: String,
+    pub what: String,
+}
+
+/// Runs scenarios on one backend: `gridbed_sim::SimRunner` (platform + seed, deterministic) or
+/// `gridbed_real::LocalRunner` (real hosts of this machine over loopback TCP).
+pub trait Runner {
+    /// Which backend, for reports ("sim", "real").
+    fn backend(&self) -> &'static str;
+    /// How many hosts the scenario's cluster has.
+    fn hosts(&self) -> usize;
+    /// Runs `scenario` to completion on a fresh cluster.
+    fn run<T: Send + 'static>(&self, scenario: Scenario<T>) -> Result<Run<T>, RunError>;
+}
 
 /// Converts seconds (f64) to a `Duration`, saturating at zero for negative or NaN input.
 pub fn secs(s: f64) -> Duration {

@@ -18,9 +18,9 @@ mod world;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridbed_runtime::outcome::TraceRecord;
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId};
 use parking_lot::Mutex;
+pub use trace::TraceRecord;
 
 pub use faults::{Fault, FaultPlan};
 pub use platform::{Backbone, Lan, Platform};
@@ -73,6 +73,41 @@ pub struct SimOutcome<T> {
     pub end_time: Duration,
     /// Messages delivered to a receiver.
     pub delivered: u64,
+}
+
+/// The simulator as a [`gridbed_runtime::Runner`]: every run is a pure function of the
+/// configuration (platform, seed, faults) and the scenario.
+#[derive(Clone, Debug)]
+pub struct SimRunner {
+    pub cfg: SimConfig,
+}
+
+impl SimRunner {
+    pub fn new(cfg: SimConfig) -> Self {
+        SimRunner { cfg }
+    }
+}
+
+impl gridbed_runtime::Runner for SimRunner {
+    fn backend(&self) -> &'static str {
+        "sim"
+    }
+
+    fn hosts(&self) -> usize {
+        self.cfg.platform.host_specs().len()
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        scenario: gridbed_runtime::Scenario<T>,
+    ) -> Result<gridbed_runtime::Run<T>, gridbed_runtime::RunError> {
+        let out = run(self.cfg.clone(), scenario);
+        Ok(gridbed_runtime::Run {
+            value: out.value,
+            elapsed: out.end_time,
+            trace_digest: Some(out.trace.digest),
+        })
+    }
 }
 
 /// Runs `scenario` to completion in virtual time on a fresh madsim runtime.

@@ -1,4 +1,4 @@
-//! The Virtual Multiprocessor, one processor (issue 3): an IA-32 virtual processor whose guest
+//! The Virtual Multiprocessor: an IA-32 virtual processor whose guest
 //! kernel runs deprivileged while a monitor traps and emulates its sensitive instructions, after
 //! document 2 of the seeds (VMP slides, "trap and emulate" with ptrace).
 pub mod band;

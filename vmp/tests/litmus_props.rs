@@ -76,41 +76,6 @@ fn build(threads: &[Vec<Op>]) -> Litmus {
     build_with(threads, |k| k)
 }
 
-/// Store values k * 0x01010101 (every byte k): with only moves (stores, `xchg`, `cmpxchg`) a
-/// location holds 0 or one stored value, so no store writes a byte its location already holds.
-/// Twin/diff cannot see such a byte (a silent store, whole or partial), see notes/litmus.md.
-fn build_unsilent(threads: &[Vec<Op>]) -> Litmus {
-    build_with(threads, |k| k * 0x0101_0101)
-}
-
-/// Ops that move values only: no locked arithmetic, whose sums can repeat a byte.
-fn moving_op() -> impl Strategy<Value = Op> {
-    let loc = || 0..LOCATIONS.len();
-    prop_oneof![
-        4 => loc().prop_map(Op::Load),
-        4 => loc().prop_map(Op::Store),
-        1 => Just(Op::Fence),
-        1 => loc().prop_map(Op::Xchg),
-        1 => (loc(), 0u32..3).prop_map(|(l, v)| Op::Cas(l, v)),
-    ]
-}
-
-fn moving_threads() -> impl Strategy<Value = Vec<Vec<Op>>> {
-    (2usize..=4)
-        .prop_flat_map(|n| prop::collection::vec(prop::collection::vec(moving_op(), 1..=4), n))
-}
-
-/// Whether a program may write a byte its location already holds: a small store, or locked
-/// arithmetic (whose results share bytes with other values).
-fn may_store_silently(th: &[Vec<Op>]) -> bool {
-    th.iter().flatten().any(|o| {
-        matches!(
-            o,
-            Op::StoreSmall(..) | Op::Add(_) | Op::Inc(_) | Op::Xadd(_)
-        )
-    })
-}
-
 /// [`build`] with the k-th distinct stored value (k = 1, 2, ...) given by `nth`.
 fn build_with(threads: &[Vec<Op>], nth: fn(u32) -> u32) -> Litmus {
     const POOL: [Reg; 4] = [Reg::Ebx, Reg::Ecx, Reg::Edx, Reg::Esi];
@@ -180,13 +145,6 @@ fn build_with(threads: &[Vec<Op>], nth: fn(u32) -> u32) -> Litmus {
     };
     lit.observe_everything();
     lit
-}
-
-/// The multiprocessor VMP, `naive` protocol. The `optimised` protocol is left out: it can end
-/// with processors' copies of memory different on a plain write-write race (no silent store),
-/// kept as `expected_violation_optimised_write_race_leaves_copies_different` in `litmus_smp.rs`.
-fn naive_smp() -> SmpMachine {
-    SmpMachine::new(Variant::Naive)
 }
 
 /// Seeds per random program on the multiprocessor VMP.
@@ -267,36 +225,14 @@ proptest! {
         }
     }
 
-    /// The multiprocessor VMP (`naive`, adversarial schedules from the seed) on programs
-    /// where no store can be silent, even in one byte: every outcome is allowed by x86-TSO.
+    /// The multiprocessor VMP (both protocols, adversarial schedules from the seed) on every
+    /// op, small stores that may repeat a location's value included (silent stores, whole or in
+    /// some bytes, and locked arithmetic whose sums share bytes): every outcome is allowed by
+    /// x86-TSO, and the processors' copies of memory end equal (the machine checks it).
     #[test]
-    fn smp_outcomes_stay_inside_the_oracle(th in moving_threads()) {
-        let t = build_unsilent(&th);
-        machine_within_oracle(&mut naive_smp(), &t, smp_seeds())?;
-    }
-
-    /// Every op, plus small stores: an outcome x86-TSO forbids, or processors ending with
-    /// different copies of memory, appear only in programs that may store a byte its location
-    /// already holds (twin/diff's silent-store blind spot, notes/litmus.md). What this finds
-    /// is printed; the shapes found are kept as named tests in `litmus_smp.rs`.
-    #[test]
-    fn smp_violations_come_only_from_silent_stores(th in threads_with_small_stores()) {
-        let t = build_unsilent(&th);
-        let silent = may_store_silently(&th);
-        let allowed = tso::outcomes(&t, DEFAULT_STATE_LIMIT)
-            .map_err(|e| TestCaseError::reject(e.to_string()))?;
-        let asm = assemble(&t, Layout::default()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-        for seed in 0..smp_seeds() {
-            let verdict = match naive_smp().run(&asm, seed) {
-                Ok(o) if allowed.contains(&o) => None,
-                Ok(o) => Some(format!("{o} is forbidden by x86-TSO")),
-                Err(e) if format!("{e:#}").contains("copies") => Some(format!("{e:#}")),
-                Err(e) => return Err(TestCaseError::fail(format!("{e:#}"))),
-            };
-            if let Some(what) = verdict {
-                prop_assert!(silent, "seed {seed}: {what}, with no silent store\n{}", print::to_text(&t));
-                eprintln!("silent-store violation, seed {seed}: {what}\n{}", print::to_text(&t));
-            }
-        }
+    fn smp_outcomes_stay_inside_the_oracle(th in threads_with_small_stores(), optimised in any::<bool>()) {
+        let t = build(&th);
+        let variant = if optimised { Variant::Optimised } else { Variant::Naive };
+        machine_within_oracle(&mut SmpMachine::new(variant), &t, smp_seeds())?;
     }
 }

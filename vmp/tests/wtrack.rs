@@ -211,3 +211,43 @@ fn monitor_stores_are_tracked() {
         );
     }
 }
+
+/// Stores 0xAAAAAAAA (the value already there) to A and one byte to B + 5, powers off: stores
+/// that change nothing are still recorded as written, byte for byte.
+fn silent_image() -> GuestImage {
+    let mut k = CodeAssembler::new(32).unwrap();
+    k.mov(dword_ptr(A as u64), 0xAAAA_AAAAu32).unwrap();
+    k.mov(byte_ptr(B as u64 + 5), 0x01u32).unwrap();
+    k.xor(eax, eax).unwrap();
+    k.out(PORT_POWER as u32, eax).unwrap();
+    k.hlt().unwrap();
+    let text = k.assemble(KERNEL_TEXT as u64).unwrap();
+    let end = KERNEL_TEXT + text.len() as u32;
+    GuestImage {
+        segments: vec![(KERNEL_TEXT, text), (KERNEL_DATA, vec![0xAAu8; 0x4000])],
+        kernel_text: (KERNEL_TEXT, end),
+        user_text: vec![],
+        entry: KERNEL_TEXT,
+    }
+}
+
+#[test]
+fn written_bytes_include_silent_stores() {
+    let mut m = Machine::new(Config::Vmp, Preset::PC_2005.cpu, &silent_image()).unwrap();
+    m.set_budget(1_000_000);
+    m.start_tracking(None).unwrap();
+    m.track_written_bytes().unwrap();
+    assert!(matches!(m.run(None).unwrap(), Exit::PowerOff(0)));
+    let dirty = m.take_dirty().unwrap();
+    assert!(dirty.contains(&A) && dirty.contains(&B), "{dirty:?}");
+    assert_eq!(m.take_written(A).runs(), vec![(0, 4)]);
+    assert_eq!(m.take_written(B).runs(), vec![(5, 1)]);
+    // Taken: the record starts afresh.
+    assert!(m.take_written(A).is_empty());
+    // Without written-byte tracking nothing is recorded.
+    let mut m = Machine::new(Config::Vmp, Preset::PC_2005.cpu, &silent_image()).unwrap();
+    m.set_budget(1_000_000);
+    m.start_tracking(None).unwrap();
+    assert!(matches!(m.run(None).unwrap(), Exit::PowerOff(0)));
+    assert!(m.take_written(A).is_empty());
+}

@@ -19,11 +19,11 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context};
 
 use crate::unix_now;
-use gridbed_phoenix::raytrace::events::{Cmd, Dump, Event};
-use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
-use gridbed_phoenix::raytrace::params::RaytraceParams;
-use gridbed_phoenix::raytrace::record::RunRecord;
-use gridbed_phoenix::raytrace::tiles::TileGrid;
+use gridbed_phoenix::apps::raytrace::events::{Cmd, Dump, Event};
+use gridbed_phoenix::apps::raytrace::machine::CYCLES_PER_TEST;
+use gridbed_phoenix::apps::raytrace::params::RaytraceParams;
+use gridbed_phoenix::apps::raytrace::record::RunRecord;
+use gridbed_phoenix::apps::raytrace::tiles::TileGrid;
 
 /// Environment variable naming the machine program, if it is not next to the running executable.
 pub const EXE_ENV: &str = "GRIDBED_PHOENIX_RAYTRACER";

@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gridbed_phoenix::ledger::check_exactly_once;
-use gridbed_phoenix::node_report::NodeReport;
+use gridbed_phoenix::apps::ledger::check_exactly_once;
+use gridbed_phoenix::apps::node_report::NodeReport;
 use gridbed_phoenix::Id;
 
 const SPACE: Id = 1000;

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use anyhow::Context;
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
@@ -131,8 +131,98 @@ pub fn farm_run(
     ))
 }
 
+/// What a researcher can change (units and sources in [`PARAM_SPECS`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub work_tasks: usize,
+    pub null_tasks: usize,
+    pub dispatch_hosts: usize,
+    pub farm_hosts: Vec<usize>,
+    pub crash_fraction: f64,
+    #[serde(rename = "crash_window_s", with = "crate::params::seconds")]
+    pub crash_window: Duration,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            work_tasks: 5000,
+            null_tasks: 20_000,
+            dispatch_hosts: 1000,
+            farm_hosts: vec![350, 1000],
+            crash_fraction: 0.01,
+            crash_window: Duration::from_secs(600),
+        }
+    }
+}
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    (
+        "work_tasks",
+        "tasks",
+        "chosen: compute tasks (mean 60 s) for the makespans",
+    ),
+    (
+        "null_tasks",
+        "tasks",
+        "chosen: empty tasks for the dispatch rate",
+    ),
+    (
+        "dispatch_hosts",
+        "hosts",
+        "document 2: the contest's 1000 CPUs",
+    ),
+    (
+        "farm_hosts",
+        "hosts",
+        "document 2: the NLP job's ~350 CPUs and the contest's 1000 CPUs",
+    ),
+    (
+        "crash_fraction",
+        "fraction",
+        "estimate: 1% of a shared grid's workers lost during a run",
+    ),
+    (
+        "crash_window_s",
+        "s",
+        "estimate: crashes spread over the first 10 minutes",
+    ),
+];
+
+/// Largest host count of one farm run (the platform's limit is far above; this keeps a typo
+/// from building a million-host simulation).
+const MAX_FARM_HOSTS: usize = 20_000;
+
+/// The experiment with the given parameters (simulated only).
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    anyhow::ensure!(
+        mode == Mode::Sim,
+        "experiment 'gxp-farm' has no {mode} mode"
+    );
+    let hosts_ok = |h: usize| (LANS..=MAX_FARM_HOSTS).contains(&h);
+    anyhow::ensure!(
+        hosts_ok(p.dispatch_hosts)
+            && !p.farm_hosts.is_empty()
+            && p.farm_hosts.iter().all(|h| hosts_ok(*h)),
+        "hosts must be {LANS}..={MAX_FARM_HOSTS} (one per LAN at least) and farm_hosts not empty"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&p.crash_fraction),
+        "crash_fraction must be within 0..=1"
+    );
+    anyhow::ensure!(
+        p.work_tasks > 0
+            && p.null_tasks > 0
+            && p.work_tasks <= 1_000_000
+            && p.null_tasks <= 1_000_000,
+        "work_tasks and null_tasks must be 1..=1000000"
+    );
+    farm_params(seed, p)
+}
+
 pub fn farm(seed: u64) -> anyhow::Result<ExperimentOutput> {
-    farm_with(seed, 5000, 20_000)
+    farm_params(seed, &Params::default())
 }
 
 /// The experiment with chosen sizes: `work_tasks` compute tasks for the makespans, `null_tasks`
@@ -142,20 +232,29 @@ pub fn farm_with(
     work_tasks: usize,
     null_tasks: usize,
 ) -> anyhow::Result<ExperimentOutput> {
+    let p = Params {
+        work_tasks,
+        null_tasks,
+        ..Params::default()
+    };
+    farm_params(seed, &p)
+}
+
+fn farm_params(seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    let (work_tasks, null_tasks) = (p.work_tasks, p.null_tasks);
     let mut out = ExperimentOutput::default();
     let mut trace = TraceRecord::default();
     // Dispatch throughput: empty tasks (`true`) on 1000 hosts, no failures.
     let nulls = vec!["true".to_string(); null_tasks];
-    let (d, t) = farm_run(seed, 1000, nulls, 0.0, Duration::ZERO)?;
+    let (d, t) = farm_run(seed, p.dispatch_hosts, nulls, 0.0, Duration::ZERO)?;
     trace.absorb(t);
     let rate = d.tasks as f64 / d.seconds;
     out.metrics.insert("dispatch_tasks_per_s".into(), rate);
-    out.notes.push(format!("dispatch: {} empty tasks on 1000 hosts in {:.3} s = {rate:.0} tasks/s (target >= 1000; GXP's make reached 60 tasks/s)", d.tasks, d.seconds));
+    out.notes.push(format!("dispatch: {} empty tasks on {} hosts in {:.3} s = {rate:.0} tasks/s (target >= 1000; GXP's make reached 60 tasks/s)", d.tasks, p.dispatch_hosts, d.seconds));
     let tasks = task_list(seed, work_tasks);
     let mut pts = Vec::new();
-    for hosts in [350usize, 1000] {
-        // 1% of the workers crash during the first 10 minutes (an estimate of a shared grid's churn).
-        let (r, t) = farm_run(seed, hosts, tasks.clone(), 0.01, Duration::from_secs(600))?;
+    for &hosts in &p.farm_hosts {
+        let (r, t) = farm_run(seed, hosts, tasks.clone(), p.crash_fraction, p.crash_window)?;
         trace.absorb(t);
         out.metrics.insert(format!("makespan_{hosts}_s"), r.seconds);
         out.metrics
@@ -176,7 +275,10 @@ pub fn farm_with(
     };
     out.figures.push(Figure {
         id: "gxp-farm-makespan".into(),
-        title: "GXP task farm: makespan vs hosts (simulated, 1% host crashes)".into(),
+        title: format!(
+            "GXP task farm: makespan vs hosts (simulated, {}% host crashes)",
+            p.crash_fraction * 100.0
+        ),
         x_label: "hosts".into(),
         y_label: "time (s)".into(),
         log_x: false,
@@ -196,7 +298,7 @@ pub fn farm_with(
     out.notes.push(LoginCost::default().describe());
     out.notes.push("task list synthetic (seeded): compute tasks uniform 20-100 s at 1 GHz; one task per host at a time; a lost host is detected by keepalive (30 s x 3) and its task re-dispatched".into());
     out.set_units(&[("dispatch_tasks_per_s", "tasks/s")]);
-    for hosts in [350usize, 1000] {
+    for &hosts in &p.farm_hosts {
         out.units.insert(format!("makespan_{hosts}_s"), "s".into());
         out.units.insert(format!("retried_{hosts}"), "count".into());
     }

@@ -1,6 +1,6 @@
 //! The experiments the runner calls: `gxp-scale` ([`scale()`]) and `gxp-farm` ([`farm()`]).
 
-mod farm;
+pub mod farm;
 pub mod scale;
 
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
+use crate::outcome::{ExperimentOutput, Mode, Series};
 use gridbed_migration_driver::blocks::{self, BlockPath};
-use gridbed_runtime::outcome::{ExperimentOutput, Mode, Series};
 use serde::{Deserialize, Serialize};
 
 /// The AIX 4.3 default socket buffer (tcp_sendspace = tcp_recvspace = 16384), the paper's setup.

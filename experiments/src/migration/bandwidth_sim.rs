@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
+use crate::outcome::{ExperimentOutput, Figure, Series, TraceRecord};
 use gridbed_sim::{presets, run, Platform, SimConfig, Transport};
 
 use gridbed_migration::{block_sizes, move_block};

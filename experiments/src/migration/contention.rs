@@ -6,12 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_migration::bsp::{self, BspJob, MigrationLog, MigrationRecord};
 use gridbed_migration::controller::Policy;
 use gridbed_migration::controller_daemon::{spawn_controller, CONTROLLER_PORT};
 use gridbed_migration::cost::{MigrationCost, TransferCost};
 use gridbed_migration::load::{spawn_monitor, ProbeConfig};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_runtime::{secs, Addr, HostId};
 use gridbed_sim::{presets, run, Platform, SimConfig};
 use serde::{Deserialize, Serialize};

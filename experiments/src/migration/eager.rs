@@ -3,8 +3,8 @@
 //! relative to no load sharing, swept over demand variability, load and migration cost, on the
 //! processor-sharing model of `gridbed_migration::sharing`.
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_migration::sharing::{simulate, Config, Demand, Outcome, Policy};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use serde::{Deserialize, Serialize};
 
 /// What a researcher can change (see PARAM_SPECS for units and sources).

@@ -2,9 +2,9 @@
 //! post-copy versus image size and page-dirtying rate, over the paper's `sp2-lapi` and a modern
 //! preset, in the simulator (`gridbed_migration::strategies`).
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_migration::paged::{PagedProcess, PAGE};
 use gridbed_migration::strategies::{migrate, Strategy, StrategyConfig, StrategyReport};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_sim::{run, Platform, SimConfig};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -5,12 +5,12 @@
 //! - [`scale()`]: `phoenix-scale`, many simulated machines, a large ID space, churn.
 
 pub mod raytrace;
-mod routes;
+pub mod routes;
 pub mod scale;
 pub use routes::*;
 mod series;
 
-pub use gridbed_runtime::outcome::Mode;
+pub use crate::outcome::Mode;
 pub use raytrace::{raytrace, raytrace_with, RaytraceParams, RealRun};
 pub use scale::{scale, scale_with, ScaleParams};
 

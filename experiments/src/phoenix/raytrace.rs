@@ -13,43 +13,156 @@
 
 use std::sync::Arc;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
 use anyhow::{anyhow, bail, Context};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series};
 
 use super::series::{binned_rate, Steps};
-use gridbed_phoenix::raytrace::inproc;
-use gridbed_phoenix::raytrace::record::RunRecord;
-use gridbed_phoenix::raytrace::scene::Scene;
-use gridbed_phoenix::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
+use gridbed_phoenix::apps::raytrace::inproc;
+use gridbed_phoenix::apps::raytrace::record::RunRecord;
+use gridbed_phoenix::apps::raytrace::scene::Scene;
+use gridbed_phoenix::apps::raytrace::tiles::{assemble, png, render_sequential, TileGrid};
 use gridbed_phoenix_driver::cpuload::CpuSample;
 use gridbed_phoenix_driver::raytrace as driver;
 
-pub use gridbed_phoenix::raytrace::machine::CYCLES_PER_TEST;
-pub use gridbed_phoenix::raytrace::params::{RaytraceParams, RealRun};
+pub use gridbed_phoenix::apps::raytrace::machine::CYCLES_PER_TEST;
+pub use gridbed_phoenix::apps::raytrace::params::{RaytraceParams, RealRun};
 
 /// The defaults of `mode`. Real mode renders 16x the pixels (3200x2400, 30,000 IDs, a run of
-/// ~7 s here) with each machine process limited to a share of a core (`auto_share`), so that
-/// the capacity falls and rises with the machines as in the slides' figure. What a run loses
-/// is mostly fixed: a dozen process start-ups (~3-4 ms of CPU each), the dips while 3 machines
-/// leave and 4 join, the ramp and the tail. Measured efficiency_vs_ideal on this 2-core VM,
-/// machines on whole cores (cpu_share None; the ideal is then flat at 2 cores): 800x600
-/// (0.3 s run) 0.84-0.89, 1600x1200 (1 s) 0.91-0.98, 3200x2400 (4-5 s) 0.96-0.97; with
-/// shares of 0.2 core, 3200x2400: 0.93-0.95 while owners answered steal requests between tiles
-/// only, 0.948-0.970 (medians of 3: 0.951-0.968) since they answer at every serve and while
-/// resting; the machines lose ~5.5 % of their CPU to the OS on this nested VM. The slides
-/// give no image size or run length.
+/// seconds) with each machine process limited to a share of a core (`auto_share`), so that the
+/// capacity falls and rises with the machines as in the slides' figure; a smaller image or whole
+/// cores make the fixed costs (process start-ups, the dips while machines leave and join, the
+/// ramp and the tail) a larger part of the run. The slides give no image size or run length.
 pub fn params_for_mode(mode: Mode) -> RaytraceParams {
     match mode {
         Mode::Sim => RaytraceParams::default(),
         Mode::Real => RaytraceParams {
             width: 3200,
             height: 2400,
-            // The shared host slows a run down now and then (seen: 1 run in 4 or 5 at
-            // 0.80-0.91 while the others gave 0.93-0.99): the median of 3 is robust to one.
+            // A shared host slows a run down now and then: the median of 3 is robust to one.
             repeats: 3,
             cpu_share: Some(auto_share(&RaytraceParams::default())),
             ..RaytraceParams::default()
         },
+    }
+}
+
+/// What a researcher can change (`--set`; units and sources in [`PARAM_SPECS`]); the defaults
+/// differ by mode ([`params_for_mode`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub width: u32,
+    pub height: u32,
+    pub tile: u32,
+    pub initial: u32,
+    pub leaving: u32,
+    pub leave_at: f64,
+    pub joining: u32,
+    pub join_at: f64,
+    pub transport: String,
+    #[serde(rename = "steal_wait_s", with = "crate::params::seconds")]
+    pub steal_wait: std::time::Duration,
+    pub repeats: u32,
+    pub cpu_share: Option<f64>,
+    #[serde(rename = "deadline_s", with = "crate::params::seconds")]
+    pub deadline: std::time::Duration,
+    pub in_process: bool,
+}
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    ("width", "pixels", "chosen: SVGA (sim); 3200 in real mode so a run lasts seconds"),
+    ("height", "pixels", "chosen: SVGA (sim); 2400 in real mode"),
+    ("tile", "pixels", "chosen: one virtual ID per 16x16 tile"),
+    ("initial", "machines", "chosen: a lab cluster of 8 (the slides give no count)"),
+    ("leaving", "machines", "the slides' plot: machines removed, then added"),
+    ("leave_at", "fraction of tiles", "chosen"),
+    ("joining", "machines", "the slides' plot"),
+    ("join_at", "fraction of tiles", "chosen"),
+    ("transport", "preset", "chosen: gigabit Ethernet LAN, as in the lab clusters of the time (sim)"),
+    ("steal_wait_s", "s", "chosen: a safety net; owners refuse at once when they have nothing"),
+    ("repeats", "runs", "chosen: real mode reports the median of 3"),
+    ("cpu_share", "cores", "real mode: every machine's processes fit this computer's cores (computed from its core count)"),
+    ("deadline_s", "s", "chosen: generous; a hang must not block the runner (real mode)"),
+    ("in_process", "bool", "real mode: tasks of this process instead of one OS process per machine"),
+];
+
+impl Params {
+    /// The defaults of `mode`.
+    pub fn of(mode: Mode) -> Self {
+        let r = params_for_mode(mode);
+        Params {
+            width: r.width,
+            height: r.height,
+            tile: r.tile,
+            initial: r.initial,
+            leaving: r.leaving,
+            leave_at: r.leave_at,
+            joining: r.joining,
+            join_at: r.join_at,
+            transport: r.transport,
+            steal_wait: r.steal_wait,
+            repeats: r.repeats,
+            cpu_share: r.cpu_share,
+            deadline: r.deadline,
+            in_process: r.real_run == RealRun::InProcess,
+        }
+    }
+
+    fn to_raytrace(&self) -> anyhow::Result<RaytraceParams> {
+        anyhow::ensure!(
+            u64::from(self.width) * u64::from(self.height) <= 1 << 26,
+            "width x height must be at most 2^26 pixels"
+        );
+        anyhow::ensure!(
+            self.initial + self.joining <= 256 && (1..=20).contains(&self.repeats),
+            "at most 256 machines and 1..=20 repeats"
+        );
+        anyhow::ensure!(
+            self.cpu_share.is_none_or(|c| c > 0.0 && c <= 1.0),
+            "cpu_share must be within (0, 1] (or null: whole cores)"
+        );
+        Ok(RaytraceParams {
+            width: self.width,
+            height: self.height,
+            tile: self.tile,
+            initial: self.initial,
+            leaving: self.leaving,
+            leave_at: self.leave_at,
+            joining: self.joining,
+            join_at: self.join_at,
+            transport: self.transport.clone(),
+            steal_wait: self.steal_wait,
+            real_run: if self.in_process {
+                RealRun::InProcess
+            } else {
+                RealRun::Processes
+            },
+            machine_exe: None,
+            deadline: self.deadline,
+            repeats: self.repeats,
+            cpu_share: self.cpu_share,
+        })
+    }
+}
+
+/// The experiment with the given parameters.
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    raytrace_with(mode, seed, &p.to_raytrace()?)
+}
+
+/// The registry's parameter definition (mode-dependent defaults).
+pub fn params_def() -> crate::params::ParamsDef {
+    crate::params::ParamsDef {
+        specs: PARAM_SPECS,
+        defaults: |mode| {
+            serde_json::to_value(Params::of(mode)).expect("plain parameters serialize")
+        },
+        check: |v| {
+            serde_json::from_value::<Params>(v.clone())
+                .map(|_| ())
+                .map_err(Into::into)
+        },
+        run: |mode, seed, v| run_with(mode, seed, &serde_json::from_value(v.clone())?),
     }
 }
 
@@ -464,6 +577,7 @@ fn notes(
             n.push("Reading the plot: work is counted in intersection tests (the simulator's cost model), but on this computer the CPU time per test drifts by about 5 % from one second to the next and tiles with few tests cost more per test (fixed per-pixel work), so the measured curve wanders a few per cent above and below the ideal from phase to phase even though each machine's render CPU stays flat at its share (measured per machine from the sampled tiles). efficiency_vs_ideal uses the run's average speed, so the wander cancels out over the run.".into());
             n.push(format!("rebalance as measured inside the machines (leave request seen to departure; runtime start to owning IDs): {:?}", r.rebalance_self));
             n.push(format!("protocol counters over all processes: {:?}", r.counters));
+            n.push("Why these defaults (measured while choosing them, on a 2-core VM, machines on whole cores, so the ideal was flat at 2 cores): efficiency_vs_ideal 0.84-0.89 at 800x600 (a 0.3 s run), 0.91-0.98 at 1600x1200 (1 s), 0.96-0.97 at 3200x2400 (4-5 s); with shares of 0.2 core at 3200x2400, 0.93-0.95 while owners answered steal requests between tiles only, 0.948-0.970 once they answered at every serve and while resting. The machines lose about 5.5 % of their CPU to the OS on that nested VM.".into());
         }
     }
     if backend != Backend::Sim {

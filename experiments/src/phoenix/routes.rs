@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
 use anyhow::{anyhow, bail};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;
@@ -16,8 +16,9 @@ use gridbed_phoenix::overlay::{
     run_offline, verify, Graph, OverlayNode, Probe, Route, RouterStats,
 };
 
-/// Parameters of one run.
-#[derive(Clone, Debug)]
+/// Parameters of one run (what `--set` changes; units and sources in [`PARAM_SPECS`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoutesParams {
     /// Machines per LAN; LAN 0 is public, the others private behind their first host.
     pub lans: Vec<u32>,
@@ -69,6 +70,24 @@ struct Phase {
 }
 
 /// The experiment with the paper's sizes.
+/// The registry's name for this module's parameters.
+pub type Params = RoutesParams;
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    ("lans", "machines per LAN", "Kaneda et al. CCGrid'04: 400 nodes in 3 LANs (the split is not in the abstract: chosen even)"),
+    ("transport", "preset", "chosen: gigabit Ethernet LANs (gridbed_sim::presets)"),
+    ("cycles_per_item", "cycles", "gridbed_phoenix::overlay::CYCLES_PER_ITEM (chosen, see there)"),
+];
+
+/// The experiment with the given parameters (simulated only).
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    anyhow::ensure!(
+        mode == Mode::Sim,
+        "experiment 'phoenix-routes' has no {mode} mode"
+    );
+    routes_with(seed, p)
+}
+
 pub fn routes(seed: u64) -> anyhow::Result<ExperimentOutput> {
     routes_with(seed, &RoutesParams::default())
 }

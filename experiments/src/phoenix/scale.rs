@@ -10,19 +10,20 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series};
 use anyhow::{anyhow, bail};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Series};
 use gridbed_runtime::{BoxFuture, ClusterRef, HostId, HostRef};
 
 use super::lock;
-use gridbed_phoenix::ids::{Id, IdRange};
-use gridbed_phoenix::ledger::{check_exactly_once, Ledger};
-use gridbed_phoenix::node::{Config, Phase, Start, Stats};
-use gridbed_phoenix::runtime::Phoenix;
-use gridbed_phoenix::table::RoutingTable;
+use gridbed_phoenix::apps::ledger::{check_exactly_once, Ledger};
+use gridbed_phoenix::driver::Phoenix;
+use gridbed_phoenix::protocol::ids::{Id, IdRange};
+use gridbed_phoenix::protocol::node::{Config, Phase, Start, Stats};
+use gridbed_phoenix::protocol::table::RoutingTable;
 
-/// Parameters of one run.
-#[derive(Clone, Debug)]
+/// Parameters of one run (what `--set` changes; units and sources in [`PARAM_SPECS`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScaleParams {
     /// Machines at the end of the growth phase (the issue: 1000).
     pub machines: u32,
@@ -35,6 +36,7 @@ pub struct ScaleParams {
     /// Messages each machine sends during the traffic phase.
     pub messages_per_machine: u32,
     /// Mean gap between one machine's sends.
+    #[serde(rename = "send_gap_s", with = "crate::params::seconds")]
     pub send_gap: Duration,
     pub transport: String,
     /// LANs; LANs other than the first are private (behind their first host) when `nat` is set.
@@ -91,6 +93,58 @@ struct Timeline {
 }
 
 /// The experiment with the issue's sizes.
+/// The registry's name for this module's parameters.
+pub type Params = ScaleParams;
+
+pub const PARAM_SPECS: &[(&str, &str, &str)] = &[
+    (
+        "machines",
+        "machines",
+        "issue: 1000 machines at the end of the growth phase",
+    ),
+    ("space", "IDs", "issue: 10^6 virtual IDs"),
+    (
+        "initial",
+        "machines",
+        "chosen: the even initial layout; the rest join one by one",
+    ),
+    (
+        "churn",
+        "machines",
+        "chosen: leaves (and as many joins) during the traffic phase",
+    ),
+    (
+        "messages_per_machine",
+        "messages",
+        "chosen: traffic per machine during churn",
+    ),
+    (
+        "send_gap_s",
+        "s",
+        "chosen: mean gap between one machine's sends",
+    ),
+    (
+        "transport",
+        "preset",
+        "chosen: gigabit Ethernet LAN (gridbed_sim::presets)",
+    ),
+    (
+        "lans",
+        "LANs",
+        "chosen: one LAN (more: the others private when nat is set)",
+    ),
+    ("nat", "bool", "chosen: off"),
+];
+
+/// The experiment with the given parameters (simulated only).
+pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentOutput> {
+    anyhow::ensure!(
+        mode == Mode::Sim,
+        "experiment 'phoenix-scale' has no {mode} mode"
+    );
+    scale_with(seed, p)
+}
+
 pub fn scale(seed: u64) -> anyhow::Result<ExperimentOutput> {
     scale_with(seed, &ScaleParams::default())
 }

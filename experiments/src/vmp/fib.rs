@@ -7,8 +7,8 @@
 //! ptrace coherence model (`gridbed_vmp::smp::cost`), messages × the simulated network preset.
 //! Nothing is tuned to the paper's figures.
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use anyhow::{anyhow, Result};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use gridbed_runtime::HostId;
 use gridbed_sim::{Platform, SimConfig};
 use gridbed_vmp::smp::bare::{self, BareProgram};
@@ -245,7 +245,7 @@ fn sim_unit(metric: &str) -> &'static str {
         "x"
     } else if metric.starts_with("vm_process_share") {
         "fraction"
-    } else if metric.starts_with("diff_bytes_") {
+    } else if metric.starts_with("diff_bytes_") || metric.starts_with("silent_bytes_") {
         "bytes"
     } else if COUNTS.iter().any(|c| metric.starts_with(c)) {
         "count"
@@ -302,6 +302,9 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> Result<ExperimentOutput> {
             .insert(format!("diffs_{n}"), sum(&|c| c.diffs_sent));
         out.metrics
             .insert(format!("diff_bytes_{n}"), sum(&|c| c.diff_bytes));
+        // Bytes stored with the value they held: sent, though twin/diff alone would drop them.
+        out.metrics
+            .insert(format!("silent_bytes_{n}"), sum(&|c| c.silent_bytes));
         out.metrics
             .insert(format!("publishes_{n}"), sum(&|c| c.publishes));
         out.metrics.insert(

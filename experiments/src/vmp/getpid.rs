@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use crate::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 use anyhow::{Context, Result};
-use gridbed_runtime::outcome::{ExperimentOutput, Figure, Mode, Series, TraceRecord};
 
 use gridbed_vmp::band;
 use gridbed_vmp::guest::programs;

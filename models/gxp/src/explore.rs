@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use crate::hosts::{HostState, HostTable};
 use crate::rules::RuleSet;
 
-/// Children per parent. Source: GXP's explore defaults (issue 5: "10 soft / 40 hard").
+/// Children per parent. Source: GXP's explore defaults ("10 soft / 40 hard", as the GXP task
+/// statement quotes them).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Fanout {
     pub soft: u32,

@@ -6,17 +6,16 @@
 //! message to an ID always reaches the machine that owns it when it is delivered.
 //!
 //! # Architecture
-//! - [`node`]: the protocol core, a pure state machine (routing, parking, forwarding, delivery);
-//!   no clock, no network, so the property suites drive it directly (`testnet.rs`, test-only).
-//! - [`handoff`], [`membership`]: moving IDs with data; join and leave. [`crash`]: reclaiming the
-//!   IDs of a machine that crashed.
-//! - [`runtime`]: the core driven over `gridbed_runtime::Host` (simulated or real); [`relay`]: paths
-//!   through NAT gateways.
-//! - [`wire`]: versioned, length-checked frames (postcard); [`ledger`], [`node_report`]: the checking
-//!   application and what a `phoenix-node` process reports.
+//! - [`protocol`]: the core, pure state machines with no clock and no network, so the property
+//!   suites drive them directly (`testing/`, test-only): [`protocol::node`] (routing, parking,
+//!   forwarding, delivery), [`protocol::handoff`] and [`protocol::membership`] (moving IDs with
+//!   data; join and leave), [`protocol::crash`] (reclaiming the IDs of a machine that crashed),
+//!   [`protocol::relay`] (paths through NAT gateways), tables, IDs, data.
+//! - [`wire`]: versioned, length-checked frames (postcard) and the shared [`wire::envelope`].
+//! - [`driver`]: the core driven over `gridbed_runtime::Host` (simulated or real).
 //! - [`overlay`]: machine-level routing tables built over the allowed connections only.
-//! - [`raytrace`]: the slides' ray-tracing workload (renderer, tiles as ID data, the machine
-//!   program).
+//! - [`apps`]: the checking application ([`apps::ledger`]), what a `phoenix-node` process reports
+//!   ([`apps::node_report`]), and the slides' ray-tracing workload ([`apps::raytrace`]).
 //!
 //! Elsewhere: the `phoenix-node` and `phoenix-raytracer` binaries (one machine per OS process over
 //! TCP) and the real-mode ray-tracing driver are in `gridbed-phoenix-driver`; the experiments
@@ -33,7 +32,7 @@
 //! where `e0` is the epoch of the sender's fact and `e_d` the ID's epoch at delivery (checked on every
 //! delivery: `Stats::bound_violations`). Under restricted connectivity (NAT, firewalls) a hop that
 //! cannot connect directly is relayed private host → its gateway → the destination's gateway →
-//! destination ([`relay`]), so the bound in network links is `3 * (1 + e_d - e0)`; the path between
+//! destination ([`protocol::relay`]), so the bound in network links is `3 * (1 + e_d - e0)`; the path between
 //! two hosts is fixed, so per-pair FIFO order survives relaying.
 //!
 //! # Guarantees (checked by the property suites)
@@ -41,7 +40,7 @@
 //!   `v` when it is delivered and holds `v`'s data, in order per (sender, ID), across any sequence
 //!   of joins, leaves and ID moves; at every instant an ID has at most one owner, and exactly one
 //!   once hand-offs have landed.
-//! - Crashes ([`crash`]), the coordinator's included: the crashed machine's IDs are reclaimed by
+//! - Crashes ([`protocol::crash`]), the coordinator's included: the crashed machine's IDs are reclaimed by
 //!   the owners of neighbouring IDs (exactly one owner again, never two), messages parked for it
 //!   are rerouted, and the loss of its data is reported to the application ([`IdData::lost`],
 //!   [`Node::take_lost`]). Messages that were inside the crashed machine, on a link to it or
@@ -50,7 +49,7 @@
 //!
 //! # Limits
 //! - The membership coordinator can leave (it hands the role to a successor first) and crash (the
-//!   member holding its replica takes over); see [`membership`] and [`crash`] for the failure
+//!   member holding its replica takes over); see [`protocol::membership`] and [`protocol::crash`] for the failure
 //!   model this needs (one crash among the coordinator and its replica holder at a time).
 //! - Crash detection is external: a failure detector or the application calls `report_crash`; it
 //!   must be accurate (fail-stop) and must repeat a report until it is acted on. The flush during
@@ -62,34 +61,18 @@
 //!   for messages lost with the crashed machine; a straggler that arrives after its floor is
 //!   dropped (at-most-once), even if it had not died.
 
-pub mod crash;
-pub mod data;
-pub mod envelope;
-pub mod handoff;
-pub mod ids;
-pub mod ledger;
-pub mod membership;
-pub mod node;
-pub mod node_report;
+pub mod apps;
+pub mod driver;
 pub mod overlay;
-pub mod raytrace;
-pub mod relay;
-pub mod runtime;
-pub mod stats;
-pub mod table;
-mod takeover;
+pub mod protocol;
 pub mod wire;
 
-pub use data::{IdData, NoData};
-pub use ids::{Epoch, Id, IdRange, Piece};
-pub use node::{Config, Node, Phase, PhoenixError, Start, Stats};
-pub use runtime::{Phoenix, RunError, PORT};
-pub use table::{Entry, RoutingTable};
+pub use driver::{Phoenix, RunError, PORT};
+pub use protocol::data::{IdData, NoData};
+pub use protocol::ids::{Epoch, Id, IdRange, Piece};
+pub use protocol::node::{Config, Node, Phase, PhoenixError, Start, Stats};
+pub use protocol::table::{Entry, RoutingTable};
 pub use wire::Delivery;
 
 #[cfg(test)]
-mod testnet;
-#[cfg(test)]
-mod testnet_roles;
-#[cfg(test)]
-mod testnet_sweeps;
+mod testing;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gridbed_phoenix::ledger::{check_exactly_once, Ledger};
+use gridbed_phoenix::apps::ledger::{check_exactly_once, Ledger};
 use gridbed_phoenix::{Config, Id, IdRange, Phase, Phoenix, RoutingTable, Start};
 use gridbed_runtime::{ClusterRef, HostId, HostRef};
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gridbed_phoenix::ledger::{check_at_most_once, Ledger};
+use gridbed_phoenix::apps::ledger::{check_at_most_once, Ledger};
 use gridbed_phoenix::{Config, Id, IdRange, Phoenix, RoutingTable, Start};
 use gridbed_runtime::{ClusterRef, HostId, HostRef};
 

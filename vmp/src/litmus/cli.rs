@@ -60,6 +60,19 @@ pub fn read_source(path: &std::path::Path) -> Result<String> {
 
 /// Parses `src`, asks the oracle, and (unless `kind` is the oracle) runs `seeds` seeds.
 pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
+    if kind == MachineKind::Oracle {
+        return run_on(src, seeds, None);
+    }
+    let mut m = machine(kind)?;
+    run_on(src, seeds, Some((&format!("{kind:?}"), m.as_mut())))
+}
+
+/// [`run`] on any machine (named for the histogram's title), or the oracle alone (`None`).
+pub fn run_on(
+    src: &str,
+    seeds: u64,
+    machine: Option<(&str, &mut dyn LitmusMachine)>,
+) -> Result<Report> {
     let t = parse(src)?;
     let allowed = tso::outcomes(&t, DEFAULT_STATE_LIMIT)?;
     let sc_set = sc::outcomes(&t, DEFAULT_STATE_LIMIT)?;
@@ -72,23 +85,13 @@ pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
         sc_set.len()
     )?;
     let mut forbidden_seen = false;
-    if kind == MachineKind::Oracle {
-        for o in &allowed {
-            let tag = if sc_set.contains(o) {
-                ""
-            } else {
-                "  (TSO only)"
-            };
-            writeln!(text, "  {o}{tag}")?;
-        }
-    } else {
+    if let Some((name, m)) = machine {
         let asm = assemble(&t, Layout::default())?;
-        let mut m = machine(kind)?;
         let mut hist: BTreeMap<Outcome, u64> = BTreeMap::new();
         for seed in 0..seeds {
             *hist.entry(m.run(&asm, seed)?).or_default() += 1;
         }
-        writeln!(text, "Histogram ({seeds} runs on {kind:?}):")?;
+        writeln!(text, "Histogram ({seeds} runs on {name}):")?;
         for (o, n) in &hist {
             let tag = if !allowed.contains(o) {
                 forbidden_seen = true;
@@ -111,6 +114,15 @@ pub fn run(src: &str, seeds: u64, kind: MachineKind) -> Result<Report> {
                     "not validated"
                 }
             )?;
+        }
+    } else {
+        for o in &allowed {
+            let tag = if sc_set.contains(o) {
+                ""
+            } else {
+                "  (TSO only)"
+            };
+            writeln!(text, "  {o}{tag}")?;
         }
     }
     if let Some(c) = &t.condition {

@@ -84,6 +84,16 @@ impl LitmusMachine for SmpMachine {
                 asm.name
             );
         }
+        // Every change to memory came from a store the monitor recorded.
+        for c in &out.cpus {
+            ensure!(
+                c.counts.unseen_bytes == 0,
+                "{} seed {seed}: processor {} changed {} bytes without a recorded store",
+                asm.name,
+                c.cpu,
+                c.counts.unseen_bytes
+            );
+        }
         asm.outcome(|a| Ok(out.read_u32(a)))
     }
 }

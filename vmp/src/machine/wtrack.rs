@@ -13,11 +13,18 @@
 //! protected text) are recorded the same way (`note_monitor_write`), so the dirty set covers
 //! everything that changed guest RAM. Loading from outside (`Machine::write_ram`) is recorded too.
 //!
+//! Written bytes (`Machine::track_written_bytes`, for the multiprocessor): a twin shows which bytes
+//! *changed*, not which were *written*. A store of the value a byte already holds is invisible to
+//! it, and a word store that changes only some of its bytes would travel as a partial word; both
+//! break x86-TSO once another processor's writes are merged in between (a lost store, a torn
+//! word). So the multiprocessor also records, per written page, a bit per byte that guest stores
+//! (a unicorn memory-write hook over RAM) or monitor stores touched since the last take.
+//!
 //! Tracking needs the guest's paging off (linear = physical): the guest kernels here never enable
 //! it; in `vmp` an attempt while tracking fails with a clear error, in `native` (where the guest's
 //! CR0 write is not intercepted) `take_dirty` refuses when it finds paging on.
 
-use unicorn_engine::{MemType, Prot, RegisterX86 as X, TlbEntry, Unicorn};
+use unicorn_engine::{HookType, MemType, Prot, RegisterX86 as X, TlbEntry, UcHookId, Unicorn};
 
 use super::{Machine, Monitor};
 use crate::error::{Result, VmpError};
@@ -28,6 +35,73 @@ use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
 pub type FirstWrite = Box<dyn FnMut(u32, &[u8]) + Send>;
 
 const PAGES: usize = ((RAM_TOP - RAM_BASE) / PAGE) as usize;
+const MASK_WORDS: usize = PAGE as usize / 64;
+
+/// Which bytes of one page were written since the last take (a bit per byte).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrittenBytes(Box<[u64; MASK_WORDS]>);
+
+impl Default for WrittenBytes {
+    fn default() -> Self {
+        WrittenBytes(Box::new([0; MASK_WORDS]))
+    }
+}
+
+impl std::fmt::Debug for WrittenBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.runs()).finish()
+    }
+}
+
+impl WrittenBytes {
+    /// Marks bytes `off..off + len` of the page (clipped to the page).
+    pub fn mark(&mut self, off: usize, len: usize) {
+        let end = (off + len).min(PAGE as usize);
+        for b in off..end {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    pub fn contains(&self, off: usize) -> bool {
+        off < PAGE as usize && self.0[off / 64] & (1 << (off % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// Number of bytes marked.
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The maximal runs of marked bytes, as (offset, length), ascending.
+    pub fn runs(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut open: Option<usize> = None;
+        for (w, bits) in self.0.iter().enumerate() {
+            // Whole words outside a run, or inside one, need no look at their bits.
+            if matches!((open, *bits), (None, 0) | (Some(_), u64::MAX)) {
+                continue;
+            }
+            for k in 0..64 {
+                let b = w * 64 + k;
+                match (open, bits & (1 << k) != 0) {
+                    (None, true) => open = Some(b),
+                    (Some(s), false) => {
+                        out.push((s, b - s));
+                        open = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(s) = open {
+            out.push((s, PAGE as usize - s));
+        }
+        out
+    }
+}
 
 /// Per-machine tracking state (lives in the monitor).
 #[derive(Default)]
@@ -38,6 +112,9 @@ pub struct WriteTracker {
     /// Pages written since the last take, in first-write order.
     dirty: Vec<u32>,
     callback: Option<FirstWrite>,
+    /// Per RAM page, the bytes written since the last take (only with `track_written_bytes`).
+    bytes: Option<Vec<Option<WrittenBytes>>>,
+    bytes_hook: Option<UcHookId>,
     /// Write faults taken by guest stores since tracking started (monitor stores not counted).
     pub faults: u64,
 }
@@ -66,6 +143,26 @@ impl WriteTracker {
         self.written[i / 64] |= 1 << (i % 64);
         self.dirty.push(RAM_BASE + i as u32 * PAGE);
         true
+    }
+
+    /// Records a store of `len` bytes at `addr` in the written-byte masks (if kept).
+    fn mark_bytes(&mut self, addr: u64, len: usize) {
+        let Some(masks) = self.bytes.as_mut() else {
+            return;
+        };
+        let end = addr + len as u64;
+        let mut a = addr;
+        while a < end {
+            let Some(i) = Self::index(a) else {
+                return;
+            };
+            let off = (a % PAGE as u64) as usize;
+            let n = ((PAGE as usize - off) as u64).min(end - a) as usize;
+            masks[i]
+                .get_or_insert_with(WrittenBytes::default)
+                .mark(off, n);
+            a += n as u64;
+        }
     }
 
     /// Whether a page must stay write-protected in a TLB fill.
@@ -113,6 +210,7 @@ pub(super) fn note_monitor_write(mon: &mut Monitor, addr: u32, len: usize) {
     if !mon.wtrack.on || len == 0 {
         return;
     }
+    mon.wtrack.mark_bytes(addr as u64, len);
     let first = addr as u64 & !(PAGE as u64 - 1);
     let end = addr as u64 + len as u64;
     let mut p = first;
@@ -133,11 +231,60 @@ impl Machine {
         mon.wtrack.written = vec![0; PAGES.div_ceil(64)];
         mon.wtrack.dirty.clear();
         mon.wtrack.callback = on_first_write;
+        if let Some(masks) = mon.wtrack.bytes.as_mut() {
+            masks.iter_mut().for_each(|m| *m = None);
+        }
         super::vtlb::ensure_virtual(&mut self.uc)
+    }
+
+    /// Also records which bytes of each page guest and monitor stores write (until tracking
+    /// stops): see [`Machine::take_written`]. Costs a hook call per guest store into RAM.
+    pub fn track_written_bytes(&mut self) -> Result<()> {
+        if !self.uc.get_data().wtrack.on {
+            return Err(VmpError::Engine(
+                "written-byte tracking needs write tracking on".into(),
+            ));
+        }
+        if self.uc.get_data().wtrack.bytes.is_some() {
+            return Ok(());
+        }
+        let id = self.uc.add_mem_hook(
+            HookType::MEM_WRITE,
+            RAM_BASE as u64,
+            RAM_TOP as u64 - 1,
+            |uc, _ty, addr, size, _value| {
+                uc.get_data_mut().wtrack.mark_bytes(addr, size);
+                true
+            },
+        )?;
+        let mon = self.uc.get_data_mut();
+        mon.wtrack.bytes = Some(vec![None; PAGES]);
+        mon.wtrack.bytes_hook = Some(id);
+        Ok(())
+    }
+
+    /// The bytes of `page` written since the last call for it (empty if none, or if written
+    /// bytes are not tracked); the page's record starts afresh.
+    pub fn take_written(&mut self, page: u32) -> WrittenBytes {
+        let mon = self.uc.get_data_mut();
+        match (mon.wtrack.bytes.as_mut(), WriteTracker::index(page as u64)) {
+            (Some(masks), Some(i)) => masks[i].take().unwrap_or_default(),
+            _ => WrittenBytes::default(),
+        }
+    }
+
+    /// The bytes of `page` written since the last [`Machine::take_written`] for it, if tracked.
+    pub fn written(&self, page: u32) -> Option<&WrittenBytes> {
+        let mon = self.uc.get_data();
+        let i = WriteTracker::index(page as u64)?;
+        mon.wtrack.bytes.as_ref()?[i].as_ref()
     }
 
     /// Stops tracking: writes no longer fault; the dirty set is dropped.
     pub fn stop_tracking(&mut self) -> Result<()> {
+        if let Some(id) = self.uc.get_data_mut().wtrack.bytes_hook.take() {
+            self.uc.remove_hook(id)?;
+        }
         let mon = self.uc.get_data_mut();
         mon.wtrack = WriteTracker::default();
         super::vtlb::restore_default(&mut self.uc)

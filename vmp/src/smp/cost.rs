@@ -44,6 +44,10 @@ pub struct CoherenceCounts {
     pub bytes_sent: u64,
     pub retransmits: u64,
     pub lock_acquires: u64,
+    /// Bytes stored with the value they already held: sent, though twin/diff alone misses them.
+    pub silent_bytes: u64,
+    /// Bytes that changed with no store recorded by the monitor (a gap in its write record).
+    pub unseen_bytes: u64,
 }
 
 /// Modelled monitor seconds of coherence, by mechanism.

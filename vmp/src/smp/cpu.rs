@@ -75,6 +75,7 @@ impl Cpu {
             t.made += 1;
             t.map.insert(page, bytes.into());
         })))?;
+        m.track_written_bytes()?;
         Ok(Cpu {
             idx: idx as u16,
             ncpus: opts.cpu_hosts.len(),
@@ -150,7 +151,8 @@ impl Cpu {
         }
     }
 
-    /// Diffs every written page against its twin; re-protects all but the `optimised` hot pages.
+    /// Diffs every written page (the bytes stored since the last publish; its twin audits them);
+    /// re-protects all but the `optimised` hot pages.
     fn collect(&mut self) -> Result<Vec<PageDiff>, SmpError> {
         let optimised = self.opts.variant == Variant::Optimised;
         let hot = self.hot.clone();
@@ -167,16 +169,25 @@ impl Cpu {
                 continue;
             }
             let keep = optimised && hot.contains(&p);
-            let d = match twins.map.get_mut(&p) {
-                Some(t) => {
-                    let d = diff::make(p, t, &cur);
-                    if keep {
-                        t.copy_from_slice(&cur);
+            let mut written = self.m.take_written(p);
+            if let Some(t) = twins.map.get_mut(&p) {
+                let (silent, unseen) = diff::audit(t, &cur, &written);
+                self.counts.silent_bytes += silent;
+                if unseen > 0 {
+                    // A change without a recorded store: send it anyway, and count it (the
+                    // suites require none).
+                    self.counts.unseen_bytes += unseen;
+                    for (o, (a, b)) in t.iter().zip(&cur).enumerate() {
+                        if a != b {
+                            written.mark(o, 1);
+                        }
                     }
-                    d
                 }
-                None => continue,
-            };
+                if keep {
+                    t.copy_from_slice(&cur);
+                }
+            }
+            let d = diff::make_written(p, &cur, &written);
             self.counts.pages_diffed += 1;
             if keep {
                 // Written again this epoch: stays hot; unwritten: goes cold (re-protected next).
@@ -342,9 +353,11 @@ impl Cpu {
                     continue;
                 }
                 let masked = self.inflight.as_ref().and_then(|(_, m)| m.get(&d.page));
+                let local = self.m.written(d.page).cloned();
                 diff::apply(
                     &mut cur,
                     twins.map.get_mut(&d.page).map(|t| &mut t[..]),
+                    local.as_ref(),
                     d,
                     masked,
                 );

@@ -1,12 +1,16 @@
-//! Twin/diff: what changed on a page since its twin, as byte-precise runs, and applying a remote
-//! diff without overwriting this processor's own unpublished writes.
+//! Diffs: what this processor wrote on a page since its last publish, as byte runs, and applying
+//! a remote diff without overwriting this processor's own unpublished writes.
 //!
-//! Byte precision (not word): a run never carries a byte this processor did not change, so two
-//! processors writing different bytes of one word in the same epoch both keep their writes.
+//! The protocol sends the bytes *written* (`make_written`, from the monitor's written-byte record),
+//! not only the bytes that differ from the twin (`make`, the slides' twin/diff): a store of the
+//! value a byte already holds is still a store, ordered after earlier stores of other
+//! processors, and every byte of a word store travels with it, so no store is lost or torn. Byte
+//! precision still keeps two processors' stores to different bytes of one word apart.
 
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
+use crate::machine::wtrack::WrittenBytes;
 
 pub const PAGE_BYTES: usize = PAGE as usize;
 
@@ -96,6 +100,35 @@ pub fn make(page: u32, twin: &[u8], cur: &[u8]) -> PageDiff {
     PageDiff { page, runs }
 }
 
+/// The runs of `cur` (one page) at the bytes in `written`: what this processor stored there.
+pub fn make_written(page: u32, cur: &[u8], written: &WrittenBytes) -> PageDiff {
+    debug_assert!(cur.len() == PAGE_BYTES);
+    let runs = written
+        .runs()
+        .into_iter()
+        .map(|(off, len)| Run {
+            off: off as u16,
+            bytes: cur[off..off + len].to_vec(),
+        })
+        .collect();
+    PageDiff { page, runs }
+}
+
+/// Bytes written (in `written`) that still hold their twin's value: stores twin/diff alone would
+/// not send. And bytes that differ from the twin without a recorded write (a store the monitor
+/// did not see: must be 0).
+pub fn audit(twin: &[u8], cur: &[u8], written: &WrittenBytes) -> (u64, u64) {
+    let (mut silent, mut unseen) = (0, 0);
+    for (o, (t, c)) in twin.iter().zip(cur).enumerate() {
+        match (written.contains(o), t == c) {
+            (true, true) => silent += 1,
+            (false, false) => unseen += 1,
+            _ => {}
+        }
+    }
+    (silent, unseen)
+}
+
 fn word(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
@@ -109,21 +142,22 @@ fn has_zero_byte(x: u64) -> bool {
 
 /// Applies a remote `diff` to this processor's copy `cur` of the page.
 ///
-/// - `twin`: the page's twin if this processor has written the page since its last publish.
-///   A byte this processor changed (cur != twin) keeps its local value — the local write is
-///   ordered after the remote one, since it is published later — and the twin takes the remote
-///   value, so the local diff still carries the local write. Other bytes take the remote value
-///   in both.
+/// - `local`: the bytes this processor wrote since its last publish. They keep their local value
+///   (the local store is ordered after the remote one: it is published later).
 /// - `masked`: this processor's published diff whose place in the global order is still to come
 ///   (so it is ordered after `diff`): bytes it covers keep their local value.
+/// - `twin`: the page's twin, if any; it follows what other processors' stores and this
+///   processor's published ones make of the page, so it takes the remote value except where
+///   `masked` will overwrite it.
 pub fn apply(
     cur: &mut [u8],
     mut twin: Option<&mut [u8]>,
+    local: Option<&WrittenBytes>,
     diff: &PageDiff,
     masked: Option<&PageDiff>,
 ) {
     for r in &diff.runs {
-        if twin.is_none() && masked.is_none() {
+        if twin.is_none() && local.is_none() && masked.is_none() {
             // Nothing local to keep: a plain copy.
             let o = r.off as usize;
             cur[o..o + r.bytes.len()].copy_from_slice(&r.bytes);
@@ -131,15 +165,13 @@ pub fn apply(
         }
         for (k, v) in r.bytes.iter().enumerate() {
             let o = r.off as usize + k;
-            let local = match twin.as_deref_mut() {
-                Some(t) => {
-                    let mine = cur[o] != t[o];
-                    t[o] = *v;
-                    mine
-                }
-                None => false,
-            };
-            if !local && !masked.is_some_and(|m| m.covers(o)) {
+            if masked.is_some_and(|m| m.covers(o)) {
+                continue;
+            }
+            if let Some(t) = twin.as_deref_mut() {
+                t[o] = *v;
+            }
+            if !local.is_some_and(|l| l.contains(o)) {
                 cur[o] = *v;
             }
         }
@@ -161,7 +193,7 @@ mod tests {
         assert_eq!(d.runs.len(), 3);
         assert!(d.is_valid());
         let mut other = twin.clone();
-        apply(&mut other, None, &d, None);
+        apply(&mut other, None, None, &d, None);
         assert_eq!(other, cur);
     }
 
@@ -219,7 +251,7 @@ mod tests {
         let spans: Vec<_> = d.runs.iter().map(|r| (r.off, r.bytes.len())).collect();
         assert_eq!(spans, vec![(5, 495), (501, 499)]);
         let mut other = twin.clone();
-        apply(&mut other, None, &d, None);
+        apply(&mut other, None, None, &d, None);
         assert_eq!(other, cur);
     }
 
@@ -231,12 +263,14 @@ mod tests {
         let d = make(RAM_BASE, &base, &remote);
         let mut twin = base.clone();
         let mut cur = base.clone();
+        let mut written = WrittenBytes::default();
         cur[1] = 2; // a local write to a byte the remote also wrote
-        apply(&mut cur, Some(&mut twin), &d, None);
+        written.mark(1, 1);
+        apply(&mut cur, Some(&mut twin), Some(&written), &d, None);
         assert_eq!(&cur[0..4], &[1, 2, 1, 1]);
         assert_eq!(&twin[0..4], &[1, 1, 1, 1]);
         // The local diff still carries the local write (and only it).
-        let mine = make(RAM_BASE, &twin, &cur);
+        let mine = make_written(RAM_BASE, &cur, &written);
         assert_eq!(
             mine.runs,
             vec![Run {
@@ -244,6 +278,50 @@ mod tests {
                 bytes: vec![2]
             }]
         );
+    }
+
+    /// A store of the value the byte already holds is invisible to twin/diff but still a store:
+    /// the written-byte diff carries it, and a remote store to it does not overwrite it.
+    #[test]
+    fn silent_and_partial_stores_travel_whole() {
+        let base = vec![0u8; PAGE_BYTES];
+        let mut cur = base.clone();
+        let mut written = WrittenBytes::default();
+        // A 4-byte store of 0x100 over 0: only byte 1 changes.
+        cur[8..12].copy_from_slice(&0x100u32.to_le_bytes());
+        written.mark(8, 4);
+        // A 4-byte store of 0 over 0: nothing changes.
+        written.mark(16, 4);
+        assert_eq!(make(RAM_BASE, &base, &cur).runs.len(), 1);
+        let d = make_written(RAM_BASE, &cur, &written);
+        let spans: Vec<_> = d.runs.iter().map(|r| (r.off, r.bytes.len())).collect();
+        assert_eq!(spans, vec![(8, 4), (16, 4)]);
+        assert_eq!(audit(&base, &cur, &written), (7, 0));
+        // Another processor's earlier store x=32 (byte 8 only differs) must not tear ours.
+        let mut other = base.clone();
+        other[8..12].copy_from_slice(&32u32.to_le_bytes());
+        let remote = make_written(RAM_BASE, &other, &{
+            let mut w = WrittenBytes::default();
+            w.mark(8, 4);
+            w
+        });
+        let mut mine = cur.clone();
+        apply(&mut mine, None, Some(&written), &remote, None);
+        assert_eq!(&mine[8..12], &0x100u32.to_le_bytes());
+        // Applied elsewhere after the remote store, ours wins whole.
+        apply(&mut other, None, None, &d, None);
+        assert_eq!(&other[8..12], &0x100u32.to_le_bytes());
+    }
+
+    #[test]
+    fn written_runs_match_marks() {
+        let mut w = WrittenBytes::default();
+        w.mark(0, 1);
+        w.mark(63, 66);
+        w.mark(4090, 100);
+        assert_eq!(w.runs(), vec![(0, 1), (63, 66), (4090, 6)]);
+        assert_eq!(w.count(), 73);
+        assert!(WrittenBytes::default().runs().is_empty());
     }
 
     #[test]

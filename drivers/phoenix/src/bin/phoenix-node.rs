@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gridbed_phoenix::ledger::Ledger;
-use gridbed_phoenix::node_report::NodeReport;
+use gridbed_phoenix::apps::ledger::Ledger;
+use gridbed_phoenix::apps::node_report::NodeReport;
 use gridbed_phoenix::{Config, Id, Phoenix, RoutingTable, Start};
 use gridbed_real::{ClusterSecret, RealHost};
 use gridbed_runtime::{HostId, HostRef};

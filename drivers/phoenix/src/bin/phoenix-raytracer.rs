@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gridbed_phoenix::raytrace::events::{Cmd, Counters, Dump, Event, TileDone};
-use gridbed_phoenix::raytrace::machine::{start_machine, work, Control, Directive, Outcome};
-use gridbed_phoenix::raytrace::scene::Scene;
-use gridbed_phoenix::raytrace::tiles::{TileGrid, TileState, Tiles};
+use gridbed_phoenix::apps::raytrace::events::{Cmd, Counters, Dump, Event, TileDone};
+use gridbed_phoenix::apps::raytrace::machine::{start_machine, work, Control, Directive, Outcome};
+use gridbed_phoenix::apps::raytrace::scene::Scene;
+use gridbed_phoenix::apps::raytrace::tiles::{TileGrid, TileState, Tiles};
 use gridbed_phoenix::{Phoenix, RoutingTable, Start};
 use gridbed_phoenix_driver::unix_now;
 use gridbed_real::{ClusterSecret, RealHost};

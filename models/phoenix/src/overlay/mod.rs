@@ -2,7 +2,7 @@
 //!
 //! Every machine builds its own table *destination machine → (next hop, hop count)* over the
 //! connections it is allowed to open (`Host::can_reach`), with no central manager and no static
-//! gateway map (compare [`crate::relay`], which needs `private host → gateway` given up front).
+//! gateway map (compare [`crate::protocol::relay`], which needs `private host → gateway` given up front).
 //!
 //! # What the paper did, and what we follow
 //! Kaneda, Taura, Yonezawa, "Routing and resource discovery in Phoenix Grid-enabled message

@@ -6,8 +6,8 @@
 use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Envelope;
-pub use crate::envelope::WireError;
+use crate::wire::envelope::Envelope;
+pub use crate::wire::envelope::WireError;
 
 /// First byte of every overlay frame (distinct from the Phoenix core's 0xF5).
 pub const MAGIC: u8 = 0xF6;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gridbed_runtime::HostId;
 
-use crate::data::IdData;
-use crate::membership::Change;
-use crate::node::Node;
+use crate::protocol::data::IdData;
+use crate::protocol::membership::Change;
+use crate::protocol::node::Node;
 use crate::wire::{Body, MemberStatus, RoutedKind};
 
 impl<D: IdData> Node<D> {
@@ -37,9 +37,9 @@ impl<D: IdData> Node<D> {
         let mut co = match self.synced.take() {
             Some(s) if s.gen == self.gen => {
                 self.crashed.extend(s.crashed.iter().copied());
-                crate::membership::Coordinator::from_snapshot(&s)
+                crate::protocol::membership::Coordinator::from_snapshot(&s)
             }
-            _ => crate::membership::Coordinator::new(BTreeSet::new()),
+            _ => crate::protocol::membership::Coordinator::new(BTreeSet::new()),
         };
         co.members.extend(self.members.iter().copied());
         co.members.insert(self.me);

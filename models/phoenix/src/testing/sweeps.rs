@@ -1,9 +1,9 @@
 //! Random sweeps over the in-memory network (`testnet.rs`): churn, adversarial delivery orders
 //! and crashes over many seeds, checking every guarantee; bad input to the API and the decoder.
 
-use crate::ids::{Id, IdRange};
-use crate::node::{Config, Node, Phase, Start};
-use crate::testnet::*;
+use crate::protocol::ids::{Id, IdRange};
+use crate::protocol::node::{Config, Node, Phase, Start};
+use crate::testing::testnet::*;
 use crate::wire;
 use gridbed_runtime::HostId;
 use proptest::prelude::*;
@@ -48,7 +48,7 @@ fn joins_and_leaves_actually_happen() {
 
 #[test]
 fn api_rejects_bad_input_without_panicking() {
-    use crate::node::PhoenixError;
+    use crate::protocol::node::PhoenixError;
     let mut net = Net::new(100, 2, 1);
     let n = net.nodes.get_mut(&HostId(1)).unwrap();
     assert_eq!(
@@ -97,7 +97,7 @@ fn semantically_invalid_frames_are_rejected() {
     let bad = Frame {
         src: HostId(0),
         dst: HostId(1),
-        body: Body::Facts(vec![crate::table::Entry {
+        body: Body::Facts(vec![crate::protocol::table::Entry {
             range: IdRange::new(50, 500),
             owner: HostId(0),
             epoch: 9,

@@ -15,10 +15,10 @@ use super::params::RaytraceParams;
 use super::record::RunRecord;
 use super::scene::Scene;
 use super::tiles::{TileGrid, TileState, Tiles};
-use crate::ids::Id;
-use crate::node::Start;
-use crate::runtime::Phoenix;
-use crate::table::RoutingTable;
+use crate::driver::Phoenix;
+use crate::protocol::ids::Id;
+use crate::protocol::node::Start;
+use crate::protocol::table::RoutingTable;
 
 /// Locks shared measurement; a panicked task must not hide the rest of the results.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

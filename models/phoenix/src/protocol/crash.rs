@@ -74,11 +74,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gridbed_runtime::HostId;
 
-use crate::data::IdData;
-use crate::ids::{Epoch, IdRange, Piece};
-use crate::membership::Change;
-use crate::node::{Node, Phase, PhoenixError};
-use crate::table::Entry;
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Epoch, IdRange, Piece};
+use crate::protocol::membership::Change;
+use crate::protocol::node::{Node, Phase, PhoenixError};
+use crate::protocol::table::Entry;
 use crate::wire::{Body, MemberStatus, RoutedKind};
 
 /// A member's part in a recovery in progress.

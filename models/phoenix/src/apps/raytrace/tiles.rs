@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::scene::Scene;
-use crate::data::IdData;
-use crate::ids::{Id, IdRange};
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Id, IdRange};
 
 /// How the image is cut into square tiles; tile `i` (row-major) is virtual ID `i`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Id, IdRange};
-use crate::node::Stats;
+use crate::protocol::ids::{Id, IdRange};
+use crate::protocol::node::Stats;
 
 /// A command to a machine process.
 #[derive(Clone, Debug, PartialEq, Eq)]

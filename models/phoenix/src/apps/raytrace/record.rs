@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::events::Counters;
-use crate::ids::Id;
+use crate::protocol::ids::Id;
 
 /// Times are seconds from the start of the run (virtual in the simulator, wall clock otherwise).
 #[derive(Debug, Default)]

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use gridbed_runtime::HostId;
 
-use crate::ids::{Id, IdRange};
-use crate::node::{Config, Node, Phase, Start};
-use crate::table::RoutingTable;
+use crate::protocol::ids::{Id, IdRange};
+use crate::protocol::node::{Config, Node, Phase, Start};
+use crate::protocol::table::RoutingTable;
 use crate::wire;
 
-pub(crate) use crate::ledger::Ledger as LogData;
+pub(crate) use crate::apps::ledger::Ledger as LogData;
 
 pub(crate) struct Net {
     pub(crate) space: Id,
@@ -54,7 +54,7 @@ impl Net {
         for i in 1..initial {
             let start = space * u64::from(i) / u64::from(initial);
             let end = space * u64::from(i + 1) / u64::from(initial);
-            table.merge(crate::table::Entry {
+            table.merge(crate::protocol::table::Entry {
                 range: IdRange::new(start, end),
                 owner: HostId(i),
                 epoch: 1,
@@ -273,7 +273,7 @@ impl Net {
         if let Some(h) = self.pick(&active) {
             match self.nodes.get_mut(&h).expect("live").leave() {
                 // The last member cannot leave.
-                Ok(()) | Err(crate::node::PhoenixError::NoHeir) => {}
+                Ok(()) | Err(crate::protocol::node::PhoenixError::NoHeir) => {}
                 Err(e) => self.violations.push(format!("leave of {h}: {e}")),
             }
             self.collect();
@@ -296,7 +296,7 @@ impl Net {
         };
         if let Err(e) = res {
             // NoHeir is legitimate when a machine is alone; anything else is a bug.
-            if e != crate::node::PhoenixError::NoHeir {
+            if e != crate::protocol::node::PhoenixError::NoHeir {
                 self.violations.push(format!("rebalance on {a}: {e}"));
             }
         }
@@ -527,9 +527,9 @@ impl Net {
         }
         let ledgers = self.nodes.values().map(|n| n.data());
         let bad = if self.crashed.is_empty() {
-            crate::ledger::check_exactly_once(&self.sent, ledgers)
+            crate::apps::ledger::check_exactly_once(&self.sent, ledgers)
         } else {
-            crate::ledger::check_at_most_once(&self.sent, ledgers)
+            crate::apps::ledger::check_at_most_once(&self.sent, ledgers)
         };
         self.violations.extend(bad);
         let mut lost = self.lost.clone();

@@ -12,10 +12,10 @@ use std::time::Duration;
 use futures::future::{select, Either};
 use gridbed_runtime::{Addr, HostId, HostRef, Mailbox, Message, NetError};
 
-use crate::data::IdData;
-use crate::ids::{Id, IdRange};
-use crate::node::{Config, Node, Phase, PhoenixError, Start};
-use crate::relay::next_hop;
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Id, IdRange};
+use crate::protocol::node::{Config, Node, Phase, PhoenixError, Start};
+use crate::protocol::relay::next_hop;
 use crate::wire::{self, Delivery};
 
 /// The port every Phoenix node listens on.

@@ -27,11 +27,11 @@ use std::time::Duration;
 use gridbed_runtime::rng::{SplitMix64, GOLDEN_GAMMA};
 use gridbed_runtime::HostId;
 
-use crate::data::IdData;
-use crate::ids::{Id, IdRange, Ownership, Piece};
-use crate::membership::Coordinator;
-pub use crate::stats::{kind_name, Stats};
-use crate::table::{Entry, RoutingTable};
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Id, IdRange, Ownership, Piece};
+use crate::protocol::membership::Coordinator;
+pub use crate::protocol::stats::{kind_name, Stats};
+use crate::protocol::table::{Entry, RoutingTable};
 use crate::wire::{self, Body, CoordSnapshot, Delivery, Frame, Routed, RoutedKind, WireError};
 
 /// Static configuration shared by all machines of a run.
@@ -159,23 +159,23 @@ pub struct Node<D: IdData> {
     /// Departed machines whose last frame (`Gone`) has arrived: nothing more will come from them.
     pub(crate) gone: BTreeSet<HostId>,
     /// Every ID this machine ever owned: a leaver's facts that others may hold lie only here.
-    pub(crate) held: crate::ids::RangeSet,
+    pub(crate) held: crate::protocol::ids::RangeSet,
     pub(crate) seq_out: BTreeMap<Id, u64>,
     pub(crate) next_seq: BTreeMap<(Id, HostId), u64>,
     pub(crate) early: BTreeMap<(Id, HostId, u64), Delivery>,
     pub(crate) inbox: VecDeque<Delivery>,
     pub(crate) parked: Vec<Routed>,
-    pub(crate) leave: Option<crate::membership::LeaveState>,
+    pub(crate) leave: Option<crate::protocol::membership::LeaveState>,
     /// Machines declared crashed: never a destination; their late frames are dropped.
     pub(crate) crashed: BTreeSet<HostId>,
     /// Present while a crash recovery freezes ID movement on this machine.
-    pub(crate) recovery: Option<crate::crash::Recovery>,
+    pub(crate) recovery: Option<crate::protocol::crash::Recovery>,
     /// Flush markers received per recovery round (they may precede our own `CrashBegin`).
     pub(crate) flush_seen: BTreeMap<u32, BTreeSet<HostId>>,
     /// Hand-offs postponed by a recovery: (ranges, heir, bootstrap).
     pub(crate) deferred: Vec<(Vec<IdRange>, HostId, bool)>,
     /// IDs reclaimed after a crash: their first message per sender sets the sequence counter.
-    pub(crate) resync: crate::ids::RangeSet,
+    pub(crate) resync: crate::protocol::ids::RangeSet,
     /// (id, sender) pairs whose counter a `Floor` advanced past messages presumed lost.
     pub(crate) floored: BTreeSet<(Id, HostId)>,
     /// Reclaimed ranges whose data was lost, not yet taken by the application.

@@ -7,11 +7,13 @@
 use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Envelope;
-pub use crate::envelope::WireError;
+pub mod envelope;
 
-use crate::ids::{Epoch, Id, IdRange, Piece};
-use crate::table::Entry;
+use envelope::Envelope;
+pub use envelope::WireError;
+
+use crate::protocol::ids::{Epoch, Id, IdRange, Piece};
+use crate::protocol::table::Entry;
 
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xF5;

@@ -1,6 +1,6 @@
 //! The application's state attached to IDs, and how it travels with them.
 
-use crate::ids::IdRange;
+use crate::protocol::ids::IdRange;
 
 /// State the application keeps per ID. Phoenix calls `pack` when IDs leave this machine and
 /// `unpack` when they arrive, so the data is always where its IDs are owned.

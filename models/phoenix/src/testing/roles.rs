@@ -3,8 +3,8 @@
 
 use gridbed_runtime::HostId;
 
-use crate::node::{Node, Phase, Start};
-use crate::testnet::{test_config, LogData, Net, TEST_JOIN_TIMEOUT};
+use crate::protocol::node::{Node, Phase, Start};
+use crate::testing::testnet::{test_config, LogData, Net, TEST_JOIN_TIMEOUT};
 
 /// Some traffic from every active machine.
 fn traffic(net: &mut Net, n: u32) {

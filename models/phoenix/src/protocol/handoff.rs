@@ -3,10 +3,10 @@
 
 use gridbed_runtime::HostId;
 
-use crate::data::IdData;
-use crate::ids::{Id, IdRange, Ownership, Piece};
-use crate::node::{Node, Phase, PhoenixError};
-use crate::table::Entry;
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Id, IdRange, Ownership, Piece};
+use crate::protocol::node::{Node, Phase, PhoenixError};
+use crate::protocol::table::Entry;
 use crate::wire::{Body, Bootstrap, Delivery, Handoff, Routed, RoutedKind};
 
 impl<D: IdData> Node<D> {
@@ -118,7 +118,7 @@ impl<D: IdData> Node<D> {
         }
         if let Some(b) = &h.bootstrap {
             if self.phase == Phase::Joining {
-                match crate::table::RoutingTable::from_entries(self.cfg.space, &b.table) {
+                match crate::protocol::table::RoutingTable::from_entries(self.cfg.space, &b.table) {
                     Some(t) => self.table = t,
                     None => {
                         self.reject(from, "bootstrap table does not cover the space");

@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use gridbed_runtime::HostId;
 
-use crate::data::IdData;
-use crate::node::{Node, Phase, PhoenixError};
-use crate::table::Entry;
+use crate::protocol::data::IdData;
+use crate::protocol::node::{Node, Phase, PhoenixError};
+use crate::protocol::table::Entry;
 pub(crate) use crate::wire::Change;
 use crate::wire::{Body, CoordSnapshot, RoutedKind};
 
@@ -53,7 +53,7 @@ pub(crate) struct Coordinator {
     pub(crate) queue: VecDeque<Change>,
     pub(crate) busy: Option<Change>,
     /// Census replies of the crash recovery in progress.
-    pub(crate) census: Option<crate::crash::CensusState>,
+    pub(crate) census: Option<crate::protocol::crash::CensusState>,
     /// Crash recovery rounds started so far.
     pub(crate) rounds: u32,
     /// A joiner admitted but not yet offered IDs: the donation waits until the deputy has
@@ -326,7 +326,7 @@ impl<D: IdData> Node<D> {
             self.reject(from, "coordinator hand-over of an old generation");
             return;
         }
-        let mut co = crate::membership::Coordinator::from_snapshot(&state);
+        let mut co = crate::protocol::membership::Coordinator::from_snapshot(&state);
         co.rounds = co.rounds.max(self.rounds_seen);
         self.crashed.extend(state.crashed.iter().copied());
         self.gen = state.gen;

@@ -15,9 +15,9 @@ use gridbed_runtime::{HostId, HostRef};
 
 use super::scene::Scene;
 use super::tiles::{render_tile_row, TileGrid, Tiles};
-use crate::ids::Id;
-use crate::node::{Config, Node, Start};
-use crate::runtime::{yield_now, Phoenix};
+use crate::driver::{yield_now, Phoenix};
+use crate::protocol::ids::Id;
+use crate::protocol::node::{Config, Node, Start};
 
 /// CPU cycles charged per ray–object intersection test in the simulator. A ray–sphere test is ~30
 /// floating-point operations (dot products, a square root); at ~0.5 flop/cycle on a mid-2000s x86

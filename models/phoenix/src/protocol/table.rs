@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, Id, IdRange};
+use crate::protocol::ids::{Epoch, Id, IdRange};
 
 /// One fact: `range` owned by `owner` at `epoch`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

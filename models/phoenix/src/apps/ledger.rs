@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use gridbed_runtime::HostId;
 use serde::{Deserialize, Serialize};
 
-use crate::data::IdData;
-use crate::ids::{Id, IdRange};
+use crate::protocol::data::IdData;
+use crate::protocol::ids::{Id, IdRange};
 use crate::wire::Delivery;
 
 /// Per ID: the (sender, seq) of every message applied to it, in application order.

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Id, IdRange};
-use crate::ledger::Ledger;
-use crate::node::Node;
+use crate::apps::ledger::Ledger;
+use crate::protocol::ids::{Id, IdRange};
+use crate::protocol::node::Node;
 
 /// One machine's state as seen from outside.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
