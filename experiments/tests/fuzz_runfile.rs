@@ -9,11 +9,11 @@
 
 use std::path::PathBuf;
 
+use gridbed_experiments::outcome::{Mode, TraceRecord};
 use gridbed_experiments::params::ParamRecord;
 use gridbed_experiments::registry;
 use gridbed_experiments::replay::parse;
 use gridbed_experiments::report::{RunFile, RUN_FORMAT};
-use gridbed_experiments::outcome::{Mode, TraceRecord};
 use gridbed_sim::trace::TRACE_EVENTS_KEPT;
 use proptest::prelude::*;
 use serde_json::{json, Value};
