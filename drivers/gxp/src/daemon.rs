@@ -1,4 +1,4 @@
-//! The real daemon: the shared daemon loop ([`gridbed_gxp::daemon`]) with effects over processes
+//! The real daemon: the shared daemon loop ([`gridbed_gxp::tree::daemon`]) with effects over processes
 //! and pipes (tokio). A child daemon's parent link is its own stdin/stdout; its child links are
 //! the stdin/stdout of the login commands it started.
 
@@ -10,11 +10,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::exec::{self, ExecEvent, ExecHandle};
 use crate::login::{self, ChildProcess, Program};
-use gridbed_gxp::daemon::{Daemon, Effects};
-use gridbed_gxp::proto::{encode_framed, Body, Down, ExecSpec, FrameReader, LoginMethod, Up};
+use gridbed_gxp::tree::daemon::{Daemon, Effects};
+use gridbed_gxp::tree::proto::{encode_framed, Body, Down, ExecSpec, FrameReader, LoginMethod, Up};
 use gridbed_runtime::BoxFuture;
 
-pub(crate) type Input = gridbed_gxp::daemon::Input<UnboundedSender<Body>>;
+pub(crate) type Input = gridbed_gxp::tree::daemon::Input<UnboundedSender<Body>>;
 
 pub(crate) enum Parent {
     Controller(futures::channel::mpsc::UnboundedSender<Up>),
@@ -73,7 +73,7 @@ pub fn host_name() -> String {
 }
 
 /// Starts the root daemon in this process (on the current tokio runtime); returns the controller.
-pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
+pub fn start_root(program: Program) -> gridbed_gxp::front::controller::Controller {
     start_root_with(program, Keepalive::default())
 }
 
@@ -81,7 +81,7 @@ pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
 pub fn start_root_with(
     program: Program,
     keepalive: Keepalive,
-) -> gridbed_gxp::controller::Controller {
+) -> gridbed_gxp::front::controller::Controller {
     let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
     let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
     let (tx, rx) = unbounded_channel();
@@ -105,7 +105,7 @@ pub fn start_root_with(
         tx,
     };
     tokio::spawn(run(0, fx, rx));
-    gridbed_gxp::controller::Controller::new(otx, erx, &name, &name)
+    gridbed_gxp::front::controller::Controller::new(otx, erx, &name, &name)
 }
 
 /// `gxp daemon --index N --sha SHA`: a child daemon speaking frames on stdin/stdout. `sha` is the

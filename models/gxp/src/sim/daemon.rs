@@ -1,4 +1,4 @@
-//! The simulated GXP daemon: the shared daemon loop ([`crate::daemon`]) with effects over runtime
+//! The simulated GXP daemon: the shared daemon loop ([`crate::tree::daemon`]) with effects over runtime
 //! messages. One task runs the loop (charging `msg_cycles` per message, the cost of a Python
 //! daemon); helper tasks pump each link, perform logins and run commands, and feed it through one
 //! channel.
@@ -14,11 +14,13 @@ use gridbed_runtime::{Addr, HostId, HostRef, Mailbox};
 use super::builtins::{self, Out};
 use super::sshd::{client_handshake, recv_from, send, LinkMsg, Purpose};
 use super::world::World;
-use crate::daemon::{Daemon, Effects};
-use crate::proto::{self, Body, Down, ExecSpec, LoginMethod, Status, Stream, Up, OUTPUT_CHUNK};
+use crate::tree::daemon::{Daemon, Effects};
+use crate::tree::proto::{
+    self, Body, Down, ExecSpec, LoginMethod, Status, Stream, Up, OUTPUT_CHUNK,
+};
 use gridbed_runtime::BoxFuture;
 
-type Input = crate::daemon::Input<ChildLink>;
+type Input = crate::tree::daemon::Input<ChildLink>;
 
 /// Our end of a child link: the local port and the child's session address.
 pub(crate) struct ChildLink {

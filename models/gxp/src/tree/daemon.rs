@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use gridbed_runtime::BoxFuture;
 
-use crate::node::{Action, Node};
-use crate::proto::{Down, ExecSpec, LoginMethod, Status, Stream, Up};
+use crate::tree::node::{Action, Node};
+use crate::tree::proto::{Down, ExecSpec, LoginMethod, Status, Stream, Up};
 
 /// One event for the daemon. `L` is the driver's handle of a child link.
 pub enum Input<L> {
