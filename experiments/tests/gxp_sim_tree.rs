@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridbed_experiments::gxp::nat_platform;
-use gridbed_gxp::controller::{ExecOptions, ExploreReport};
-use gridbed_gxp::farm::{FarmJournal, FarmOptions};
-use gridbed_gxp::pipe;
-use gridbed_gxp::proto::Status;
+use gridbed_gxp::front::controller::{ExecOptions, ExploreReport};
+use gridbed_gxp::front::farm::{FarmJournal, FarmOptions};
+use gridbed_gxp::front::pipe;
 use gridbed_gxp::sim::cost::LoginCost;
 use gridbed_gxp::sim::world::World;
 use gridbed_gxp::sim::{start, SimLocal};
+use gridbed_gxp::tree::proto::Status;
 use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 use proptest::prelude::*;
@@ -245,7 +245,7 @@ fn farm_retries_tasks_of_crashed_hosts_and_resumes_from_its_journal() {
                 }),
             );
             let mut seen_again = Vec::new();
-            let mut on_done = |r: &gridbed_gxp::farm::TaskRecord| {
+            let mut on_done = |r: &gridbed_gxp::front::farm::TaskRecord| {
                 seen_again.push(r.idx);
                 Ok(())
             };

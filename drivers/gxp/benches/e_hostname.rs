@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gridbed_gxp::controller::ExecOptions;
+use gridbed_gxp::front::controller::ExecOptions;
 use gridbed_gxp_driver::{start_root, Program};
 
 const HOSTS: usize = 32;

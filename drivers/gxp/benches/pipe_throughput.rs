@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gridbed_gxp::pipe::parse;
+use gridbed_gxp::front::pipe::parse;
 use gridbed_gxp_driver::{start_root, Program, ShellLocal};
 
 const HOSTS: usize = 4;

@@ -1,6 +1,6 @@
-//! The real daemon: the shared [`Node`] logic over processes and pipes (tokio). A child daemon's
-//! parent link is its own stdin/stdout; its child links are the stdin/stdout of the login commands
-//! it started.
+//! The real daemon: the shared daemon loop ([`gridbed_gxp::tree::daemon`]) with effects over processes
+//! and pipes (tokio). A child daemon's parent link is its own stdin/stdout; its child links are
+//! the stdin/stdout of the login commands it started.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,34 +10,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::exec::{self, ExecEvent, ExecHandle};
 use crate::login::{self, ChildProcess, Program};
-use gridbed_gxp::node::{Action, Node};
-use gridbed_gxp::proto::{encode_framed, Body, Down, FrameReader, Status, Stream, Up};
+use gridbed_gxp::tree::daemon::{Daemon, Effects};
+use gridbed_gxp::tree::proto::{encode_framed, Body, Down, ExecSpec, FrameReader, LoginMethod, Up};
+use gridbed_runtime::BoxFuture;
 
-pub(crate) enum Input {
-    FromParent(Down),
-    FromChild(u32, Up),
-    LoginDone {
-        child: u32,
-        index: u32,
-        target: String,
-        outcome: Result<(String, UnboundedSender<Body>), String>,
-    },
-    ChildLost(u32),
-    Output {
-        exec: u64,
-        stream: Stream,
-        data: Vec<u8>,
-    },
-    StdinConsumed {
-        exec: u64,
-        bytes: u64,
-    },
-    Exited {
-        exec: u64,
-        status: Status,
-    },
-    ParentGone,
-}
+pub(crate) type Input = gridbed_gxp::tree::daemon::Input<UnboundedSender<Body>>;
 
 pub(crate) enum Parent {
     Controller(futures::channel::mpsc::UnboundedSender<Up>),
@@ -63,15 +40,24 @@ impl Default for Keepalive {
     }
 }
 
-struct Daemon {
+/// The real driver's side of a daemon.
+struct RealEffects {
     keepalive: Keepalive,
     name: String,
-    node: Node,
     program: Arc<Program>,
     parent: Parent,
-    links: BTreeMap<u32, UnboundedSender<Body>>,
     execs: BTreeMap<u64, ExecHandle>,
     tx: UnboundedSender<Input>,
+}
+
+/// Runs the daemon loop until the daemon stops or its inputs end.
+async fn run(index: u32, mut fx: RealEffects, mut rx: UnboundedReceiver<Input>) {
+    let mut d = Daemon::new(index);
+    while let Some(input) = rx.recv().await {
+        if !d.step(&mut fx, input).await {
+            return;
+        }
+    }
 }
 
 /// This machine's name: `GXP_NAME` (set by the local launcher or an ssh `SetEnv`) or the kernel's.
@@ -87,7 +73,7 @@ pub fn host_name() -> String {
 }
 
 /// Starts the root daemon in this process (on the current tokio runtime); returns the controller.
-pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
+pub fn start_root(program: Program) -> gridbed_gxp::front::controller::Controller {
     start_root_with(program, Keepalive::default())
 }
 
@@ -95,7 +81,7 @@ pub fn start_root(program: Program) -> gridbed_gxp::controller::Controller {
 pub fn start_root_with(
     program: Program,
     keepalive: Keepalive,
-) -> gridbed_gxp::controller::Controller {
+) -> gridbed_gxp::front::controller::Controller {
     let (otx, mut orx) = futures::channel::mpsc::unbounded::<Down>();
     let (etx, erx) = futures::channel::mpsc::unbounded::<Up>();
     let (tx, rx) = unbounded_channel();
@@ -110,18 +96,16 @@ pub fn start_root_with(
         let _ = fwd.send(Input::ParentGone);
     });
     let name = host_name();
-    let d = Daemon {
+    let fx = RealEffects {
         keepalive,
         name: name.clone(),
-        node: Node::new(0),
         program: Arc::new(program),
         parent: Parent::Controller(etx),
-        links: BTreeMap::new(),
         execs: BTreeMap::new(),
         tx,
     };
-    tokio::spawn(d.run(rx));
-    gridbed_gxp::controller::Controller::new(otx, erx, &name, &name)
+    tokio::spawn(run(0, fx, rx));
+    gridbed_gxp::front::controller::Controller::new(otx, erx, &name, &name)
 }
 
 /// `gxp daemon --index N --sha SHA`: a child daemon speaking frames on stdin/stdout. `sha` is the
@@ -185,146 +169,118 @@ pub async fn daemon_main(index: u32, sha: &str) -> anyhow::Result<()> {
         }
         let _ = t2.send(Input::ParentGone);
     });
-    let d = Daemon {
+    let fx = RealEffects {
         keepalive: Keepalive::default(),
         name,
-        node: Node::new(index),
         program: Arc::new(program),
         parent: Parent::Stdout(out_tx),
-        links: BTreeMap::new(),
         execs: BTreeMap::new(),
         tx,
     };
-    d.run(rx).await;
+    run(index, fx, rx).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
 }
 
-impl Daemon {
-    async fn run(mut self, mut rx: UnboundedReceiver<Input>) {
-        while let Some(input) = rx.recv().await {
-            let acts = match input {
-                Input::FromParent(d) => self.node.from_parent(d),
-                Input::FromChild(c, up) => self.node.from_child(c, up),
-                Input::LoginDone {
-                    child,
-                    index,
-                    target,
-                    outcome,
-                } => {
-                    let outcome = outcome.map(|(name, link)| {
-                        self.links.insert(child, link);
-                        name
-                    });
-                    self.node.login_done(child, index, target, outcome)
-                }
-                Input::ChildLost(c) => {
-                    self.links.remove(&c);
-                    self.node.child_lost(c)
-                }
-                Input::Output { exec, stream, data } => self.node.local_output(exec, stream, data),
-                Input::StdinConsumed { exec, bytes } => self.node.stdin_consumed(exec, bytes),
-                Input::Exited { exec, status } => {
-                    self.execs.remove(&exec);
-                    self.node.local_exited(exec, status)
-                }
-                Input::ParentGone => vec![Action::Quit],
+impl Effects for RealEffects {
+    type Link = UnboundedSender<Body>;
+
+    fn on_input(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn to_parent(&mut self, up: Up) -> BoxFuture<'_, ()> {
+        match &self.parent {
+            Parent::Controller(tx) => {
+                let _ = tx.unbounded_send(up);
+            }
+            Parent::Stdout(tx) => {
+                let _ = tx.send(Body::Up(up));
+            }
+        }
+        Box::pin(async {})
+    }
+
+    fn to_child(&mut self, link: &Self::Link, down: Down) -> BoxFuture<'_, ()> {
+        let _ = link.send(Body::Down(down));
+        Box::pin(async {})
+    }
+
+    fn login(&mut self, child: u32, index: u32, target: String, method: LoginMethod) {
+        let (program, tx) = (self.program.clone(), self.tx.clone());
+        let ka = self.keepalive;
+        tokio::spawn(async move {
+            let outcome = match login::login(&method, &target, index, &program).await {
+                Ok(cp) => Ok(attach(child, cp, tx.clone(), ka)),
+                Err(e) => Err(e),
             };
-            for a in acts {
-                if !self.act(a) {
-                    self.shutdown().await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Kills running commands; dropping the child links closes their stdin, which stops them.
-    async fn shutdown(&mut self) {
-        for e in self.execs.values() {
-            let _ = e.kill.send(());
-        }
-        self.links.clear();
-        if !self.execs.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-
-    fn act(&mut self, a: Action) -> bool {
-        match a {
-            Action::ToParent(up) => match &self.parent {
-                Parent::Controller(tx) => {
-                    let _ = tx.unbounded_send(up);
-                }
-                Parent::Stdout(tx) => {
-                    let _ = tx.send(Body::Up(up));
-                }
-            },
-            Action::ToChild(c, down) => {
-                if let Some(l) = self.links.get(&c) {
-                    let _ = l.send(Body::Down(down));
-                }
-            }
-            Action::Login {
+            let _ = tx.send(Input::LoginDone {
                 child,
                 index,
                 target,
-                method,
-            } => {
-                let (program, tx) = (self.program.clone(), self.tx.clone());
-                let ka = self.keepalive;
-                tokio::spawn(async move {
-                    let outcome = match login::login(&method, &target, index, &program).await {
-                        Ok(cp) => Ok(attach(child, cp, tx.clone(), ka)),
-                        Err(e) => Err(e),
-                    };
-                    let _ = tx.send(Input::LoginDone {
-                        child,
-                        index,
-                        target,
-                        outcome,
-                    });
-                });
-            }
-            Action::Run { spec, exec_idx } => {
-                let tx = self.tx.clone();
-                let id = spec.exec;
-                let h = exec::start(&spec, &self.name, exec_idx, move |ev| {
-                    let _ = tx.send(match ev {
-                        ExecEvent::Output(stream, data) => Input::Output {
-                            exec: id,
-                            stream,
-                            data,
-                        },
-                        ExecEvent::StdinConsumed(bytes) => Input::StdinConsumed { exec: id, bytes },
-                        ExecEvent::Exited(status) => Input::Exited { exec: id, status },
-                    });
-                });
-                self.execs.insert(id, h);
-            }
-            Action::Stdin { exec, data } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    let _ = e.stdin.send(Some(data));
-                }
-            }
-            Action::StdinEof { exec } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    let _ = e.stdin.send(None);
-                }
-            }
-            Action::OutputAck { exec, bytes } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    e.output_credit(bytes);
-                }
-            }
-            Action::Kill { exec } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    let _ = e.kill.send(());
-                }
-            }
-            Action::Quit => return false,
+                outcome,
+            });
+        });
+    }
+
+    fn run(&mut self, spec: ExecSpec, exec_idx: u32) {
+        let tx = self.tx.clone();
+        let id = spec.exec;
+        let h = exec::start(&spec, &self.name, exec_idx, move |ev| {
+            let _ = tx.send(match ev {
+                ExecEvent::Output(stream, data) => Input::Output {
+                    exec: id,
+                    stream,
+                    data,
+                },
+                ExecEvent::StdinConsumed(bytes) => Input::StdinConsumed { exec: id, bytes },
+                ExecEvent::Exited(status) => Input::Exited { exec: id, status },
+            });
+        });
+        self.execs.insert(id, h);
+    }
+
+    /// Acknowledged once the command's pipe took the bytes (`Input::StdinConsumed`).
+    fn stdin(&mut self, exec: u64, data: Vec<u8>) -> Option<u64> {
+        if let Some(e) = self.execs.get(&exec) {
+            let _ = e.stdin.send(Some(data));
         }
-        true
+        None
+    }
+
+    fn stdin_eof(&mut self, exec: u64) {
+        if let Some(e) = self.execs.get(&exec) {
+            let _ = e.stdin.send(None);
+        }
+    }
+
+    fn output_ack(&mut self, exec: u64, bytes: u64) {
+        if let Some(e) = self.execs.get(&exec) {
+            e.output_credit(bytes);
+        }
+    }
+
+    fn kill(&mut self, exec: u64) {
+        if let Some(e) = self.execs.get(&exec) {
+            let _ = e.kill.send(());
+        }
+    }
+
+    fn exited(&mut self, exec: u64) {
+        self.execs.remove(&exec);
+    }
+
+    /// Kills running commands (the loop has closed the child links, which stops the children).
+    fn shutdown(&mut self) -> BoxFuture<'_, ()> {
+        for e in self.execs.values() {
+            let _ = e.kill.send(());
+        }
+        let busy = !self.execs.is_empty();
+        Box::pin(async move {
+            if busy {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
     }
 }
 

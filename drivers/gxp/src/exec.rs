@@ -11,7 +11,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
-use gridbed_gxp::proto::{ExecSpec, Status, Stream, OUTPUT_CHUNK};
+use gridbed_gxp::tree::proto::{ExecSpec, Status, Stream, OUTPUT_CHUNK};
 
 /// What a running command reports.
 pub enum ExecEvent {
@@ -234,7 +234,7 @@ fn kill_group(child: &mut tokio::process::Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gridbed_gxp::proto::Selection;
+    use gridbed_gxp::tree::proto::Selection;
     use std::time::Duration;
 
     /// An acknowledgement for bytes never sent (here the largest one the wire can carry) must not

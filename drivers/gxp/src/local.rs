@@ -7,8 +7,8 @@ use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use gridbed_gxp::pipe::{LocalProc, LocalRunner, LOCAL_QUEUE};
-use gridbed_gxp::proto::{Status, OUTPUT_CHUNK};
+use gridbed_gxp::front::pipe::{LocalProc, LocalRunner, LOCAL_QUEUE};
+use gridbed_gxp::tree::proto::{Status, OUTPUT_CHUNK};
 
 /// Runs pipeline ends with `sh -c`; their stderr goes to this process's stderr.
 pub struct ShellLocal;

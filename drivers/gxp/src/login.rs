@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use gridbed_gxp::proto::{Body, FrameReader, LoginMethod};
+use gridbed_gxp::tree::proto::{Body, FrameReader, LoginMethod};
 
 /// How long a login may take, binary transfer included.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);

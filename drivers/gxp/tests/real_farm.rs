@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gridbed_gxp::controller::ExecOptions;
-use gridbed_gxp::farm::{FarmJournal, FarmOptions};
+use gridbed_gxp::front::controller::ExecOptions;
+use gridbed_gxp::front::farm::{FarmJournal, FarmOptions};
 use gridbed_gxp_driver::{start_root, Program};
 use support::run_gxp;
 

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gridbed_gxp::controller::ExecOptions;
-use gridbed_gxp::proto::{LoginMethod, Status};
+use gridbed_gxp::front::controller::ExecOptions;
+use gridbed_gxp::tree::proto::{LoginMethod, Status};
 use gridbed_gxp_driver::{start_root_with, Keepalive, Program};
 use support::gxp;
 

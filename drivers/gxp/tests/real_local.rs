@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use gridbed_gxp::controller::ExecOptions;
-use gridbed_gxp::proto::Status;
+use gridbed_gxp::front::controller::ExecOptions;
+use gridbed_gxp::tree::proto::Status;
 use gridbed_gxp_driver::{start_root, Program};
 use support::gxp;
 

@@ -11,7 +11,7 @@ use gridbed_runtime::{ClusterRef, HostId};
 use gridbed_sim::{run, SimConfig};
 
 use super::nat_platform;
-use gridbed_gxp::farm::{FarmJournal, FarmOptions, FarmReport};
+use gridbed_gxp::front::farm::{FarmJournal, FarmOptions, FarmReport};
 use gridbed_gxp::sim::cost::LoginCost;
 use gridbed_gxp::sim::start;
 use gridbed_runtime::rng::SplitMix64;

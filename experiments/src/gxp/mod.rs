@@ -8,7 +8,7 @@ use std::sync::Arc;
 use gridbed_sim::Platform;
 
 use anyhow::Context;
-use gridbed_gxp::rules::RuleSet;
+use gridbed_gxp::lang::rules::RuleSet;
 use gridbed_gxp::sim::cost::LoginCost;
 use gridbed_gxp::sim::world::World;
 use gridbed_gxp::sim::{layout, layout_of, rules_for};

@@ -13,12 +13,12 @@ use gridbed_sim::Platform;
 use serde::{Deserialize, Serialize};
 
 use super::{nat_platform, platform_world};
-use gridbed_gxp::controller::ExecOptions;
-use gridbed_gxp::proto::Status;
-use gridbed_gxp::rules::RuleSet;
+use gridbed_gxp::front::controller::ExecOptions;
+use gridbed_gxp::lang::rules::RuleSet;
 use gridbed_gxp::sim::cost::LoginCost;
 use gridbed_gxp::sim::world::World;
 use gridbed_gxp::sim::{flat_exec, start};
+use gridbed_gxp::tree::proto::Status;
 
 /// pdsh's default fan-out is 32 (`pdsh -f`), as the issue asks.
 pub const FLAT_FANOUT: usize = 32;

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use gridbed_gxp::proto::{
+use gridbed_gxp::tree::proto::{
     decode, encode, encode_framed, try_encode, try_encode_framed, Body, Down, Event, ExecSpec,
     FrameReader, LoginMethod, Order, ProtoError, Selection, Status, Stream, Up, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,

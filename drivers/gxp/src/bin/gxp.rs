@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use gridbed_gxp::shell::Shell;
+use gridbed_gxp::lang::shell::Shell;
 use gridbed_gxp_driver::{self as real, Program, ShellLocal};
 use tokio::io::AsyncBufReadExt;
 
@@ -16,7 +16,7 @@ use tokio::io::AsyncBufReadExt;
 #[command(
     name = "gxp",
     about = "GXP: a parallel shell over a self-installing tree of hosts",
-    after_help = gridbed_gxp::help::examples()
+    after_help = gridbed_gxp::lang::help::examples()
 )]
 struct Cli {
     /// Run these command lines in order and exit (one-shot use from scripts).

@@ -12,7 +12,7 @@ use gridbed_runtime::HostRef;
 use sha2::{Digest, Sha256};
 
 use super::world::World;
-use crate::proto::Status;
+use crate::tree::proto::Status;
 
 /// Splits a command line into words, expanding `$VAR`/`${VAR}` outside single quotes.
 pub fn words(line: &str, env: &BTreeMap<String, String>) -> Result<Vec<String>, String> {

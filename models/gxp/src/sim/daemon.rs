@@ -1,6 +1,7 @@
-//! The simulated GXP daemon: the shared [`Node`] logic driven by runtime messages. One task runs
-//! the node (charging `msg_cycles` per message, the cost of a Python daemon); helper tasks pump each
-//! link, perform logins and run commands, and feed the node through one channel.
+//! The simulated GXP daemon: the shared daemon loop ([`crate::tree::daemon`]) with effects over runtime
+//! messages. One task runs the loop (charging `msg_cycles` per message, the cost of a Python
+//! daemon); helper tasks pump each link, perform logins and run commands, and feed it through one
+//! channel.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,29 +14,13 @@ use gridbed_runtime::{Addr, HostId, HostRef, Mailbox};
 use super::builtins::{self, Out};
 use super::sshd::{client_handshake, recv_from, send, LinkMsg, Purpose};
 use super::world::World;
-use crate::node::{Action, Node};
-use crate::proto::{self, Body, Down, ExecSpec, LoginMethod, Status, Stream, Up, OUTPUT_CHUNK};
+use crate::tree::daemon::{Daemon, Effects};
+use crate::tree::proto::{
+    self, Body, Down, ExecSpec, LoginMethod, Status, Stream, Up, OUTPUT_CHUNK,
+};
+use gridbed_runtime::BoxFuture;
 
-pub(crate) enum Input {
-    FromParent(Down),
-    FromChild(u32, Up),
-    LoginDone {
-        child: u32,
-        index: u32,
-        target: String,
-        outcome: Result<(String, ChildLink), String>,
-    },
-    ChildLost(u32),
-    Output {
-        exec: u64,
-        stream: Stream,
-        data: Vec<u8>,
-    },
-    Exited {
-        exec: u64,
-        status: Status,
-    },
-}
+type Input = crate::tree::daemon::Input<ChildLink>;
 
 /// Our end of a child link: the local port and the child's session address.
 pub(crate) struct ChildLink {
@@ -56,17 +41,26 @@ struct Exec {
     killed: Arc<AtomicBool>,
 }
 
-struct Daemon {
+/// The simulated driver's side of a daemon.
+struct SimEffects {
     host: HostRef,
     world: Arc<World>,
     /// Sha256 of the program this daemon runs: the root's, verified at every hop; logins pass it
     /// on and install exactly that.
     sha: String,
-    node: Node,
     parent: Parent,
-    links: BTreeMap<u32, ChildLink>,
     execs: BTreeMap<u64, Exec>,
     tx: UnboundedSender<Input>,
+}
+
+/// Runs the daemon loop until the daemon stops or its inputs end.
+async fn run(index: u32, mut fx: SimEffects, mut rx: UnboundedReceiver<Input>) {
+    let mut d = Daemon::new(index);
+    while let Some(input) = rx.next().await {
+        if !d.step(&mut fx, input).await {
+            return;
+        }
+    }
 }
 
 /// Runs the root daemon on the login host: orders from `orders`, events to `events`.
@@ -89,17 +83,15 @@ pub(crate) fn spawn_root(
             }
         }),
     );
-    let d = Daemon {
+    let fx = SimEffects {
         host: host.clone(),
         sha: world.binary().1.to_string(),
         world,
-        node: Node::new(0),
         parent: Parent::Controller(events),
-        links: BTreeMap::new(),
         execs: BTreeMap::new(),
         tx,
     };
-    host.spawn("gxp-root", Box::pin(d.run(rx)));
+    host.spawn("gxp-root", Box::pin(run(0, fx, rx)));
 }
 
 /// Runs a child daemon on its login session (`port`, bound as `mb`) whose peer is `parent`.
@@ -125,17 +117,15 @@ pub(crate) async fn run_child(
     let (tx, rx) = unbounded();
     let (h, t) = (host.clone(), tx.clone());
     host.spawn("gxp-uplink", Box::pin(pump_parent(h, port, mb, parent, t)));
-    let d = Daemon {
+    let fx = SimEffects {
         host,
         world,
         sha,
-        node: Node::new(index),
         parent: Parent::Session { port, addr: parent },
-        links: BTreeMap::new(),
         execs: BTreeMap::new(),
         tx,
     };
-    d.run(rx).await;
+    run(index, fx, rx).await;
 }
 
 /// Orders from the parent; answers keepalive pings at once (as sshd would keep the TCP link alive).
@@ -214,115 +204,83 @@ async fn pump_child(
     }
 }
 
-impl Daemon {
-    async fn run(mut self, mut rx: UnboundedReceiver<Input>) {
-        while let Some(input) = rx.next().await {
-            self.host.compute(self.world.cost.msg_cycles).await;
-            let acts = match input {
-                Input::FromParent(d) => self.node.from_parent(d),
-                Input::FromChild(c, up) => self.node.from_child(c, up),
-                Input::LoginDone {
-                    child,
-                    index,
-                    target,
-                    outcome,
-                } => {
-                    let outcome = outcome.map(|(name, link)| {
-                        self.links.insert(child, link);
-                        name
-                    });
-                    self.node.login_done(child, index, target, outcome)
-                }
-                Input::ChildLost(c) => {
-                    self.links.remove(&c);
-                    self.node.child_lost(c)
-                }
-                Input::Output { exec, stream, data } => self.node.local_output(exec, stream, data),
-                Input::Exited { exec, status } => {
-                    self.execs.remove(&exec);
-                    self.node.local_exited(exec, status)
-                }
-            };
-            for a in acts {
-                if !self.act(a).await {
-                    return;
-                }
-            }
-        }
+impl Effects for SimEffects {
+    type Link = ChildLink;
+
+    fn on_input(&mut self) -> BoxFuture<'_, ()> {
+        self.host.compute(self.world.cost.msg_cycles)
     }
 
-    async fn to_parent(&self, up: Up) {
-        match &self.parent {
-            Parent::Controller(tx) => {
-                let _ = tx.unbounded_send(up);
-            }
-            Parent::Session { port, addr } => {
-                let _ = send(
-                    &self.host,
-                    *port,
-                    *addr,
-                    &LinkMsg::Frame(proto::encode(&Body::Up(up))),
-                )
-                .await;
-            }
-        }
-    }
-
-    /// Carries out one action; false when the daemon must stop.
-    async fn act(&mut self, a: Action) -> bool {
-        match a {
-            Action::ToParent(up) => self.to_parent(up).await,
-            Action::ToChild(c, down) => {
-                if let Some(l) = self.links.get(&c) {
+    fn to_parent(&mut self, up: Up) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match &self.parent {
+                Parent::Controller(tx) => {
+                    let _ = tx.unbounded_send(up);
+                }
+                Parent::Session { port, addr } => {
                     let _ = send(
                         &self.host,
-                        l.port,
-                        l.addr,
-                        &LinkMsg::Frame(proto::encode(&Body::Down(down))),
+                        *port,
+                        *addr,
+                        &LinkMsg::Frame(proto::encode(&Body::Up(up))),
                     )
                     .await;
                 }
             }
-            Action::Login {
-                child,
-                index,
-                target,
-                method,
-            } => self.login(child, index, target, method),
-            Action::Run { spec, exec_idx } => self.start_exec(spec, exec_idx),
-            Action::Stdin { exec, data } => {
-                let bytes = data.len() as u64;
-                let handed = self
-                    .execs
-                    .get(&exec)
-                    .is_some_and(|e| e.stdin.unbounded_send(Some(data)).is_ok());
-                // The built-ins drain their whole stdin before working, so a chunk handed to the
-                // command counts as consumed (real mode acknowledges after the pipe write).
-                if handed {
-                    for a in self.node.stdin_consumed(exec, bytes) {
-                        if let Action::ToParent(up) = a {
-                            self.to_parent(up).await;
-                        }
-                    }
-                }
-            }
-            Action::StdinEof { exec } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    let _ = e.stdin.unbounded_send(None);
-                }
-            }
-            // The built-ins hand over their output whole when they end: nothing to hold back.
-            Action::OutputAck { .. } => {}
-            Action::Kill { exec } => {
-                if let Some(e) = self.execs.get(&exec) {
-                    e.killed.store(true, Ordering::SeqCst);
-                }
-            }
-            Action::Quit => return false,
-        }
-        true
+        })
     }
 
+    fn to_child(&mut self, l: &ChildLink, down: Down) -> BoxFuture<'_, ()> {
+        let (port, addr) = (l.port, l.addr);
+        Box::pin(async move {
+            let frame = LinkMsg::Frame(proto::encode(&Body::Down(down)));
+            let _ = send(&self.host, port, addr, &frame).await;
+        })
+    }
+
+    fn login(&mut self, child: u32, index: u32, target: String, method: LoginMethod) {
+        SimEffects::login(self, child, index, target, method)
+    }
+
+    fn run(&mut self, spec: ExecSpec, exec_idx: u32) {
+        self.start_exec(spec, exec_idx)
+    }
+
+    fn stdin(&mut self, exec: u64, data: Vec<u8>) -> Option<u64> {
+        let bytes = data.len() as u64;
+        // The built-ins drain their whole stdin before working, so a chunk handed to the command
+        // counts as consumed (real mode acknowledges after the pipe write).
+        self.execs
+            .get(&exec)
+            .is_some_and(|e| e.stdin.unbounded_send(Some(data)).is_ok())
+            .then_some(bytes)
+    }
+
+    fn stdin_eof(&mut self, exec: u64) {
+        if let Some(e) = self.execs.get(&exec) {
+            let _ = e.stdin.unbounded_send(None);
+        }
+    }
+
+    // The built-ins hand over their output whole when they end: nothing to hold back.
+    fn output_ack(&mut self, _exec: u64, _bytes: u64) {}
+
+    fn kill(&mut self, exec: u64) {
+        if let Some(e) = self.execs.get(&exec) {
+            e.killed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn exited(&mut self, exec: u64) {
+        self.execs.remove(&exec);
+    }
+
+    fn shutdown(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl SimEffects {
     fn login(&self, child: u32, index: u32, target: String, _method: LoginMethod) {
         let (host, world, tx) = (self.host.clone(), self.world.clone(), self.tx.clone());
         let sha = self.sha.clone();

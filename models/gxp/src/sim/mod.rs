@@ -16,10 +16,10 @@ use futures::future::Either;
 use futures::{SinkExt, StreamExt};
 use gridbed_runtime::{ClusterRef, HostId, HostRef};
 
-use crate::controller::Controller;
-use crate::pipe::{LocalProc, LocalRunner, LOCAL_QUEUE};
-use crate::proto::{Status, OUTPUT_CHUNK};
-use crate::rules::RuleSet;
+use crate::front::controller::Controller;
+use crate::front::pipe::{LocalProc, LocalRunner, LOCAL_QUEUE};
+use crate::lang::rules::RuleSet;
+use crate::tree::proto::{Status, OUTPUT_CHUNK};
 use sshd::{client_handshake, recv_from, LinkMsg, Purpose};
 use world::World;
 

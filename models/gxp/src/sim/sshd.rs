@@ -13,7 +13,7 @@ use gridbed_runtime::{Addr, HostId, HostRef, Mailbox};
 use serde::{Deserialize, Serialize};
 
 use super::world::World;
-use crate::explore::UNREACHABLE_PREFIX;
+use crate::tree::explore::UNREACHABLE_PREFIX;
 
 /// The sshd port.
 pub const SSHD_PORT: u16 = 22;
@@ -46,7 +46,7 @@ pub enum LinkMsg {
     Need,
     Binary(#[serde(with = "serde_bytes")] Vec<u8>),
     InstallFailed(String),
-    /// A GXP protocol body ([`crate::proto::encode`]) on an established daemon link.
+    /// A GXP protocol body ([`crate::tree::proto::encode`]) on an established daemon link.
     Frame(#[serde(with = "serde_bytes")] Vec<u8>),
     ExecResult {
         #[serde(with = "serde_bytes")]

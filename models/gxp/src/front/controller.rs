@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::StreamExt;
 
-use crate::exec_loop::ExecIo;
-use crate::explore::{Explorer, Fanout};
-use crate::hosts::{HostState, HostTable};
-use crate::proto::{Down, Event, Order, Status, Stream, Up, OUTPUT_CHUNK};
-use crate::rules::RuleSet;
-use crate::selection::SelectionState;
+use crate::front::exec_loop::ExecIo;
+use crate::front::selection::SelectionState;
+use crate::lang::hosts::{HostState, HostTable};
+use crate::lang::rules::RuleSet;
+use crate::tree::explore::{Explorer, Fanout};
+use crate::tree::proto::{Down, Event, Order, Status, Stream, Up, OUTPUT_CHUNK};
 
 /// Result of one `explore`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -304,7 +304,7 @@ impl Controller {
             consumer: None,
             // Hosts wait for the controller to take their output (it acknowledges each chunk
             // once shown and kept), so what is in flight towards it stays bounded.
-            output_window: Some(crate::exec_loop::OUTPUT_WINDOW),
+            output_window: Some(crate::front::exec_loop::OUTPUT_WINDOW),
             deadline,
         };
         self.run_exec(cmd, hosts, io).await
@@ -340,7 +340,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Action, Node};
+    use crate::tree::node::{Action, Node};
 
     /// A daemon can report only the logins it was asked to do: host a, asked for nothing, claims
     /// that the login of index 2 (asked of the root) succeeded, under a name of its choice.

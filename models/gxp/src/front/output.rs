@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::controller::ExecReport;
-use crate::proto::Stream;
+use crate::front::controller::ExecReport;
+use crate::tree::proto::Stream;
 
 /// Longest partial line kept per host and stream: a host printing without newlines gets its output
 /// shown in pieces of this size instead of growing the controller's buffer without bound.
@@ -174,8 +174,8 @@ fn range_text(a: u64, b: u64, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::HostResult;
-    use crate::proto::Status;
+    use crate::front::controller::HostResult;
+    use crate::tree::proto::Status;
 
     #[test]
     fn prefixes_whole_lines_only() {

@@ -129,7 +129,7 @@ impl HostTable {
     /// comes from another machine and ends up in prefixes and on the terminal).
     pub fn login_ok(&mut self, index: u32, name: String) {
         if let Some(e) = self.entries.get_mut(index as usize) {
-            e.name = crate::output::sanitize_name(&name, &e.target);
+            e.name = crate::front::output::sanitize_name(&name, &e.target);
             e.state = HostState::Alive;
             self.by_path.insert(e.path.clone(), index);
         }

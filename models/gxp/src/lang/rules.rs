@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::proto::LoginMethod;
+use crate::tree::proto::LoginMethod;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {

@@ -17,11 +17,11 @@
 
 use std::io::Write;
 
-use crate::controller::{Controller, ExecOptions};
-use crate::farm::{parse_tasks, FarmJournal, FarmOptions};
-use crate::output::{grouped, LinePrefixer};
-use crate::pipe::{self, LocalRunner};
-use crate::proto::LoginMethod;
+use crate::front::controller::{Controller, ExecOptions};
+use crate::front::farm::{parse_tasks, FarmJournal, FarmOptions};
+use crate::front::output::{grouped, LinePrefixer};
+use crate::front::pipe::{self, LocalRunner};
+use crate::tree::proto::LoginMethod;
 
 pub struct Shell {
     pub ctl: Controller,
@@ -78,7 +78,12 @@ impl Shell {
             };
             let mut pre = LinePrefixer::default();
             for h in &r.remote.results {
-                for l in pre.push(h.index, &h.name, crate::proto::Stream::Stderr, &h.stderr) {
+                for l in pre.push(
+                    h.index,
+                    &h.name,
+                    crate::tree::proto::Stream::Stderr,
+                    &h.stderr,
+                ) {
                     writeln!(out, "{l}")?;
                 }
             }
@@ -97,8 +102,8 @@ impl Shell {
                 return Ok(Reply { quit: true });
             }
             "help" | "?" => match rest {
-                "" => write!(out, "{}", crate::help::overview())?,
-                name => match crate::help::command(name) {
+                "" => write!(out, "{}", crate::lang::help::overview())?,
+                name => match crate::lang::help::command(name) {
                     Some(text) => write!(out, "{text}")?,
                     None => anyhow::bail!("help: no command {name:?} (type `help` for the list)"),
                 },
@@ -127,7 +132,7 @@ impl Shell {
                 };
             }
             "explore" => {
-                let targets = crate::hostrange::expand_all(rest)?;
+                let targets = crate::lang::hostrange::expand_all(rest)?;
                 if targets.is_empty() {
                     anyhow::bail!("usage: explore HOST... (ranges like node[000-127] allowed)");
                 }
@@ -147,7 +152,7 @@ impl Shell {
                 let rep = {
                     // Live: each complete line is written as it arrives, prefixed by its host.
                     let o: &mut (dyn Write + Send) = &mut *out;
-                    let mut sink = |i: u32, h: &str, s: crate::proto::Stream, d: &[u8]| {
+                    let mut sink = |i: u32, h: &str, s: crate::tree::proto::Stream, d: &[u8]| {
                         if live {
                             for l in pre.push(i, h, s, d) {
                                 let _ = writeln!(o, "{l}");
@@ -191,7 +196,7 @@ impl Shell {
                     Some(j) => Some(std::fs::OpenOptions::new().create(true).append(true).open(j).map_err(|e| anyhow::anyhow!("cannot open journal {j}: {e}"))?),
                     None => None,
                 };
-                let mut append = |r: &crate::farm::TaskRecord| -> Result<(), String> {
+                let mut append = |r: &crate::front::farm::TaskRecord| -> Result<(), String> {
                     let Some(f) = jfile.as_mut() else { return Ok(()) };
                     // One write per record: an interruption leaves at most a cut last line, which
                     // the resume skips. Synced, so a record the run reported survives a crash.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 
-use crate::controller::ExecReport;
-use crate::hosts::{HostState, HostTable};
+use crate::front::controller::ExecReport;
+use crate::lang::hosts::{HostState, HostTable};
 
 #[derive(Clone, Debug, Default)]
 pub struct SelectionState {
@@ -139,8 +139,8 @@ impl SelectionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::HostResult;
-    use crate::proto::Status;
+    use crate::front::controller::HostResult;
+    use crate::tree::proto::Status;
 
     fn table() -> HostTable {
         let mut t = HostTable::with_root("root", "root");

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{ControlError, Controller, KEEP_PER_HOST};
-use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream};
+use crate::front::controller::{ControlError, Controller, KEEP_PER_HOST};
+use crate::tree::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream};
 
 /// One finished task, as kept in the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +155,7 @@ impl Controller {
                 let Some(path) = self
                     .table
                     .get(host)
-                    .filter(|e| e.state == crate::hosts::HostState::Alive)
+                    .filter(|e| e.state == crate::lang::hosts::HostState::Alive)
                     .map(|e| e.path.clone())
                 else {
                     continue;
@@ -174,7 +174,7 @@ impl Controller {
                     stdin_open: false,
                     // Taken at once (kept up to KEEP_PER_HOST): the window only bounds what is
                     // in flight towards the controller.
-                    output_window: Some(crate::exec_loop::OUTPUT_WINDOW),
+                    output_window: Some(crate::front::exec_loop::OUTPUT_WINDOW),
                 };
                 self.send(Down::To {
                     path,
@@ -345,7 +345,7 @@ mod tests {
         );
     }
 
-    use crate::proto::{Up, OUTPUT_CHUNK};
+    use crate::tree::proto::{Up, OUTPUT_CHUNK};
     use futures::StreamExt;
 
     /// A controller with `n` alive hosts below the root (which runs tasks too), and a fake tree that answers every

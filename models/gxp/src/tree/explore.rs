@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::hosts::{HostState, HostTable};
-use crate::rules::RuleSet;
+use crate::lang::hosts::{HostState, HostTable};
+use crate::lang::rules::RuleSet;
 
 /// Children per parent. Source: GXP's explore defaults ("10 soft / 40 hard", as the GXP task
 /// statement quotes them).
@@ -64,7 +64,7 @@ impl Explorer {
             .iter()
             .filter(|n| uniq.insert(n.as_str()))
             .map(|n| {
-                let bad = crate::rules::check_target(n).err();
+                let bad = crate::lang::rules::check_target(n).err();
                 Target {
                     name: n.clone(),
                     rules: rules.rules_to(n),

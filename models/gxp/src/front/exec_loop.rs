@@ -10,10 +10,12 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{Sink, StreamExt};
 
-use crate::controller::{
+use crate::front::controller::{
     ControlError, Controller, ExecReport, HostResult, OutputSink, KEEP_PER_HOST, KEEP_TOTAL,
 };
-use crate::proto::{Down, Event, ExecSpec, Order, Selection, Status, Stream, Up, OUTPUT_CHUNK};
+use crate::tree::proto::{
+    Down, Event, ExecSpec, Order, Selection, Status, Stream, Up, OUTPUT_CHUNK,
+};
 
 /// Stdin bytes a command may have in flight: the controller sends the next chunk only while every
 /// host still running has acknowledged all but this many bytes. 1 MiB (16 chunks) covers the
@@ -48,7 +50,7 @@ pub(crate) struct ExecIo<'a, 'b> {
     pub consumer: Option<Consumer<'a>>,
     /// Hold the hosts' output back to this many unacknowledged bytes each ([`OUTPUT_WINDOW`]).
     pub output_window: Option<u64>,
-    /// See [`crate::controller::ExecOptions::deadline`].
+    /// See [`crate::front::controller::ExecOptions::deadline`].
     pub deadline: Option<futures::future::BoxFuture<'b, ()>>,
 }
 
@@ -364,8 +366,8 @@ pub(crate) fn keep(buf: &mut Vec<u8>, data: &[u8], total: &mut usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::ExecOptions;
-    use crate::node::{Action, Node};
+    use crate::front::controller::ExecOptions;
+    use crate::tree::node::{Action, Node};
 
     /// A daemon can only speak for its own subtree: the root daemon's node stamps the link a frame
     /// came in on, so a leaf claiming another host's route names no host, and is dropped.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::proto::{Down, Event, ExecSpec, LoginMethod, Order, Status, Stream, Up};
+use crate::tree::proto::{Down, Event, ExecSpec, LoginMethod, Order, Status, Stream, Up};
 
 /// What the I/O layer must do after feeding the node an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +129,7 @@ impl Node {
                 }
                 // Checked here too, not only by the controller: this is where the login command
                 // is built, whoever sent the order.
-                if let Err(e) = crate::rules::check_target(&target) {
+                if let Err(e) = crate::lang::rules::check_target(&target) {
                     return vec![Action::ToParent(Up {
                         route: vec![],
                         event: Event::LoginDone {
@@ -248,7 +248,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Selection;
+    use crate::tree::proto::Selection;
 
     fn spec(exec: u64, sel: Selection) -> ExecSpec {
         ExecSpec {

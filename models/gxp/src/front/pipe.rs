@@ -5,9 +5,9 @@
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
-use crate::controller::{ControlError, Controller, ExecReport};
-use crate::exec_loop::{Consumer, ExecIo, OUTPUT_WINDOW};
-use crate::proto::{Status, Stream};
+use crate::front::controller::{ControlError, Controller, ExecReport};
+use crate::front::exec_loop::{Consumer, ExecIo, OUTPUT_WINDOW};
+use crate::tree::proto::{Status, Stream};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pipeline {
@@ -115,7 +115,7 @@ pub fn parse(line: &str) -> Result<Pipeline, PipeError> {
 }
 
 /// How many chunks may queue between a local command and the controller (each at most
-/// [`crate::proto::OUTPUT_CHUNK`]): the bound on what a pipe's local ends buffer.
+/// [`crate::tree::proto::OUTPUT_CHUNK`]): the bound on what a pipe's local ends buffer.
 pub const LOCAL_QUEUE: usize = 16;
 
 /// Receives a pipe's output as it comes.
@@ -167,7 +167,7 @@ impl PipeReport {
 
 impl Controller {
     /// Runs a network pipe on the selected hosts. cmd1, the hosts and cmd3 all run at once: cmd1's
-    /// stdout is broadcast under the stdin window ([`crate::exec_loop::STDIN_WINDOW`]), the hosts'
+    /// stdout is broadcast under the stdin window ([`crate::front::exec_loop::STDIN_WINDOW`]), the hosts'
     /// stdout is fed to cmd3 as it arrives, and cmd3's output goes to `sink` as it comes (collected
     /// in [`PipeReport::output`] when `sink` is None).
     pub async fn pipe(
