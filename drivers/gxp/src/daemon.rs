@@ -11,7 +11,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::exec::{self, ExecEvent, ExecHandle};
 use crate::login::{self, ChildProcess, Program};
 use gridbed_gxp::tree::daemon::{Daemon, Effects};
-use gridbed_gxp::tree::proto::{encode_framed, Body, Down, ExecSpec, FrameReader, LoginMethod, Up};
+use gridbed_gxp::tree::proto::{
+    try_encode_framed, Body, Down, ExecSpec, FrameReader, LoginMethod, Up,
+};
 use gridbed_runtime::BoxFuture;
 
 pub(crate) type Input = gridbed_gxp::tree::daemon::Input<UnboundedSender<Body>>;
@@ -127,8 +129,10 @@ pub async fn daemon_main(index: u32, sha: &str) -> anyhow::Result<()> {
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(b) = out_rx.recv().await {
-            if stdout.write_all(&encode_framed(&b)).await.is_err() || stdout.flush().await.is_err()
-            {
+            let Some(frame) = frame_or_log(&b) else {
+                continue;
+            };
+            if stdout.write_all(&frame).await.is_err() || stdout.flush().await.is_err() {
                 break;
             }
         }
@@ -284,6 +288,18 @@ impl Effects for RealEffects {
     }
 }
 
+/// A body as a stream frame; a body over the frame limit is not sent (the peer would refuse it
+/// and drop the link) but reported on stderr.
+fn frame_or_log(b: &Body) -> Option<Vec<u8>> {
+    match try_encode_framed(b) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("gxp daemon: frame not sent: {e}");
+            None
+        }
+    }
+}
+
 /// Starts the pumps of a new child link; returns (its name, the sender of frames to it).
 fn attach(
     child: u32,
@@ -308,7 +324,10 @@ fn attach(
     let pinger = wtx.downgrade();
     tokio::spawn(async move {
         while let Some(b) = wrx.recv().await {
-            if stdin.write_all(&encode_framed(&b)).await.is_err() || stdin.flush().await.is_err() {
+            let Some(frame) = frame_or_log(&b) else {
+                continue;
+            };
+            if stdin.write_all(&frame).await.is_err() || stdin.flush().await.is_err() {
                 break;
             }
         }

@@ -23,6 +23,26 @@ use crate::front::output::{grouped, LinePrefixer};
 use crate::front::pipe::{self, LocalRunner};
 use crate::tree::proto::LoginMethod;
 
+/// Largest task file or farm journal read (millions of tasks fit; a wrong file does not exhaust
+/// memory).
+pub const MAX_FARM_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a text file of at most `max` bytes; anything else is a one-line error naming it.
+fn read_bounded(path: &str, max: u64, what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read {what} {path}: {e}"))?;
+    let mut text = String::new();
+    // Reads one byte past the limit to tell "exactly max" from "more".
+    f.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("cannot read {what} {path}: {e}"))?;
+    if text.len() as u64 > max {
+        anyhow::bail!("{what} {path}: larger than {max} bytes");
+    }
+    Ok(text)
+}
+
 pub struct Shell {
     pub ctl: Controller,
     pub local: Box<dyn LocalRunner>,
@@ -177,11 +197,11 @@ impl Shell {
                 let (Some(file), journal_path) = (w.first(), w.get(1)) else {
                     anyhow::bail!("usage: farm TASKFILE [JOURNAL]");
                 };
-                let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read task file {file}: {e}"))?;
+                let text = read_bounded(file, MAX_FARM_FILE_BYTES, "task file")?;
                 let tasks = parse_tasks(&text);
                 let mut journal = match journal_path {
                     Some(j) if std::path::Path::new(j).exists() => {
-                        let text = std::fs::read_to_string(j).map_err(|e| anyhow::anyhow!("cannot read journal {j}: {e}"))?;
+                        let text = read_bounded(j, MAX_FARM_FILE_BYTES, "journal")?;
                         let journal = FarmJournal::from_lines(&text)?;
                         // Drop a record cut by an interruption so the appends start on a new line.
                         if !text.is_empty() && !text.ends_with('\n') {
@@ -237,5 +257,28 @@ impl Shell {
             other => anyhow::bail!("unknown command {other:?} (type `help` for the list: use, method, explore, cd, timeout, e, eg, farm, sel, stat, quit, or a {{{{ }}}} pipe)"),
         }
         Ok(Reply { quit: false })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_bounded;
+
+    #[test]
+    fn farm_files_are_read_only_up_to_the_limit() {
+        let p = std::env::temp_dir().join(format!("gxp-read-bounded-{}", std::process::id()));
+        std::fs::write(&p, "0123456789").unwrap();
+        let path = p.to_str().unwrap();
+        assert_eq!(read_bounded(path, 10, "task file").unwrap(), "0123456789");
+        let e = read_bounded(path, 9, "task file").unwrap_err().to_string();
+        assert!(
+            e.contains("larger than 9 bytes") && e.contains("task file"),
+            "{e}"
+        );
+        let e = read_bounded("/nonexistent/x", 9, "journal")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read journal"), "{e}");
+        std::fs::remove_file(&p).unwrap();
     }
 }

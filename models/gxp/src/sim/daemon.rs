@@ -108,10 +108,7 @@ pub(crate) async fn run_child(
         name: world.name(host.id()),
         version: crate::VERSION.to_string(),
     };
-    if send(&host, port, parent, &LinkMsg::Frame(proto::encode(&hello)))
-        .await
-        .is_err()
-    {
+    if send_body(&host, port, parent, &hello).await.is_err() {
         return;
     }
     let (tx, rx) = unbounded();
@@ -126,6 +123,13 @@ pub(crate) async fn run_child(
         tx,
     };
     run(index, fx, rx).await;
+}
+
+/// Sends one protocol body as a link frame. A body over the frame limit is not sent (the peer
+/// would refuse the frame): an error instead.
+async fn send_body(host: &HostRef, port: u16, to: Addr, body: &Body) -> Result<(), String> {
+    let bytes = proto::try_encode(body).map_err(|e| e.to_string())?;
+    send(host, port, to, &LinkMsg::Frame(bytes)).await
 }
 
 /// Orders from the parent; answers keepalive pings at once (as sshd would keep the TCP link alive).
@@ -151,13 +155,7 @@ async fn pump_parent(
                 }
             }
             Ok(Body::Ping) => {
-                let _ = send(
-                    &host,
-                    port,
-                    parent,
-                    &LinkMsg::Frame(proto::encode(&Body::Pong)),
-                )
-                .await;
+                let _ = send_body(&host, port, parent, &Body::Pong).await;
             }
             _ => {}
         }
@@ -192,13 +190,7 @@ async fn pump_child(
                     let _ = tx.unbounded_send(Input::ChildLost(child));
                     return;
                 }
-                let _ = send(
-                    &host,
-                    port,
-                    addr,
-                    &LinkMsg::Frame(proto::encode(&Body::Ping)),
-                )
-                .await;
+                let _ = send_body(&host, port, addr, &Body::Ping).await;
             }
         }
     }
@@ -218,13 +210,7 @@ impl Effects for SimEffects {
                     let _ = tx.unbounded_send(up);
                 }
                 Parent::Session { port, addr } => {
-                    let _ = send(
-                        &self.host,
-                        *port,
-                        *addr,
-                        &LinkMsg::Frame(proto::encode(&Body::Up(up))),
-                    )
-                    .await;
+                    let _ = send_body(&self.host, *port, *addr, &Body::Up(up)).await;
                 }
             }
         })
@@ -233,8 +219,7 @@ impl Effects for SimEffects {
     fn to_child(&mut self, l: &ChildLink, down: Down) -> BoxFuture<'_, ()> {
         let (port, addr) = (l.port, l.addr);
         Box::pin(async move {
-            let frame = LinkMsg::Frame(proto::encode(&Body::Down(down)));
-            let _ = send(&self.host, port, addr, &frame).await;
+            let _ = send_body(&self.host, port, addr, &Body::Down(down)).await;
         })
     }
 
