@@ -7,6 +7,17 @@ fn experiment() -> Command {
     Command::new(env!("CARGO_BIN_EXE_experiment"))
 }
 
+/// `experiment replay FILE` succeeds and prints `identical`.
+fn assert_replays_identically(file: &std::path::Path) {
+    let replay = experiment().arg("replay").arg(file).output().unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("identical"));
+}
+
 fn refused(args: &[&str], expect: &str) {
     let out = experiment().args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -149,17 +160,7 @@ fn the_values_used_are_recorded_and_replayed() {
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["params"], result["params"]);
-    let replay = experiment()
-        .arg("replay")
-        .arg(dir.join("run.json"))
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("identical"));
+    assert_replays_identically(&dir.join("run.json"));
     // The same run file with the default socket buffer diverges: the replay does use the values.
     let mut edited = run.clone();
     edited["params"][0]["value"] = 16384.into();
@@ -210,15 +211,5 @@ fn a_platform_file_is_recorded_by_content() {
     };
     assert_eq!(p("platform"), text.trim());
     assert_eq!(p("platform_file"), file.display().to_string());
-    let replay = experiment()
-        .arg("replay")
-        .arg(dir.join("run.json"))
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("identical"));
+    assert_replays_identically(&dir.join("run.json"));
 }

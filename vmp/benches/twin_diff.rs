@@ -18,6 +18,19 @@ use iced_x86::code_asm::*;
 const PAGES: u32 = 256;
 const DATA: u32 = 0x0040_0000;
 
+/// A machine whose kernel text is the code `a` assembled.
+fn machine(mut a: CodeAssembler) -> Machine {
+    let text = a.assemble(KERNEL_TEXT as u64).unwrap();
+    let end = KERNEL_TEXT + text.len() as u32;
+    let img = GuestImage {
+        segments: vec![(KERNEL_TEXT, text)],
+        kernel_text: (KERNEL_TEXT, end),
+        user_text: vec![],
+        entry: KERNEL_TEXT,
+    };
+    Machine::new(Config::Vmp, Preset::THIS_MACHINE.cpu, &img).unwrap()
+}
+
 /// A guest that stores one word into each of `PAGES` pages, forever.
 fn writer() -> Machine {
     let mut a = CodeAssembler::new(32).unwrap();
@@ -31,15 +44,7 @@ fn writer() -> Machine {
     a.dec(ecx).unwrap();
     a.jnz(inner).unwrap();
     a.jmp(top).unwrap();
-    let text = a.assemble(KERNEL_TEXT as u64).unwrap();
-    let end = KERNEL_TEXT + text.len() as u32;
-    let img = GuestImage {
-        segments: vec![(KERNEL_TEXT, text)],
-        kernel_text: (KERNEL_TEXT, end),
-        user_text: vec![],
-        entry: KERNEL_TEXT,
-    };
-    Machine::new(Config::Vmp, Preset::THIS_MACHINE.cpu, &img).unwrap()
+    machine(a)
 }
 
 fn bench(c: &mut Criterion) {
@@ -152,15 +157,7 @@ fn store_loop() -> Machine {
     a.dec(ecx).unwrap();
     a.jnz(inner).unwrap();
     a.jmp(top).unwrap();
-    let text = a.assemble(KERNEL_TEXT as u64).unwrap();
-    let end = KERNEL_TEXT + text.len() as u32;
-    let img = GuestImage {
-        segments: vec![(KERNEL_TEXT, text)],
-        kernel_text: (KERNEL_TEXT, end),
-        user_text: vec![],
-        entry: KERNEL_TEXT,
-    };
-    Machine::new(Config::Vmp, Preset::THIS_MACHINE.cpu, &img).unwrap()
+    machine(a)
 }
 
 criterion_group!(benches, bench);

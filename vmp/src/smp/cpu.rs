@@ -353,11 +353,10 @@ impl Cpu {
                     continue;
                 }
                 let masked = self.inflight.as_ref().and_then(|(_, m)| m.get(&d.page));
-                let local = self.m.written(d.page).cloned();
                 diff::apply(
                     &mut cur,
                     twins.map.get_mut(&d.page).map(|t| &mut t[..]),
-                    local.as_ref(),
+                    self.m.written(d.page),
                     d,
                     masked,
                 );

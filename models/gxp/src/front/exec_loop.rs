@@ -369,6 +369,21 @@ mod tests {
     use crate::front::controller::ExecOptions;
     use crate::tree::node::{Action, Node};
 
+    /// Lets the other tasks of the local executor run once.
+    async fn yield_once() {
+        let mut yielded = false;
+        futures::future::poll_fn(|cx| {
+            if yielded {
+                Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// A daemon can only speak for its own subtree: the root daemon's node stamps the link a frame
     /// came in on, so a leaf claiming another host's route names no host, and is dropped.
     #[test]
@@ -487,17 +502,7 @@ mod tests {
                 // host ends.
                 let mut sent = 0u64;
                 for _ in 0..200 {
-                    let mut yielded = false;
-                    futures::future::poll_fn(|cx| {
-                        if yielded {
-                            Poll::Ready(())
-                        } else {
-                            yielded = true;
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                    })
-                    .await;
+                    yield_once().await;
                     while let Ok(d) = orx.try_recv() {
                         if let Down::All {
                             order: Order::Stdin { data, .. },
@@ -649,17 +654,7 @@ mod tests {
                 // not hang.
                 let mut kill = false;
                 for _ in 0..200 {
-                    let mut yielded = false;
-                    futures::future::poll_fn(|cx| {
-                        if yielded {
-                            Poll::Ready(())
-                        } else {
-                            yielded = true;
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                    })
-                    .await;
+                    yield_once().await;
                     while let Ok(d) = orx.try_recv() {
                         kill |= matches!(d, Down::All { order: Order::Kill { exec } } if exec == spec.exec);
                     }
