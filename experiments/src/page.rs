@@ -306,13 +306,35 @@ fn contents(results: &[&ResultFile], h: &mut String) {
 
 /// The verdict of one metric in its section: against the paper value, else the catalogue's target.
 pub fn metric_verdict(r: &ResultFile, metric: &str, v: f64) -> Verdict {
-    if let Some(&paper) = r.paper.get(metric) {
-        return match r.tolerance.get(metric) {
-            Some(&tol) => catalogue::tolerance_verdict(v, paper, tol, r.explained.get(metric)),
+    verdict_of(
+        &r.experiment,
+        r.mode,
+        metric,
+        v,
+        r.paper.get(metric).copied(),
+        r.tolerance.get(metric).copied(),
+        r.explained.get(metric),
+    )
+}
+
+/// The verdict of one metric's value: against its paper value and tolerance when the run gives
+/// them, else against the catalogue's target for the experiment, mode and metric.
+pub fn verdict_of(
+    experiment: &str,
+    mode: Mode,
+    metric: &str,
+    v: f64,
+    paper: Option<f64>,
+    tolerance: Option<f64>,
+    explained: Option<&String>,
+) -> Verdict {
+    if let Some(paper) = paper {
+        return match tolerance {
+            Some(tol) => catalogue::tolerance_verdict(v, paper, tol, explained),
             None => Verdict::NoVerdict,
         };
     }
-    match catalogue::target(&r.experiment, r.mode, metric) {
+    match catalogue::target(experiment, mode, metric) {
         Some(Check::AtMost(t)) if v <= t => Verdict::TargetMet,
         Some(Check::AtLeast(t)) if v >= t => Verdict::TargetMet,
         Some(_) => Verdict::TargetNotMet,
