@@ -78,8 +78,13 @@ enum Cmd {
         #[arg(long)]
         seeds: String,
         /// Seeds run at once (default: the machine's cores).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "local_hosts")]
         jobs: Option<usize>,
+        /// Spread the seeds over this many local GXP hosts with GXP's task farm (one seed per
+        /// host at a time; a seed whose host dies runs again elsewhere). Needs the `gxp`
+        /// program beside `experiment` (or `GRIDBED_GXP`).
+        #[arg(long)]
+        local_hosts: Option<usize>,
         /// Output directory: journal, sweep.json, README.md, histograms (default: sweeps/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -220,6 +225,7 @@ fn sweep_options(
     name: &str,
     seeds: &str,
     jobs: Option<usize>,
+    local_hosts: Option<usize>,
     out: Option<PathBuf>,
     set: &[String],
     platform: Option<&Path>,
@@ -232,11 +238,24 @@ fn sweep_options(
         timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 7.0 * 86400.0,
         "--timeout-s must be above 0 and at most a week, got {timeout_s}"
     );
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(
-        (1..=1024).contains(&jobs),
-        "--jobs must be 1 to 1024, got {jobs}"
-    );
+    let spread = match local_hosts {
+        Some(n) => {
+            anyhow::ensure!(
+                (1..=64).contains(&n),
+                "--local-hosts must be 1 to 64, got {n}"
+            );
+            sweep::Spread::LocalGxp(n)
+        }
+        None => {
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            anyhow::ensure!(
+                (1..=1024).contains(&jobs),
+                "--jobs must be 1 to 1024, got {jobs}"
+            );
+            sweep::Spread::Processes(jobs)
+        }
+    };
     let sets = settings(set, platform)?;
     let mut plan = runner::plan(name, ModeChoice::Sim, &sets)?;
     let step = plan.pop().context("no experiment selected")?;
@@ -249,7 +268,7 @@ fn sweep_options(
         out: out.unwrap_or_else(|| PathBuf::from("sweeps").join(step.exp.name)),
         exp: step.exp,
         seeds,
-        jobs,
+        spread,
         sets,
         values: step.values,
         quick,
@@ -344,6 +363,7 @@ fn main() -> ExitCode {
             name,
             seeds,
             jobs,
+            local_hosts,
             out,
             set,
             platform,
@@ -355,6 +375,7 @@ fn main() -> ExitCode {
                 &name,
                 &seeds,
                 jobs,
+                local_hosts,
                 out,
                 &set,
                 platform.as_deref(),

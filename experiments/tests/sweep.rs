@@ -184,3 +184,130 @@ fn bad_sweep_input_is_one_line_and_exit_2() {
     }
     assert!(!Path::new(o).exists(), "nothing written for bad input");
 }
+
+/// Processes whose command line contains `needle`: (pid, parent pid, command line).
+fn processes_with(needle: &str) -> Vec<(u32, u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let ppid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1.to_string();
+                after.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0);
+        if cmd.contains(needle) {
+            found.push((pid, ppid, cmd));
+        }
+    }
+    found
+}
+
+/// Parent, grandparent, ... of `pid`.
+fn ancestors(mut pid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    while pid > 1 && v.len() < 64 {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        v.push(ppid);
+        pid = ppid;
+    }
+    v
+}
+
+/// The `gxp` program the sweep's local hosts run: built beside `experiment` by the workspace's
+/// test build.
+fn gxp_built() -> bool {
+    Path::new(env!("CARGO_BIN_EXE_experiment"))
+        .with_file_name("gxp")
+        .is_file()
+}
+
+#[test]
+fn sweep_over_gxp_hosts_survives_a_host_killed_mid_seed_and_leaves_nothing_running() {
+    if !gxp_built() {
+        println!("SKIP: no gxp program beside experiment (cargo test --workspace builds it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let o = out.to_str().unwrap().to_string();
+    // Full-size runs (400 machines): long enough to kill a host while one of its seeds runs.
+    let child = Command::new(env!("CARGO_BIN_EXE_experiment"))
+        .args([
+            "sweep",
+            EXP,
+            "--seeds",
+            "1..4",
+            "--local-hosts",
+            "2",
+            "--set",
+            "machines=400",
+            "--out",
+            &o,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host2 = format!("{o}/gxp-hosts/sweep-host-2/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut killed = false;
+    while !killed && std::time::Instant::now() < deadline {
+        let daemons: Vec<u32> = processes_with(&host2).iter().map(|p| p.0).collect();
+        let busy = processes_with("__sweep-one")
+            .iter()
+            .find_map(|(pid, _, _)| ancestors(*pid).into_iter().find(|a| daemons.contains(a)));
+        if let Some(d) = busy {
+            let _ = Command::new("kill").args(["-9", &d.to_string()]).status();
+            killed = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let r = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(killed, "never saw host 2 running a seed: {stderr}");
+    assert!(
+        r.status.success(),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert!(stderr.contains("ran again after a host loss"), "{stderr}");
+    let s = summary(&out);
+    assert_eq!(s.seeds, 4);
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    // The seeds give what they give anywhere.
+    let exp = registry::find(EXP).unwrap();
+    let values = exp
+        .params
+        .as_ref()
+        .unwrap()
+        .apply(
+            gridbed_experiments::outcome::Mode::Sim,
+            &["machines=400".to_string()],
+        )
+        .unwrap();
+    assert_eq!(
+        s.digests[0].digest,
+        run_one(&exp, 1, Some(&values), false).digest
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = processes_with(&o);
+    assert!(left.is_empty(), "left running: {left:?}");
+}

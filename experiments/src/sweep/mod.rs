@@ -1,8 +1,10 @@
-//! `experiment sweep NAME --seeds A..B [--jobs N]`: one simulated experiment over many seeds,
-//! each seed in its own process (`experiment __sweep-one`), `--jobs` at a time; a journal makes
+//! `experiment sweep NAME --seeds A..B [--jobs N | --local-hosts N]`: one simulated experiment
+//! over many seeds, each seed in its own process (`experiment __sweep-one`), `--jobs` at a time
+//! or as tasks of GXP's task farm over GXP hosts (`farm`); a journal makes
 //! an interrupted sweep resume where it stopped; the merged summary gives metric distributions,
 //! every seed's trace digest and, for each failing seed, the command that reproduces it.
 
+pub mod farm;
 pub mod journal;
 pub mod record;
 pub mod seeds;
@@ -27,10 +29,29 @@ use summary::Summary;
 /// Most bytes kept of a seed process's stdout or stderr.
 const MAX_OUTPUT: u64 = 16 << 20;
 
+/// Where the seeds run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spread {
+    /// Child processes of this one, this many at a time.
+    Processes(usize),
+    /// GXP's task farm over this many local GXP hosts (the local launcher), one seed per host
+    /// at a time.
+    LocalGxp(usize),
+}
+
+impl Spread {
+    fn describe(&self) -> String {
+        match self {
+            Spread::Processes(n) => format!("{n} jobs"),
+            Spread::LocalGxp(n) => format!("GXP task farm over {n} local hosts"),
+        }
+    }
+}
+
 pub struct SweepOptions {
     pub exp: Experiment,
     pub seeds: RangeInclusive<u64>,
-    pub jobs: usize,
+    pub spread: Spread,
     pub out: PathBuf,
     /// `key=value` settings, for the reproduce commands.
     pub sets: Vec<String>,
@@ -47,7 +68,10 @@ pub struct SweepOptions {
 
 /// Runs the sweep; returns the summary (its `failed` says whether every seed passed).
 pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
-    anyhow::ensure!(o.jobs >= 1, "--jobs must be at least 1");
+    anyhow::ensure!(
+        !matches!(o.spread, Spread::Processes(0) | Spread::LocalGxp(0)),
+        "--jobs and --local-hosts must be at least 1"
+    );
     anyhow::ensure!(
         o.exp.modes.contains(&crate::outcome::Mode::Sim),
         "experiment '{}' has no sim mode: a sweep runs simulated seeds",
@@ -60,7 +84,7 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&o.out)
         .with_context(|| format!("output directory {} cannot be created", o.out.display()))?;
     let header = Header::new(o.exp.name, o.quick, o.values.clone());
-    let (mut journal, done) = Journal::open(&o.out.join("journal.jsonl"), &header)?;
+    let (journal, done) = Journal::open(&o.out.join("journal.jsonl"), &header)?;
     let todo: VecDeque<u64> = o.seeds.clone().filter(|s| !done.contains_key(s)).collect();
     let total = todo.len();
     if !done.is_empty() {
@@ -71,11 +95,81 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
         );
     }
     let t0 = Instant::now();
+    let mut sink = Sink {
+        journal,
+        records: done
+            .into_iter()
+            .filter(|(s, _)| o.seeds.contains(s))
+            .collect(),
+        failures: 0,
+        bar: progress(total),
+    };
+    match o.spread {
+        Spread::Processes(jobs) => in_processes(o, jobs, todo, &mut sink)?,
+        Spread::LocalGxp(hosts) => on_local_gxp(o, hosts, todo, &mut sink)?,
+    }
+    sink.bar.finish_and_clear();
+    let records = sink.records;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let s = summary::merge(
+        o.exp.name,
+        o.quick,
+        o.values.clone(),
+        &o.sets,
+        o.fail_on_target,
+        &records,
+    );
+    let text = summary::text(
+        &s,
+        if total > 0 { wall_s } else { 0.0 },
+        &o.spread.describe(),
+        &o.out,
+    );
+    summary::write(&s, &records, &text, &o.out)?;
+    print!("{text}");
+    Ok(s)
+}
+
+/// Takes finished seeds: journal, progress, records.
+struct Sink {
+    journal: Journal,
+    records: BTreeMap<u64, SeedRecord>,
+    failures: usize,
+    bar: indicatif::ProgressBar,
+}
+
+impl Sink {
+    /// Records one seed; `journal: false` for a seed lost with its hosts (it runs again when the
+    /// sweep is resumed).
+    fn accept(&mut self, rec: SeedRecord, journal: bool) -> anyhow::Result<()> {
+        if rec.error.is_some() {
+            self.failures += 1;
+        }
+        let written = if journal {
+            self.journal.append(&rec)
+        } else {
+            Ok(())
+        };
+        self.bar.inc(1);
+        self.bar.set_message(format!("{} failed", self.failures));
+        self.records.insert(rec.seed, rec);
+        written
+    }
+}
+
+/// Each seed in a child process of this one, `jobs` at a time.
+fn in_processes(
+    o: &SweepOptions,
+    jobs: usize,
+    todo: VecDeque<u64>,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    let workers_n = jobs.min(todo.len().max(1));
     let queue = Arc::new(Mutex::new(todo));
     let input = Arc::new(serde_json::to_vec(&o.values)?);
     let (tx, rx) = mpsc::channel::<SeedRecord>();
     let mut workers = Vec::new();
-    for _ in 0..o.jobs.min(total.max(1)) {
+    for _ in 0..workers_n {
         let (queue, input, tx) = (queue.clone(), input.clone(), tx.clone());
         let (exe, name, quick, timeout) = (o.exe.clone(), o.exp.name, o.quick, o.timeout);
         workers.push(std::thread::spawn(move || loop {
@@ -89,50 +183,70 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
         }));
     }
     drop(tx);
-    let bar = progress(total);
-    let mut records: BTreeMap<u64, SeedRecord> = done
-        .into_iter()
-        .filter(|(s, _)| o.seeds.contains(s))
-        .collect();
-    let mut failures = 0usize;
-    let mut journal_err = None;
+    let mut first_err = None;
     for rec in rx {
-        if rec.error.is_some() {
-            failures += 1;
-        }
-        if journal_err.is_none() {
-            journal_err = journal.append(&rec).err();
-        }
-        bar.inc(1);
-        bar.set_message(format!("{failures} failed"));
-        records.insert(rec.seed, rec);
-        if journal_err.is_some() {
-            // Keep no more work going that could not be recorded.
+        if let Err(e) = sink.accept(rec, true) {
+            // Start no more work that could not be recorded.
             if let Ok(mut q) = queue.lock() {
                 q.clear();
             }
+            first_err.get_or_insert(e);
         }
     }
     for w in workers {
         let _ = w.join();
     }
-    bar.finish_and_clear();
-    if let Some(e) = journal_err {
-        return Err(e);
-    }
-    let wall_s = t0.elapsed().as_secs_f64();
-    let s = summary::merge(
-        o.exp.name,
-        o.quick,
-        o.values.clone(),
-        &o.sets,
-        o.fail_on_target,
-        &records,
-    );
-    let text = summary::text(&s, if total > 0 { wall_s } else { 0.0 }, o.jobs, &o.out);
-    summary::write(&s, &records, &text, &o.out)?;
-    print!("{text}");
-    Ok(s)
+    first_err.map_or(Ok(()), Err)
+}
+
+/// The seeds as tasks of GXP's farm over `hosts` local GXP hosts.
+fn on_local_gxp(
+    o: &SweepOptions,
+    hosts: usize,
+    todo: VecDeque<u64>,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    let gxp = farm::gxp_program(&o.exe)?;
+    let values = o.out.join("values.json");
+    crate::report::write_atomic(&values, &serde_json::to_vec(&o.values)?)?;
+    let paths = farm::FarmPaths {
+        exe: o.exe.display().to_string(),
+        values: values.display().to_string(),
+    };
+    let seeds: Vec<u64> = todo.into_iter().collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the GXP controller's runtime")?;
+    rt.block_on(async {
+        let mut ctl = farm::local_hosts(&gxp, &o.out.join("gxp-hosts"), hosts).await?;
+        let mut on_record = |rec: SeedRecord, lost: bool| -> Result<(), String> {
+            sink.accept(rec, !lost).map_err(|e| format!("{e:#}"))
+        };
+        let result = if seeds.is_empty() {
+            Ok(())
+        } else {
+            farm::run(
+                &mut ctl,
+                &paths,
+                o.exp.name,
+                &seeds,
+                o.quick,
+                o.timeout,
+                &mut on_record,
+            )
+            .await
+            .map(|rep| {
+                if rep.retried > 0 {
+                    eprintln!("sweep: {} seeds ran again after a host loss", rep.retried);
+                }
+            })
+        };
+        ctl.quit();
+        // Let the daemons read their quit order and exit before the runtime goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        result
+    })
 }
 
 fn progress(total: usize) -> indicatif::ProgressBar {

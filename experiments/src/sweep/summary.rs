@@ -194,7 +194,7 @@ pub fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64, usize)> {
 }
 
 /// The summary as text: what the sweep prints and its `README.md` holds.
-pub fn text(s: &Summary, wall_s: f64, jobs: usize, out: &Path) -> String {
+pub fn text(s: &Summary, wall_s: f64, spread: &str, out: &Path) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -210,7 +210,7 @@ pub fn text(s: &Summary, wall_s: f64, jobs: usize, out: &Path) -> String {
     if wall_s > 0.0 {
         let _ = writeln!(
             t,
-            "  {wall_s:.1} s wall with {jobs} jobs: {:.2} seeds/s (seeds' own run time {:.1} s)",
+            "  {wall_s:.1} s wall, {spread}: {:.2} seeds/s (seeds' own run time {:.1} s)",
             s.seeds as f64 / wall_s,
             s.run_s
         );
