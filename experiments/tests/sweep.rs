@@ -32,7 +32,7 @@ fn journal_lines(dir: &Path) -> usize {
 #[test]
 fn sweep_merges_in_seed_order_matches_single_runs_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("sw");
+    let out = tmp.path().join("sweeps").join("sw");
     let o = out.to_str().unwrap();
     let r = experiment(&[
         "sweep", EXP, "--seeds", "1..3", "--jobs", "2", "--quick", "--out", o,
@@ -82,6 +82,20 @@ fn sweep_merges_in_seed_order_matches_single_runs_and_resumes() {
     let s5 = summary(&out);
     assert_eq!(s5.seeds, 5);
     assert_eq!(s5.digests[..3], s.digests[..]);
+
+    // A report directory shows the sweeps kept under its sweeps/, with a histogram that exists.
+    gridbed_experiments::report::write_index(tmp.path()).unwrap();
+    let index = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+    assert!(
+        index.contains("Seed sweeps") && index.contains("sweeps/sw/README.md"),
+        "{index}"
+    );
+    let img = index
+        .split("<img src=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a histogram in the sweeps section");
+    assert!(tmp.path().join(img).is_file(), "{img}");
 
     // The same journal under other parameters is another sweep.
     let r = experiment(&["sweep", EXP, "--seeds", "1..5", "--out", o]);

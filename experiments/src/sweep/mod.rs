@@ -111,7 +111,7 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
     sink.bar.finish_and_clear();
     let records = sink.records;
     let wall_s = t0.elapsed().as_secs_f64();
-    let s = summary::merge(
+    let mut s = summary::merge(
         o.exp.name,
         o.quick,
         o.values.clone(),
@@ -119,12 +119,10 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
         o.fail_on_target,
         &records,
     );
-    let text = summary::text(
-        &s,
-        if total > 0 { wall_s } else { 0.0 },
-        &o.spread.describe(),
-        &o.out,
-    );
+    s.wall_s = if total > 0 { wall_s } else { 0.0 };
+    s.ran_seeds = total;
+    s.spread = o.spread.describe();
+    let text = summary::text(&s, &o.out);
     summary::write(&s, &records, &text, &o.out)?;
     print!("{text}");
     Ok(s)

@@ -63,6 +63,14 @@ pub struct Summary {
     pub distinct_digests: usize,
     /// Sum of the seeds' own wall times (CPU-seconds of simulation, roughly).
     pub run_s: f64,
+    /// This run's wall time and where its seeds ran (set by the sweep, not by [`merge`]; a
+    /// resumed sweep counts only the seeds it ran).
+    #[serde(default)]
+    pub wall_s: f64,
+    #[serde(default)]
+    pub ran_seeds: usize,
+    #[serde(default)]
+    pub spread: String,
 }
 
 /// What reproduces one seed: `experiment run` for a full run, the sweep itself for `--quick`.
@@ -166,6 +174,9 @@ pub fn merge(
         digests,
         distinct_digests: distinct,
         run_s: records.values().map(|r| r.wall_s).sum(),
+        wall_s: 0.0,
+        ran_seeds: 0,
+        spread: String::new(),
     }
 }
 
@@ -194,7 +205,8 @@ pub fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64, usize)> {
 }
 
 /// The summary as text: what the sweep prints and its `README.md` holds.
-pub fn text(s: &Summary, wall_s: f64, spread: &str, out: &Path) -> String {
+pub fn text(s: &Summary, out: &Path) -> String {
+    let (wall_s, spread) = (s.wall_s, &s.spread);
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -210,8 +222,9 @@ pub fn text(s: &Summary, wall_s: f64, spread: &str, out: &Path) -> String {
     if wall_s > 0.0 {
         let _ = writeln!(
             t,
-            "  {wall_s:.1} s wall, {spread}: {:.2} seeds/s (seeds' own run time {:.1} s)",
-            s.seeds as f64 / wall_s,
+            "  {wall_s:.1} s wall for {} seeds, {spread}: {:.2} seeds/s (seeds' own run time {:.1} s)",
+            s.ran_seeds,
+            s.ran_seeds as f64 / wall_s,
             s.run_s
         );
     }
@@ -246,6 +259,26 @@ pub fn text(s: &Summary, wall_s: f64, spread: &str, out: &Path) -> String {
     t
 }
 
+/// The metrics that get a histogram: those that vary (a constant has nothing to show), by name,
+/// at most [`MAX_FIGURES`].
+pub fn drawn_metrics(s: &Summary) -> Vec<&String> {
+    s.metrics
+        .iter()
+        .filter(|(_, d)| d.max > d.min)
+        .map(|(k, _)| k)
+        .take(MAX_FIGURES)
+        .collect()
+}
+
+/// File stem of a metric's histogram.
+pub fn histogram_id(metric: &str) -> String {
+    let m: String = metric
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("hist-{m}")
+}
+
 /// Writes `sweep.json`, `README.md` and the histograms into `out`.
 pub fn write(
     s: &Summary,
@@ -255,23 +288,13 @@ pub fn write(
 ) -> anyhow::Result<()> {
     write_atomic(&out.join("sweep.json"), &serde_json::to_vec_pretty(s)?)?;
     let mut md = format!("# Sweep of {}\n\n```\n{text}```\n", s.experiment);
-    // Constant metrics have nothing to show.
-    for (k, d) in s
-        .metrics
-        .iter()
-        .filter(|(_, d)| d.max > d.min)
-        .take(MAX_FIGURES)
-    {
+    for k in drawn_metrics(s) {
+        let d = &s.metrics[k];
         let vals: Vec<f64> = records
             .values()
             .filter_map(|r| r.metrics.get(k).copied())
             .collect();
-        let id = format!(
-            "hist-{}",
-            k.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect::<String>()
-        );
+        let id = histogram_id(k);
         let title = format!("{}: {k} over {} seeds", s.experiment, vals.len());
         let x_label = if d.unit.is_empty() {
             k.clone()
