@@ -12,12 +12,28 @@ use gridbed_gxp::front::farm::{FarmJournal, FarmOptions, TaskRecord};
 
 use super::record::{SeedRecord, RECORD_MARK};
 
-/// Where the tasks find what they need, as paths on the hosts.
+/// What every task runs with.
 pub struct FarmPaths {
-    /// The `experiment` binary.
+    /// The `experiment` binary on the hosts, as a shell word (quoted path, or `"$GXP_PROGRAM"`).
     pub exe: String,
-    /// The parameter values (JSON) the seeds read on stdin.
+    /// The parameter values (JSON) the seeds read on stdin, carried in the command itself.
     pub values: String,
+}
+
+/// Largest parameter values a farmed seed carries in its command (the kernel limits one
+/// argument to 128 KiB; a platform file larger than this cannot be swept over GXP hosts).
+pub const MAX_INLINE_VALUES: usize = 64 << 10;
+
+impl FarmPaths {
+    pub fn new(exe: String, values: &Option<serde_json::Value>) -> anyhow::Result<FarmPaths> {
+        let values = serde_json::to_string(values)?;
+        anyhow::ensure!(
+            values.len() <= MAX_INLINE_VALUES,
+            "the parameter values take {} bytes, more than the {MAX_INLINE_VALUES} a seed farmed to GXP hosts carries",
+            values.len()
+        );
+        Ok(FarmPaths { exe, values })
+    }
 }
 
 /// Single-quotes `s` for `sh`.
@@ -34,12 +50,12 @@ pub fn task_command(
     timeout: Duration,
 ) -> String {
     format!(
-        "timeout -k 5 {:.3} {} __sweep-one {} {seed}{} < {}",
+        "printf '%s' {} | timeout -k 5 {:.3} {} __sweep-one {} {seed}{}",
+        sh_quote(&p.values),
         timeout.as_secs_f64(),
-        sh_quote(&p.exe),
+        p.exe,
         sh_quote(name),
         if quick { " --quick" } else { "" },
-        sh_quote(&p.values)
     )
 }
 
@@ -198,14 +214,24 @@ mod tests {
 
     #[test]
     fn task_commands_quote_their_paths() {
-        let p = FarmPaths {
-            exe: "/opt/it's/experiment".into(),
-            values: "/tmp/v.json".into(),
-        };
+        let v = Some(serde_json::json!({"a": "it's"}));
+        let p = FarmPaths::new(sh_quote("/opt/it's/experiment"), &v).unwrap();
         let c = task_command(&p, "phoenix-scale", 9, true, Duration::from_secs(60));
         assert_eq!(
             c,
-            "timeout -k 5 60.000 '/opt/it'\\''s/experiment' __sweep-one 'phoenix-scale' 9 --quick < '/tmp/v.json'"
+            "printf '%s' '{\"a\":\"it'\\''s\"}' | timeout -k 5 60.000 '/opt/it'\\''s/experiment' __sweep-one 'phoenix-scale' 9 --quick"
         );
+        // The shell gives the command exactly these values on stdin.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s' {}", sh_quote(&p.values)))
+            .output()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Option<serde_json::Value>>(&out.stdout).unwrap(),
+            v
+        );
+        let big = Some(serde_json::json!("x".repeat(MAX_INLINE_VALUES)));
+        assert!(FarmPaths::new("e".into(), &big).is_err());
     }
 }

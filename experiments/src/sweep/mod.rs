@@ -205,12 +205,7 @@ fn on_local_gxp(
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
     let gxp = farm::gxp_program(&o.exe)?;
-    let values = o.out.join("values.json");
-    crate::report::write_atomic(&values, &serde_json::to_vec(&o.values)?)?;
-    let paths = farm::FarmPaths {
-        exe: o.exe.display().to_string(),
-        values: values.display().to_string(),
-    };
+    let paths = farm::FarmPaths::new(farm::sh_quote(&o.exe.display().to_string()), &o.values)?;
     let seeds: Vec<u64> = todo.into_iter().collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
