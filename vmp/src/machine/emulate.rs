@@ -570,9 +570,8 @@ fn mask(size: u32) -> u32 {
 /// After the guest re-enables interrupts, stop so a due interrupt is delivered at once.
 fn stop_if_irq(uc: &mut Uc) {
     let m = uc.get_data();
-    if m.vcpu.vif && m.dev.irq_due(m.cycles()) {
-        stop(uc);
-    } else if m.vcpu.vif && !m.ipi.pending.is_empty() && !sti_shadow(uc) {
+    let ipi = !m.ipi.pending.is_empty() && !sti_shadow(uc);
+    if m.vcpu.vif && (m.dev.irq_due(m.cycles()) || ipi) {
         stop(uc);
     }
 }

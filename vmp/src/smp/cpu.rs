@@ -40,6 +40,9 @@ pub struct CpuReport {
     pub ipis_received: u64,
 }
 
+/// A global entry received ahead of its turn: origin, its publish number, diffs, IPIs.
+type FutureEntry = (u16, u64, Vec<PageDiff>, Vec<(u16, u8)>);
+
 pub(super) struct Cpu {
     idx: u16,
     ncpus: usize,
@@ -53,7 +56,7 @@ pub(super) struct Cpu {
     hot: BTreeSet<u32>,
     n: u64,
     applied: u64,
-    future: BTreeMap<u64, (u16, u64, Vec<PageDiff>, Vec<(u16, u8)>)>,
+    future: BTreeMap<u64, FutureEntry>,
     /// Our publish waiting for its place in the order: its bytes win over earlier entries.
     inflight: Option<(u64, BTreeMap<u32, PageDiff>)>,
     console_sent: usize,
