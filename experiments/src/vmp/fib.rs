@@ -416,6 +416,20 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> Result<ExperimentOutput> {
         let vm_proc: f64 = o.cpus.iter().map(|c| c.vm_s).sum();
         let monitor: f64 = o.cpus.iter().map(|c| c.monitor_s).sum();
         out.metrics.insert(format!("vm_s{sfx}"), vm_s);
+        // The kernel's own share: the same run with fib(0) (boot, call-in, placement, exit,
+        // halt IPIs, power-off), so vm_s minus this is the fib work under the kernel.
+        let boot = run_kernel(
+            seed,
+            &Params {
+                fib_n: 0,
+                ..p.clone()
+            },
+            2,
+            v,
+        )?;
+        out.metrics
+            .insert(format!("vm_s{sfx}_boot"), boot.out.elapsed.as_secs_f64());
+        trace.absorb(boot.trace);
         // Against the bare run's native time: the same fib work on the real machine.
         out.metrics
             .insert(format!("overhead_x{sfx}"), vm_s / native_s);
@@ -529,7 +543,9 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> Result<ExperimentOutput> {
          configuration runs the same fib routine as a user process of the SMP guest kernel \
          (gridbed_vmp::guest::smp_kernel) on each processor: boot on every processor, timer ticks, \
          system calls, spinlocks and IPIs, all paying traps and coherence; its overhead_x is against \
-         the bare run's native time for the same fib work."
+         the bare run's native time for the same fib work. vm_s_smpkernel*_boot is the same run with \
+         fib(0): the kernel's boot, call-in, placement, exit and halt, so vm_s_smpkernel minus it is \
+         the fib work under the kernel."
             .into(),
     );
     out.trace = Some(trace);
