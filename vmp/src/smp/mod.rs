@@ -18,6 +18,10 @@
 //! - a locked instruction publishes with `Acquire` first (the sequencer then orders nothing else
 //!   until `Release`), runs once everything before is applied, and publishes its result with
 //!   `Release`: atomic across hosts;
+//! - an inter-processor interrupt (the guest's `out` to `layout::PORT_IPI`) travels in the
+//!   sender's publish and is raised on its target when the target applies that entry, after the
+//!   entry's writes; a processor halted with interrupts enabled waits in host time for one (or
+//!   its next tick), see [`os`] for the SMP guest kernel that uses them;
 //! - every message is acknowledged or answered and retransmitted after a timeout, duplicates are
 //!   recognised by sequence numbers; a processor silent for `dead_after_s` stops the machine with
 //!   an error naming it.
