@@ -60,7 +60,7 @@ pub const PORT_POWER: u16 = 0xF4;
 /// Multiprocessor only: a paravirtual inter-processor-interrupt port. A 32-bit `out` of
 /// `destination << 8 | vector` raises `vector` (>= 32) on processor `destination`, or on every
 /// other processor if the destination is [`IPI_ALL_BUT_SELF`] (the local APIC's ICR shorthand).
-/// The processor id itself is CPUID leaf 1's initial APIC id, EBX[31:24].
+/// The processor id itself is CPUID leaf 1's initial APIC id, EBX bits 31..24.
 pub const PORT_IPI: u16 = 0xF8;
 pub const IPI_ALL_BUT_SELF: u32 = 0xFF;
 

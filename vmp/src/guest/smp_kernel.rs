@@ -1,7 +1,7 @@
 //! The SMP guest kernel: one image, booted by every processor of the virtual multiprocessor
 //! (`crate::smp`), each in its own `Machine`, memory kept consistent by the coherence protocol.
 //!
-//! - **Processor id**: CPUID leaf 1, initial APIC id in EBX[31:24]. Each processor writes it at
+//! - **Processor id**: CPUID leaf 1, initial APIC id in EBX bits 31..24. Each processor writes it at
 //!   the bottom of its boot stack; every kernel stack keeps its processor's id in its lowest
 //!   word (Linux i386's `thread_info`, found by masking ESP), so any kernel entry finds its
 //!   per-CPU area without a free register.

@@ -394,7 +394,7 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
             let (a, c) = (regs::get(uc, X::EAX)?, regs::get(uc, X::ECX)?);
             let mut r = cpuid_values(a, c);
             if a == 1 {
-                // Initial APIC id (Intel SDM vol. 2, CPUID leaf 01H, EBX[31:24]).
+                // Initial APIC id (Intel SDM vol. 2, CPUID leaf 01H, EBX bits 31..24).
                 r[1] |= (uc.get_data().ipi.cpu_id as u32) << 24;
             }
             for (reg, v) in [
