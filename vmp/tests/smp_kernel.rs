@@ -210,8 +210,9 @@ fn an_ipi_wakes_an_idle_processor_and_dropped_ipis_are_a_lost_wake_up() {
         .err()
         .expect("with IPIs dropped nothing wakes processor 1");
         let e = e.to_string();
+        // Processor 0 goes idle too once its own process exits: either may report it.
         assert!(
-            e.contains("virtual processor 1") && e.contains("lost inter-processor"),
+            e.contains("virtual processor") && e.contains("lost inter-processor"),
             "{e}"
         );
     }

@@ -414,6 +414,9 @@ impl Cpu {
         let until = tick.map(|c| gridbed_runtime::secs(c as f64 / hz));
         let max_idle = gridbed_runtime::secs(self.opts.max_idle_s);
         let mut ticked = false;
+        // The lost-wake-up clock restarts with every entry of the global order: a processor
+        // may wait as long as others are working.
+        let mut quiet_since = start;
         loop {
             if self.m.has_pending_ipi() || self.stopped.is_some() {
                 break;
@@ -426,14 +429,16 @@ impl Cpu {
                     break;
                 }
                 chunk = chunk.min(u - waited);
-            } else if waited > max_idle {
+            } else if self.host.now() - quiet_since > max_idle {
                 return Err(self.err(format!(
-                    "halted with interrupts enabled and no timer for {:.1} s: nothing can wake \
-                     it (a lost inter-processor interrupt)",
-                    waited.as_secs_f64()
+                    "halted with interrupts enabled and no timer, and the machine quiet for \
+                     {:.1} s: nothing can wake it (a lost inter-processor interrupt)",
+                    (self.host.now() - quiet_since).as_secs_f64()
                 )));
             }
-            if !self.receive(chunk).await? {
+            if self.receive(chunk).await? {
+                quiet_since = self.host.now();
+            } else {
                 // A heartbeat: an idle processor is not a crashed one.
                 let upto = self.applied;
                 self.send(&Msg::Ack {

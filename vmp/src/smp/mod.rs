@@ -88,8 +88,9 @@ pub struct SmpOptions {
     /// time up to this long (the host descheduling the monitor), so a remote write can become
     /// visible between two of its loads. 0: off.
     pub preempt_s: f64,
-    /// A processor halted with interrupts enabled and no timer (only an IPI can wake it) for
-    /// this long stops the machine with an error naming it: a lost wake-up in the guest.
+    /// A processor halted with interrupts enabled and no timer (only an IPI can wake it) while
+    /// no entry of the global order arrives for this long stops the machine with an error
+    /// naming it: a lost wake-up in the guest.
     pub max_idle_s: f64,
     /// Fault injection (tests): inter-processor interrupts are dropped instead of sent.
     pub drop_ipis: bool,
