@@ -21,7 +21,7 @@ use gridbed_vmp::Exit;
 #[command(
     name = "vmp",
     about = "Virtual Multiprocessor, one processor: trap-and-emulate IA-32 guests",
-    after_help = "Example:\n  vmp builtin getpid --n 1000            the slides' benchmark: 1000 getpid() under the monitor; prints the console, traps by kind and the times\n  vmp builtin getpid --n 1000 --config native   the same guest without the trap-and-emulate monitor, for comparison"
+    after_help = "Example:\n  vmp smp --cpus 2 builtin:chatter:3@0 builtin:chatter:3@1   two processes on a 2-processor virtual SMP under the SMP guest kernel\n  vmp builtin getpid --n 1000            the slides' benchmark: 1000 getpid() under the monitor; prints the console, traps by kind and the times\n  vmp builtin getpid --n 1000 --config native   the same guest without the trap-and-emulate monitor, for comparison"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +36,12 @@ enum Builtin {
     Fib,
     /// three processes printing and yielding N times (round-robin scheduling)
     Chatter,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum SmpVariant {
+    Naive,
+    Optimised,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +71,28 @@ enum Cmd {
         seeds: u64,
         #[arg(long, value_enum, default_value = "interleave")]
         machine: gridbed_vmp::litmus::cli::MachineKind,
+    },
+    /// Run programs under the SMP guest kernel on a virtual multiprocessor (one simulated host
+    /// per processor): each PROGRAM is `FILE@CPU` (a static ELF32 executable) or
+    /// `builtin:NAME[:N]@CPU` (NAME: getpid, fib, chatter), placed on processor CPU. Prints the
+    /// console and each processor's counts; exits with process 0's status.
+    Smp {
+        /// Virtual processors (1..=8).
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        #[arg(long, value_enum, default_value = "optimised")]
+        variant: SmpVariant,
+        /// Guest timer frequency in Hz on every processor (0 disables the timer).
+        #[arg(long, default_value_t = DEFAULT_TIMER_HZ)]
+        timer_hz: u32,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Instruction budget per processor.
+        #[arg(long, default_value_t = DEFAULT_BUDGET)]
+        budget: u64,
+        #[arg(required = true, value_name = "PROGRAM@CPU")]
+        programs: Vec<String>,
     },
     /// Restore a checkpoint image written by `--checkpoint-at` and run it to the end.
     Restore {
@@ -134,6 +162,20 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", r.text);
             return Ok(ExitCode::from(u8::from(r.forbidden_seen)));
         }
+        Cmd::Smp {
+            cpus,
+            variant,
+            timer_hz,
+            seed,
+            budget,
+            programs,
+        } => {
+            let variant = match variant {
+                SmpVariant::Naive => gridbed_vmp::smp::Variant::Naive,
+                SmpVariant::Optimised => gridbed_vmp::smp::Variant::Optimised,
+            };
+            return smp(cpus, variant, timer_hz, seed, budget, &programs);
+        }
         Cmd::Restore { dir, mem_limit_mib } => return restore(&dir, mem_limit_mib),
         Cmd::Receive { listen } => return receive(&listen),
         Cmd::Image { dir } => {
@@ -169,6 +211,90 @@ fn real_main() -> Result<ExitCode> {
     let r = run_programs(&progs, ro)?;
     print_report(&r);
     Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// One `PROGRAM@CPU` argument of `vmp smp`, loaded for process slot `slot`.
+fn smp_program(arg: &str, slot: u32) -> Result<(UserProgram, u32)> {
+    let (what, cpu) = arg
+        .rsplit_once('@')
+        .with_context(|| format!("{arg}: expected PROGRAM@CPU"))?;
+    let cpu: u32 = cpu
+        .parse()
+        .with_context(|| format!("{arg}: processor {cpu:?} is not a number"))?;
+    let prog = if let Some(b) = what.strip_prefix("builtin:") {
+        let (name, n) = match b.split_once(':') {
+            Some((name, n)) => (
+                name,
+                n.parse::<u32>()
+                    .with_context(|| format!("{arg}: {n:?} is not a number"))?,
+            ),
+            None => (b, 10),
+        };
+        match name {
+            "getpid" => programs::getpid_loop(slot, n)?,
+            "fib" => programs::fib(slot, n)?,
+            "chatter" => programs::chatter(slot, b'A' + (slot % 26) as u8, n)?,
+            _ => anyhow::bail!("{arg}: no built-in {name:?} (getpid, fib, chatter)"),
+        }
+    } else {
+        let bytes = std::fs::read(what).with_context(|| format!("cannot read {what}"))?;
+        elf::load(what, &bytes)?
+    };
+    Ok((prog, cpu))
+}
+
+/// `vmp smp`: the SMP guest kernel over `cpus` simulated hosts (Gigabit Ethernet, kernel TCP).
+fn smp(
+    cpus: u32,
+    variant: gridbed_vmp::smp::Variant,
+    timer_hz: u32,
+    seed: u64,
+    budget: u64,
+    args: &[String],
+) -> Result<ExitCode> {
+    use gridbed_vmp::guest::smp_kernel::SMP_MAX_CPUS;
+    anyhow::ensure!(
+        (1..=SMP_MAX_CPUS).contains(&cpus),
+        "--cpus {cpus}: the SMP kernel runs on 1..={SMP_MAX_CPUS} processors"
+    );
+    let progs = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| smp_program(a, i as u32))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts = (0..cpus).map(gridbed_runtime::HostId).collect();
+    let mut opts = gridbed_vmp::smp::SmpOptions::new(variant, hosts, Preset::PC_2005);
+    opts.budget = budget;
+    let platform = gridbed_sim::Platform::lans(1, cpus as usize, "gige-tcp")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = gridbed_sim::SimConfig::new(platform, seed);
+    let out = gridbed_sim::run(cfg, move |c| {
+        Box::pin(async move { gridbed_vmp::smp::os::run(c, progs, timer_hz, opts).await })
+    })
+    .value?;
+    std::io::stdout().write_all(&out.sequencer.console)?;
+    println!(
+        "--- smp kernel, {cpus} processors, {:.6} s simulated",
+        out.elapsed.as_secs_f64()
+    );
+    for c in &out.cpus {
+        println!(
+            "cpu {}: instructions {}, traps {}, publishes {}, write faults {}, IPIs sent {} received {}, idle {:.6} s",
+            c.cpu,
+            c.machine.monitor().retired,
+            c.machine.monitor().stats.total(),
+            c.counts.publishes,
+            c.counts.write_faults,
+            c.counts.ipis_sent,
+            c.ipis_received,
+            c.idle_s
+        );
+    }
+    let status = out
+        .exit_status()
+        .context("the guest stopped without powering off")?;
+    println!("exit status {status}");
+    Ok(ExitCode::from((status & 0xff) as u8))
 }
 
 /// Runs to instruction `at`, prints the console so far and writes the image.
