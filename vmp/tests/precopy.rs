@@ -3,6 +3,7 @@
 //! error, never a panic or a half-built machine); and between two `vmp` processes the halves
 //! print what the uninterrupted run prints, a broken link leaves the guest at the source, and
 //! the receiver refuses a bad stream with one line.
+#![allow(clippy::disallowed_methods)] // real-mode tests: fake peers on OS threads
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

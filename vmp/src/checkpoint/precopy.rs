@@ -144,17 +144,15 @@ pub fn send_guest(
     let frozen = Instant::now();
     rep.live_s = (frozen - t0).as_secs_f64();
     let sent = frozen_round(&mut s, m, opts, &mut rep, &mut ever);
-    let verdict = sent.and_then(|()| {
+    let verdict = sent.map(|()| {
         let mut st = stream;
         let mut v = [0u8; 1];
         if st.read_exact(&mut v).is_err() || v[0] != ACK {
-            return Ok(SourceEnd::Kept(
-                "the destination did not acknowledge".into(),
-            ));
+            return SourceEnd::Kept("the destination did not acknowledge".into());
         }
         // From here the decision is Commit: the guest is the destination's.
         let _ = st.write_all(&[COMMIT]);
-        Ok(SourceEnd::Migrated)
+        SourceEnd::Migrated
     });
     rep.downtime_s = frozen.elapsed().as_secs_f64();
     rep.bytes = s.bytes;
