@@ -177,9 +177,10 @@ pub const DIRTY_REGION: (u32, u32) = (
 /// A guest for pre-copy migration: it fills `fill_pages` pages of [`DIRTY_REGION`] (one dword
 /// per page, so each is non-zero), then makes `writes` stores, one per page in turn over the
 /// first `hot_pages` pages (its working set), each store followed by a `spin`-iteration busy
-/// loop — so it dirties one page per about `2 * spin + 12` instructions. Then it folds the
-/// first dword of every filled page into a checksum, prints `dirty: <writes> writes, sum
-/// <hex>` and exits 0: the sum shows whether any page's last store was lost.
+/// loop — so it dirties one page per about `2 * spin + 12` instructions. Store `i` adds `i + 1`
+/// to its page's first dword, so every store's effect lasts. Then it folds the first dword of
+/// every filled page into a checksum, prints `dirty: <writes> writes, sum <hex>` and exits 0:
+/// the sum shows whether any store was lost (or made twice).
 pub fn dirty(
     slot_index: u32,
     fill_pages: u32,
@@ -213,7 +214,7 @@ pub fn dirty(
         a.add(edi, PAGE)?;
         a.cmp(edi, end)?;
         a.jb(fill)?;
-        // Work: store i+1 into page (i mod hot) for i in 0..writes.
+        // Work: add i+1 to page (i mod hot) for i in 0..writes.
         a.xor(esi, esi)?; // i
         a.xor(ebx, ebx)?; // page index
         a.mov(ebp, writes)?;
@@ -224,7 +225,7 @@ pub fn dirty(
         a.shl(eax, 12)?;
         a.add(eax, lo)?;
         a.lea(edx, dword_ptr(esi + 1))?;
-        a.mov(dword_ptr(eax), edx)?;
+        a.add(dword_ptr(eax), edx)?;
         a.inc(ebx)?;
         a.cmp(ebx, hot_pages)?;
         a.jb(nowrap)?;
