@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use gridbed_vmp::checkpoint::precopy::{self, PrecopyOptions, SourceEnd};
 use gridbed_vmp::checkpoint::{dir, tcp, ImageError, ImageSummary, RestoreLimits, WriteOptions};
+
+/// A receiver gives up on a source silent this long (a stalled stream must not hang it).
+const RECEIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 use gridbed_vmp::guest::{elf, programs, UserProgram};
 use gridbed_vmp::layout::PAGE;
 use gridbed_vmp::run::{
@@ -36,6 +40,18 @@ enum Builtin {
     Fib,
     /// three processes printing and yielding N times (round-robin scheduling)
     Chatter,
+    /// fills --fill-mib of RAM, then N stores, one page after another over --hot-pages pages,
+    /// --spin loop iterations after each; prints a checksum of its memory (for pre-copy)
+    Dirty,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq)]
+enum Strategy {
+    /// freeze, send the whole image, resume at the destination (the paper's way)
+    Stopcopy,
+    /// send RAM while the guest runs, then the pages dirtied meanwhile, round after round;
+    /// freeze only for the last ones
+    Precopy,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -56,9 +72,18 @@ enum Cmd {
     Builtin {
         #[arg(value_enum)]
         which: Builtin,
-        /// Iterations (getpid calls, fib argument, chatter rounds).
+        /// Iterations (getpid calls, fib argument, chatter rounds, dirty stores).
         #[arg(long, default_value_t = 1000)]
         n: u32,
+        /// dirty: MiB of RAM it fills (at most 244).
+        #[arg(long, default_value_t = 244)]
+        fill_mib: u32,
+        /// dirty: pages of its working set (stored to in turn).
+        #[arg(long, default_value_t = 4096)]
+        hot_pages: u32,
+        /// dirty: busy-loop iterations after each store (2 instructions each).
+        #[arg(long, default_value_t = 50)]
+        spin: u32,
         #[command(flatten)]
         opts: Opts,
     },
@@ -136,6 +161,18 @@ struct Opts {
     migrate_at: Option<u64>,
     #[arg(long, value_name = "ADDR", requires = "migrate_at")]
     migrate_to: Option<String>,
+    /// How to migrate.
+    #[arg(long, value_enum, default_value = "stopcopy")]
+    strategy: Strategy,
+    /// precopy: guest instructions run after each 512 KiB batch of pages sent.
+    #[arg(long, default_value_t = PrecopyOptions::default().slice)]
+    precopy_slice: u64,
+    /// precopy: freeze once a round leaves at most this many dirty pages.
+    #[arg(long, default_value_t = PrecopyOptions::default().stop_pages)]
+    precopy_stop_pages: usize,
+    /// precopy: freeze after at most this many live rounds.
+    #[arg(long, default_value_t = PrecopyOptions::default().max_rounds)]
+    precopy_max_rounds: u32,
 }
 
 fn main() -> ExitCode {
@@ -187,13 +224,27 @@ fn real_main() -> Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             (vec![elf::load(&file.display().to_string(), &bytes)?], opts)
         }
-        Cmd::Builtin { which, n, opts } => {
+        Cmd::Builtin {
+            which,
+            n,
+            fill_mib,
+            hot_pages,
+            spin,
+            opts,
+        } => {
             let p = match which {
                 Builtin::Getpid => vec![programs::getpid_loop(0, n)?],
                 Builtin::Fib => vec![programs::fib(0, n)?, programs::fib(1, n)?],
                 Builtin::Chatter => (0..3)
                     .map(|i| programs::chatter(i, b'A' + i as u8, n))
                     .collect::<Result<_, _>>()?,
+                Builtin::Dirty => vec![programs::dirty(
+                    0,
+                    fill_mib.saturating_mul((1 << 20) / PAGE),
+                    hot_pages,
+                    n,
+                    spin,
+                )?],
             };
             (p, opts)
         }
@@ -202,6 +253,15 @@ fn real_main() -> Result<ExitCode> {
     ro.timer_hz = opts.timer_hz;
     ro.budget = opts.budget;
     if let (Some(at), Some(to)) = (opts.migrate_at, &opts.migrate_to) {
+        if opts.strategy == Strategy::Precopy {
+            let po = PrecopyOptions {
+                compress: false,
+                stop_pages: opts.precopy_stop_pages,
+                max_rounds: opts.precopy_max_rounds,
+                slice: opts.precopy_slice,
+            };
+            return migrate_precopy(&progs, ro, at, to, po);
+        }
         return migrate(&progs, ro, at, to);
     }
     if let (Some(at), Some(image)) = (opts.checkpoint_at, &opts.image) {
@@ -374,13 +434,75 @@ fn migrate(progs: &[UserProgram], ro: RunOptions, at: u64, to: &str) -> Result<E
     Ok(ExitCode::from((r.exit_status & 0xff) as u8))
 }
 
+/// Runs to instruction `at`, then pre-copies the guest to `to` while it runs on; runs it on
+/// here if that fails.
+fn migrate_precopy(
+    progs: &[UserProgram],
+    ro: RunOptions,
+    at: u64,
+    to: &str,
+    po: PrecopyOptions,
+) -> Result<ExitCode> {
+    let mut m = boot_programs(progs, ro)?;
+    let exit = m.run(Some(at))?;
+    let mut out = std::io::stdout().lock();
+    let delivered;
+    if let Exit::SliceEnd = exit {
+        let sent = std::net::TcpStream::connect(to)
+            .map_err(ImageError::from)
+            .and_then(|s| precopy::send_guest(s, &mut m, po));
+        // Whatever the guest printed so far (it ran on during the live rounds) is this side's.
+        out.write_all(m.console())?;
+        dir::flush(&mut out);
+        delivered = m.console().len();
+        match sent {
+            Ok((SourceEnd::Migrated, rep)) => {
+                eprintln!(
+                    "--- migrated to {to} by pre-copy at instruction {}: {} rounds (pages {:?}), {} pages sent, {} resent, {} bytes, live {:.1} ms, downtime {:.2} ms",
+                    m.monitor().retired,
+                    rep.round_pages.len(),
+                    rep.round_pages,
+                    rep.pages_sent(),
+                    rep.pages_resent,
+                    rep.bytes,
+                    rep.live_s * 1e3,
+                    rep.downtime_s * 1e3
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok((SourceEnd::Kept(why), _)) => {
+                eprintln!("--- pre-copy to {to} failed ({why}); the guest runs on here")
+            }
+            Ok((SourceEnd::PoweredOff(code), _)) => {
+                eprintln!(
+                    "--- the guest finished during pre-copy (exit status {code}); it ended here"
+                );
+                return Ok(ExitCode::from((code & 0xff) as u8));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        out.write_all(m.console())?;
+        delivered = m.console().len();
+    }
+    let mut r = run_machine(&mut m)?;
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
 /// Accepts one migrated guest on `listen` and runs it to the end.
 fn receive(listen: &str) -> Result<ExitCode> {
     let l = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
+    // Back guest RAM now, before anyone connects: a restore then writes into ready memory.
+    gridbed_vmp::machine::reserve_restore_ram(1);
     eprintln!("--- listening on {}", l.local_addr()?);
     let (s, _) = l.accept()?;
-    let (mut m, summary) = tcp::receive_guest(s)?;
+    let (mut m, summary, _rounds) =
+        precopy::receive_any(s, RestoreLimits::default(), RECEIVE_IDLE)?;
     let mut r = run_machine(&mut m)?;
     let delivered = (summary.state.console_delivered as usize).min(m.console().len());
     let mut out = std::io::stdout().lock();

@@ -19,6 +19,7 @@ mod deliver;
 mod emulate;
 mod hooks;
 mod ram;
+pub use ram::reserve as reserve_restore_ram;
 pub mod regs;
 mod scan;
 mod segs;
@@ -160,7 +161,7 @@ impl Machine {
             read_only: scan::protected_ranges(config, image),
             exec,
         };
-        let mut m = Machine::shell(config, cpu, &layout)?;
+        let mut m = Machine::shell(config, cpu, &layout, ram::GuestRam::new())?;
         let uc = &mut m.uc;
         for (addr, bytes) in &image.segments {
             let end = *addr as u64 + bytes.len() as u64;
@@ -178,7 +179,12 @@ impl Machine {
 
     /// An engine with RAM mapped after `layout`, zeroed, and every hook installed, but no guest
     /// loaded or booted: what a new machine and a restored one have in common.
-    fn shell(config: Config, cpu: CpuModel, layout: &snapshot::RamLayout) -> Result<Self> {
+    fn shell(
+        config: Config,
+        cpu: CpuModel,
+        layout: &snapshot::RamLayout,
+        ram: ram::GuestRam,
+    ) -> Result<Self> {
         let mon = Monitor {
             config,
             cpu,
@@ -206,7 +212,7 @@ impl Machine {
             exec: layout.exec.clone(),
             text_protected: false,
             unmapped_at: None,
-            ram: ram::GuestRam::new(),
+            ram,
             segs: segs::SegState::default(),
             wtrack: wtrack::WriteTracker::default(),
             sync: syncpt::SyncState::default(),
