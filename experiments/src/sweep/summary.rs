@@ -260,7 +260,7 @@ pub fn text(s: &Summary, out: &Path) -> String {
 }
 
 /// The metrics that get a histogram: those that vary (a constant has nothing to show), by name,
-/// at most [`MAX_FIGURES`].
+/// at most `MAX_FIGURES`.
 pub fn drawn_metrics(s: &Summary) -> Vec<&String> {
     s.metrics
         .iter()
