@@ -1,0 +1,286 @@
+//! `experiment run … --mode real --hosts FILE` on a cluster this test makes: four hosts, each
+//! with its own loopback address, sshd and home (`gridbed_cluster_driver::testcluster`). The
+//! `experiment` binary is installed on every host by GXP's bootstrap, workers run there, results
+//! say where they ran; bad hosts files, unreachable and refusing hosts and a killed worker end in
+//! one line per problem and a non-zero exit; nothing is left running on any host.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gridbed_cluster_driver::testcluster::{StartError, TestCluster};
+use serde_json::Value;
+
+fn cluster() -> Option<TestCluster> {
+    match TestCluster::start(4) {
+        Ok(c) => Some(c),
+        Err(StartError::NoSshd(why)) => {
+            println!("SKIP: no sshd on this machine: {why}");
+            None
+        }
+        Err(e) => panic!("test cluster: {e}"),
+    }
+}
+
+/// Runs `experiment ARGS`, killing it after `limit` (a hang fails the test); `during` is polled
+/// every 20 ms while it runs.
+fn experiment(args: &[&str], limit: Duration, mut during: impl FnMut() -> bool) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_experiment"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run experiment");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let end = Instant::now() + limit;
+    let mut active = true;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if active {
+            active = during();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("experiment {args:?} hung for {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn error_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .map(String::from)
+        .collect()
+}
+
+fn assert_idle(c: &TestCluster, what: &str) {
+    let left = c.wait_idle(Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "{what}: still running on the hosts: {left:?}"
+    );
+}
+
+fn installed(c: &TestCluster, host: usize) -> Vec<String> {
+    std::fs::read_dir(c.hosts[host].home.join("bin"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn result(out: &Path, dir: &str) -> Value {
+    let p = out.join(dir).join("result.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")))
+        .unwrap()
+}
+
+#[test]
+fn experiments_run_on_cluster_hosts_and_say_where() {
+    let Some(c) = cluster() else { return };
+    let hosts = c.write_hosts_file("hosts", "");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let h = hosts.to_str().unwrap();
+
+    // vmp-getpid: the whole real measurement in one worker on the first host.
+    let r = experiment(
+        &[
+            "run",
+            "vmp-getpid",
+            "--mode",
+            "real",
+            "--repeat",
+            "1",
+            "--hosts",
+            h,
+            "--out",
+            o,
+        ],
+        Duration::from_secs(120),
+        || true,
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    let res = result(out.path(), "vmp-getpid-real");
+    let pl = &res["placement"];
+    assert_eq!(pl["transport"], "cluster", "{res}");
+    assert_eq!(pl["workers"][0]["host"], "h1", "{res}");
+    assert!(
+        pl["workers"][0]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.2:"),
+        "the worker listened on its host's own address: {pl}"
+    );
+    assert_eq!(pl["workers"][0]["cores"], 1);
+    assert!(
+        res["metrics"]["vmp_wall_s"].as_f64().unwrap() > 0.0,
+        "{res}"
+    );
+    assert!(
+        res["command"].as_str().unwrap().contains("--hosts"),
+        "rerun command names the hosts file: {res}"
+    );
+    for k in 0..4 {
+        assert_eq!(
+            installed(&c, k).len(),
+            1,
+            "host {k}: the program installed once, no temporary file left"
+        );
+    }
+    assert_idle(&c, "after vmp-getpid");
+
+    // migration-bandwidth: source on h1, sink on h2, over their own addresses. Installed copies
+    // are reused (same checksum).
+    let r = experiment(
+        &[
+            "run",
+            "migration-bandwidth",
+            "--mode",
+            "real",
+            "--repeat",
+            "1",
+            "--set",
+            "largest_block_log2=20",
+            "--hosts",
+            h,
+            "--out",
+            o,
+        ],
+        Duration::from_secs(120),
+        || true,
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    let res = result(out.path(), "migration-bandwidth-real");
+    let w = &res["placement"]["workers"];
+    assert_eq!(w[0]["role"], "source", "{res}");
+    assert_eq!(w[0]["host"], "h1");
+    assert_eq!(w[1]["role"], "sink");
+    assert_eq!(w[1]["host"], "h2");
+    assert!(
+        w[1]["addr"].as_str().unwrap().starts_with("127.0.0.3:"),
+        "{w}"
+    );
+    for m in ["tcp_8k_writes_mbit_s", "tcp_large_writes_mbit_s"] {
+        assert!(res["metrics"][m].as_f64().unwrap() > 0.0, "{m}: {res}");
+    }
+    assert!(
+        res["notes"].to_string().contains("Cluster mode"),
+        "{}",
+        res["notes"]
+    );
+    assert_eq!(installed(&c, 0).len(), 1, "reused, not installed again");
+    assert_idle(&c, "after migration-bandwidth");
+}
+
+#[test]
+fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
+    let Some(c) = cluster() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let run = |hosts: &Path, limit: u64, during: &mut dyn FnMut() -> bool| {
+        experiment(
+            &[
+                "run",
+                "vmp-getpid",
+                "--mode",
+                "real",
+                "--repeat",
+                "1",
+                "--hosts",
+                hosts.to_str().unwrap(),
+                "--out",
+                o,
+            ],
+            Duration::from_secs(limit),
+            during,
+        )
+    };
+
+    // A syntax error: refused before any login, naming the line.
+    let bad = c.write_hosts_file("bad", "h9 cores=many\n");
+    let r = run(&bad, 20, &mut || true);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    let e = error_lines(&r);
+    assert_eq!(e.len(), 1, "{}", text(&r));
+    assert!(e[0].contains("line 8: cores=\"many\""), "{}", text(&r));
+
+    // An unknown host and a host refusing the login: one line each, the run does not start.
+    let unreachable = c.write_hosts_file("unreachable", "nosuchhost.invalid\nrefuse\n");
+    let r = run(&unreachable, 90, &mut || true);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let e = error_lines(&r);
+    assert_eq!(e.len(), 2, "{}", text(&r));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("host nosuchhost.invalid (hosts file line 8): login failed")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(
+            |l| l.contains("host refuse (hosts file line 9): login failed")
+                && l.contains("Permission denied")
+        ),
+        "{e:?}"
+    );
+    assert_idle(&c, "after the failed logins");
+
+    // A worker killed mid-run: the run ends with one line naming the host, non-zero.
+    let hosts = c.write_hosts_file("hosts", "");
+    let mut killed = false;
+    let mut kill_worker = || {
+        for (pid, cmd) in c.processes() {
+            if cmd.contains("__worker") {
+                // SAFETY: kill(2) on a worker process of this test's cluster.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+                killed = true;
+                return false;
+            }
+        }
+        true
+    };
+    let r = run(&hosts, 120, &mut kill_worker);
+    assert!(killed, "a worker was seen running: {}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let e = error_lines(&r);
+    assert!(
+        e.iter()
+            .any(|l| l.contains("experiment worker on host h1") && l.contains("signal 9")),
+        "{}",
+        text(&r)
+    );
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("panicked"));
+    assert_idle(&c, "after the killed worker");
+}
