@@ -131,7 +131,9 @@ fn experiments_run_on_cluster_hosts_and_say_where() {
         || true,
     );
     assert!(r.status.success(), "{}", text(&r));
+    println!("{}", text(&r));
     let res = result(out.path(), "vmp-getpid-real");
+    println!("{}", res["placement"]);
     let pl = &res["placement"];
     assert_eq!(pl["transport"], "cluster", "{res}");
     assert_eq!(pl["workers"][0]["host"], "h1", "{res}");
@@ -181,7 +183,9 @@ fn experiments_run_on_cluster_hosts_and_say_where() {
         || true,
     );
     assert!(r.status.success(), "{}", text(&r));
+    println!("{}", text(&r));
     let res = result(out.path(), "migration-bandwidth-real");
+    println!("{}\n{}", res["placement"], res["metrics"]);
     let w = &res["placement"]["workers"];
     assert_eq!(w[0]["role"], "source", "{res}");
     assert_eq!(w[0]["host"], "h1");
@@ -238,6 +242,7 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
     // An unknown host and a host refusing the login: one line each, the run does not start.
     let unreachable = c.write_hosts_file("unreachable", "nosuchhost.invalid\nrefuse\n");
     let r = run(&unreachable, 90, &mut || true);
+    println!("{}", text(&r));
     assert_eq!(r.status.code(), Some(1), "{}", text(&r));
     let e = error_lines(&r);
     assert_eq!(e.len(), 2, "{}", text(&r));
@@ -255,12 +260,19 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
     );
     assert_idle(&c, "after the failed logins");
 
-    // A worker killed mid-run: the run ends with one line naming the host, non-zero.
+    // A worker killed mid-run (the sink of a 64 MiB block transfer): one line for it, one for
+    // the source that lost its peer; non-zero; nothing left on any host.
     let hosts = c.write_hosts_file("hosts", "");
     let mut killed = false;
-    let mut kill_worker = || {
+    let mut kill_sink = || {
         for (pid, cmd) in c.processes() {
-            if cmd.contains("__worker") {
+            // The second worker: the one whose daemon runs under h2's home.
+            if cmd.contains("__worker")
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|e| e.starts_with(&c.hosts[1].home))
+            {
+                // Let the transfer start before the kill.
+                std::thread::sleep(Duration::from_millis(300));
                 // SAFETY: kill(2) on a worker process of this test's cluster.
                 unsafe {
                     libc::kill(pid as i32, libc::SIGKILL);
@@ -271,13 +283,34 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
         }
         true
     };
-    let r = run(&hosts, 120, &mut kill_worker);
+    let r = experiment(
+        &[
+            "run",
+            "migration-bandwidth",
+            "--mode",
+            "real",
+            "--repeat",
+            "1",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        Duration::from_secs(120),
+        &mut kill_sink,
+    );
+    println!("{}", text(&r));
     assert!(killed, "a worker was seen running: {}", text(&r));
     assert_eq!(r.status.code(), Some(1), "{}", text(&r));
     let e = error_lines(&r);
     assert!(
         e.iter()
-            .any(|l| l.contains("experiment worker on host h1") && l.contains("signal 9")),
+            .any(|l| l.contains("sink worker on host h2: worker ended without a result (signal 9)")),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        e.iter().any(|l| l.contains("source worker on host h1:")),
         "{}",
         text(&r)
     );

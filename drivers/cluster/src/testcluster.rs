@@ -111,7 +111,7 @@ impl TestCluster {
         for k in 0..n {
             let name = format!("h{}", k + 1);
             let addr = Ipv4Addr::new(127, 0, 0, (k + 2) as u8);
-            let hd = d.join("hosts").join(&name);
+            let hd = d.join("sshd").join(&name);
             let home = d.join("homes").join(&name);
             for p in [&hd, &home] {
                 std::fs::create_dir_all(p)
