@@ -322,7 +322,6 @@ impl Cluster {
             };
             ctl.exec_on(WORKER_COMMAND, &hosts, opts).await
         });
-        drop(sink);
         let report = report.map_err(|e| one(format!("run: {e}")))?;
         let mut out = Vec::new();
         for (k, (i, t, _)) in sel.iter().enumerate() {

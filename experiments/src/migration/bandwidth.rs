@@ -102,11 +102,14 @@ pub fn real_sizes(p: &Params) -> Vec<usize> {
         .collect()
 }
 
+/// One measured path: its label in the figures, its metric name, (bytes, seconds) per block.
+pub type MeasuredPath = (String, String, Vec<(usize, f64)>);
+
 /// A real-mode result from measured paths (label, metric name, (bytes, seconds) points): the
 /// largest block's bandwidth and time as metrics, the curves beside the simulated SP/2 ones.
 pub fn real_output(
     p: &Params,
-    measured: Vec<(String, String, Vec<(usize, f64)>)>,
+    measured: Vec<MeasuredPath>,
     note: &str,
 ) -> anyhow::Result<ExperimentOutput> {
     let mut out = super::bandwidth_sim::simulate_with(0, p)?;
