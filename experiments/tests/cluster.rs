@@ -317,3 +317,139 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
     assert!(!String::from_utf8_lossy(&r.stderr).contains("panicked"));
     assert_idle(&c, "after the killed worker");
 }
+
+/// A worker started by hand with the protocol on its stdin, as the launcher starts it.
+struct Worker {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Worker {
+    fn start(idx: u32, n: u32) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_experiment"))
+            .arg("__worker")
+            .env("GXP_EXEC_IDX", idx.to_string())
+            .env("GXP_NUM_EXECS", n.to_string())
+            .env("GXP_HOSTNAME", format!("w{idx}"))
+            .env_remove("SSH_CONNECTION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run experiment __worker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(l);
+            }
+        });
+        Worker {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send(&mut self, s: &str) {
+        use std::io::Write;
+        let w = self.stdin.as_mut().unwrap();
+        w.write_all(s.as_bytes()).unwrap();
+        w.flush().unwrap();
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from the worker within 30 s")
+    }
+
+    fn exit(&mut self) -> i32 {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < end, "worker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Source and sink workers holding different secrets: neither accepts the other, each says so in
+/// one line and exits non-zero; a worker whose launcher goes away stops.
+#[test]
+fn workers_with_different_secrets_refuse_each_other() {
+    let job = serde_json::json!({
+        "roles": [
+            {"kind": "blocks-source", "sink": 1, "sizes": [1024], "writes": [null], "reps": 1},
+            {"kind": "blocks-sink", "source": 0, "sessions": 1}
+        ],
+        "listen": ["127.0.0.1", "127.0.0.1"],
+        "cores": [null, null],
+        "rendezvous_s": 20,
+        "deadline_s": 60
+    });
+    let mut w: Vec<Worker> = (0..2).map(|i| Worker::start(i, 2)).collect();
+    for (k, secret) in ["0123456789abcdef0123", "not-the-same-secret!"]
+        .iter()
+        .enumerate()
+    {
+        w[k].send(&format!("GBW1 SECRET {secret}\nGBW1 JOB {job}\n"));
+    }
+    let addrs: Vec<String> = w
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            let l = w.line();
+            let want = format!("GBW1 READY {k} 127.0.0.1:");
+            assert!(l.starts_with(&want), "{l}");
+            l.rsplit(' ').next().unwrap().to_string()
+        })
+        .collect();
+    let peers = format!("GBW1 PEERS {}\n", serde_json::json!(addrs));
+    for x in &mut w {
+        x.send(&peers);
+    }
+    let (src, sink) = (w[0].line(), w[1].line());
+    assert!(
+        src.starts_with("GBW1 FAIL 0 sink connection refused")
+            && sink.starts_with("GBW1 FAIL 1 source at "),
+        "{src}\n{sink}"
+    );
+    assert!(
+        sink.contains("authentication failed: the peer does not hold this cluster's secret"),
+        "{sink}"
+    );
+    assert_eq!(w[0].exit(), 1);
+    assert_eq!(w[1].exit(), 1);
+
+    // The launcher goes away (stdin closes) while the worker waits for its peers: it stops.
+    let mut lone = Worker::start(0, 2);
+    lone.send(&format!(
+        "GBW1 SECRET 0123456789abcdef0123\nGBW1 JOB {job}\n"
+    ));
+    assert!(lone.line().starts_with("GBW1 READY 0 "));
+    lone.stdin = None;
+    assert!(lone.line().contains("the launcher closed the channel"));
+    assert_eq!(lone.exit(), 1);
+
+    // Garbage instead of the secret: one line, non-zero.
+    let mut bad = Worker::start(0, 1);
+    bad.send("hello\n");
+    let l = bad.line();
+    assert!(l.starts_with("GBW1 FAIL 0 expected a SECRET line"), "{l}");
+    assert_eq!(bad.exit(), 1);
+}
