@@ -260,6 +260,22 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
     );
     assert_idle(&c, "after the failed logins");
 
+    // A host that accepts the connection and never answers: ssh's ConnectTimeout (5 s in the
+    // file) ends the login; one line, no hang.
+    let silent = c.write_hosts_file("silent", "silent\n");
+    let t0 = Instant::now();
+    let r = run(&silent, 60, &mut || true);
+    println!("{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let e = error_lines(&r);
+    assert_eq!(e.len(), 1, "{}", text(&r));
+    assert!(
+        e[0].contains("host silent (hosts file line 8): login failed"),
+        "{e:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert_idle(&c, "after the silent host");
+
     // A worker killed mid-run (the sink of a 64 MiB block transfer): one line for it, one for
     // the source that lost its peer; non-zero; nothing left on any host.
     let hosts = c.write_hosts_file("hosts", "");

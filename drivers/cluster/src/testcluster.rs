@@ -46,6 +46,35 @@ pub struct TestHost {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<TestHost>,
+    /// The `silent` host: accepts TCP connections and never says a word (a hung machine).
+    silent: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+/// A listener that accepts connections and holds them open without a byte, until `stop`.
+fn silent_host(
+    l: TcpListener,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        let _ = l.set_nonblocking(true);
+        let mut held = Vec::new();
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) if held.len() < 64 => held.push(c),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (stop, t)
 }
 
 fn run_ok(cmd: &mut Command) -> Result<(), StartError> {
@@ -76,7 +105,8 @@ fn user() -> String {
 
 impl TestCluster {
     /// Starts `n` hosts (1 ≤ n ≤ 200). The client side is [`TestCluster::ssh_config`]: aliases
-    /// `h1`…`hN`, plus `refuse` (h1's sshd with a key it does not accept: a login refused).
+    /// `h1`…`hN`, plus `refuse` (h1's sshd with a key it does not accept: a login refused) and
+    /// `silent` (127.0.0.250: accepts the connection, never answers: a hung host).
     pub fn start(n: usize) -> Result<TestCluster, StartError> {
         if !Path::new(SSHD).exists() {
             return Err(StartError::NoSshd(format!(
@@ -105,6 +135,7 @@ impl TestCluster {
         let mut c = TestCluster {
             dir,
             hosts: Vec::new(),
+            silent: None,
         };
         let user = user();
         let mut client = String::new();
@@ -170,6 +201,15 @@ impl TestCluster {
                 pid_file,
             });
         }
+        let silent_addr = Ipv4Addr::new(127, 0, 0, 250);
+        let sl = TcpListener::bind((silent_addr, 0))
+            .map_err(|e| StartError::Failed(format!("silent host on {silent_addr}: {e}")))?;
+        let silent_port = sl.local_addr().map(|a| a.port()).unwrap_or(0);
+        c.silent = Some(silent_host(sl));
+        client.push_str(&format!(
+            "Host silent\n  HostName {silent_addr}\n  Port {silent_port}\n  User {user}\n  IdentityFile {d}/user_key\n",
+            d = d.display()
+        ));
         client.push_str(&format!(
             "Host *\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile {d}/known_hosts\n  \
              BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 10\n",
@@ -302,6 +342,10 @@ impl Drop for TestCluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        if let Some((stop, t)) = self.silent.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = t.join();
         }
     }
 }
