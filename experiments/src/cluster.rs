@@ -141,6 +141,20 @@ fn run_role(ctx: WorkerCtx) -> anyhow::Result<Value> {
     }))
 }
 
+/// Refuses, before any login, a plan with a real-mode step that has no cluster placement.
+pub fn check_plan(plan: &[crate::runner::Step]) -> anyhow::Result<()> {
+    for st in plan {
+        if st.mode == Mode::Real && !CLUSTER_EXPERIMENTS.contains(&st.exp.name) {
+            anyhow::bail!(
+                "--hosts: experiment '{}' has no cluster mode yet (with --hosts: {})",
+                st.exp.name,
+                CLUSTER_EXPERIMENTS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads the hosts file (one-line error naming the line) — before anything runs.
 pub fn load_hosts(path: &std::path::Path) -> anyhow::Result<HostsFile> {
     HostsFile::load(path).map_err(|e| anyhow::anyhow!("hosts file {e}"))

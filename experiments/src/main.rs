@@ -240,7 +240,11 @@ fn main() -> ExitCode {
                     Some(p) => Some((p.clone(), gridbed_experiments::cluster::load_hosts(&p)?)),
                     None => None,
                 };
-                Ok((runner::plan(&name, modes, &sets)?, sets, hosts))
+                let plan = runner::plan(&name, modes, &sets)?;
+                if hosts.is_some() {
+                    gridbed_experiments::cluster::check_plan(&plan)?;
+                }
+                Ok((plan, sets, hosts))
             });
             match planned {
                 Ok((plan, sets, hosts)) => runner::run(&RunOptions {

@@ -231,6 +231,44 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
         )
     };
 
+    // An experiment without a cluster placement: refused before any login.
+    let hosts = c.write_hosts_file("hosts", "");
+    let r = experiment(
+        &[
+            "run",
+            "phoenix-raytrace",
+            "--mode",
+            "real",
+            "--hosts",
+            hosts.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+        || true,
+    );
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert_eq!(error_lines(&r).len(), 1, "{}", text(&r));
+    assert!(text(&r).contains("has no cluster mode yet"), "{}", text(&r));
+    assert!(!text(&r).contains("logging into"), "{}", text(&r));
+    // A missing hosts file: one line, exit 2.
+    let r = experiment(
+        &[
+            "run",
+            "vmp-getpid",
+            "--mode",
+            "real",
+            "--hosts",
+            "/nonexistent/hosts",
+        ],
+        Duration::from_secs(20),
+        || true,
+    );
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(
+        text(&r).contains("hosts file /nonexistent/hosts"),
+        "{}",
+        text(&r)
+    );
+
     // A syntax error: refused before any login, naming the line.
     let bad = c.write_hosts_file("bad", "h9 cores=many\n");
     let r = run(&bad, 20, &mut || true);
@@ -278,7 +316,6 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
 
     // A worker killed mid-run (the sink of a 64 MiB block transfer): one line for it, one for
     // the source that lost its peer; non-zero; nothing left on any host.
-    let hosts = c.write_hosts_file("hosts", "");
     let mut killed = false;
     let mut kill_sink = || {
         for (pid, cmd) in c.processes() {
