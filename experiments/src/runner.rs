@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::outcome::Mode;
+use crate::outcome::{ExperimentOutput, Mode};
 use anyhow::Context;
 
 use crate::catalogue::Verdict;
@@ -221,7 +221,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
             args,
             ..RunExtra::default()
         };
-        let mut last = None;
+        let mut last: Option<ExperimentOutput> = None;
         for k in 1..=n {
             let phase = if n > 1 {
                 format!("run {k} of {n}")
@@ -247,6 +247,22 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
                     o
                 }
                 Err(e) => {
+                    // Runs already done are kept, marked partial, then the failure is reported.
+                    if let Some(mut done) = last.take() {
+                        done.notes.insert(
+                            0,
+                            format!(
+                                "PARTIAL: {} of {n} runs completed; run {k} failed: {}",
+                                k - 1,
+                                format!("{e:#}").replace('\n', "; ")
+                            ),
+                        );
+                        if let Ok(dir) =
+                            report::write_with(&opts.out, exp, m, opts.seed, done, &extra)
+                        {
+                            eprintln!("partial result kept: {}", dir.display());
+                        }
+                    }
                     progress.finish();
                     return Err(e);
                 }

@@ -369,6 +369,59 @@ fn bad_hosts_and_failures_are_one_line_each_and_leave_nothing_running() {
     );
     assert!(!String::from_utf8_lossy(&r.stderr).contains("panicked"));
     assert_idle(&c, "after the killed worker");
+
+    // A worker killed in the second of three runs: the first run's result is kept, marked
+    // partial; the run still fails.
+    let mut first: Option<u32> = None;
+    let mut killed = false;
+    let mut kill_second = || {
+        for (pid, cmd) in c.processes() {
+            if cmd.contains("__worker") {
+                match first {
+                    None => first = Some(pid),
+                    Some(f) if f != pid => {
+                        // SAFETY: kill(2) on a worker process of this test's cluster.
+                        unsafe {
+                            libc::kill(pid as i32, libc::SIGKILL);
+                        }
+                        killed = true;
+                        return false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        true
+    };
+    let partial = tempfile::tempdir().unwrap();
+    let r = experiment(
+        &[
+            "run",
+            "vmp-getpid",
+            "--mode",
+            "real",
+            "--repeat",
+            "3",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--out",
+            partial.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+        &mut kill_second,
+    );
+    println!("{}", text(&r));
+    assert!(killed, "the second run's worker was seen: {}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let res = result(partial.path(), "vmp-getpid-real");
+    let note = res["notes"][0].as_str().unwrap_or("");
+    assert!(
+        note.starts_with("PARTIAL: 1 of 3 runs completed; run 2 failed:")
+            && note.contains("worker on host h1"),
+        "{res}"
+    );
+    assert!(res["metrics"]["vmp_wall_s"].as_f64().is_some(), "{res}");
+    assert_idle(&c, "after the partial run");
 }
 
 /// A worker started by hand with the protocol on its stdin, as the launcher starts it.
