@@ -278,6 +278,7 @@ pub fn run_step(
             host: o.host.clone(),
             addr: o.addr.map(|a| a.to_string()).unwrap_or_default(),
             cores: o.cores,
+            hops: o.hops,
             machine,
         });
     }

@@ -67,6 +67,9 @@ pub struct PlacedWorker {
     pub addr: String,
     /// Cores the hosts file gives the host.
     pub cores: Option<u32>,
+    /// Logins from this machine to the host (1: direct; more: through gateways).
+    #[serde(default)]
+    pub hops: usize,
     /// The worker's own view of its machine.
     pub machine: Option<Provenance>,
 }
@@ -97,7 +100,12 @@ impl Placement {
                     .as_ref()
                     .map(|m| format!(", {} cores ({})", m.cores, m.cpu))
                     .unwrap_or_default();
-                format!("{} on {} ({}, {}{m})", w.role, w.host, w.addr, cores)
+                let via = if w.hops > 1 {
+                    format!(", {} logins away", w.hops)
+                } else {
+                    String::new()
+                };
+                format!("{} on {} ({}, {}{m}{via})", w.role, w.host, w.addr, cores)
             })
             .collect();
         format!("cluster via GXP/ssh: {}", w.join("; "))

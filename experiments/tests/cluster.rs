@@ -162,8 +162,19 @@ fn experiments_run_on_cluster_hosts_and_say_where() {
     }
     assert_idle(&c, "after vmp-getpid");
 
-    // migration-bandwidth: source on h1, sink on h2, over their own addresses. Installed copies
-    // are reused (same checksum).
+    // migration-bandwidth: source on h1, sink on h2, over their own addresses; h2 is reached
+    // through h1 (`via=`, a two-hop GXP tree). Installed copies are reused (same checksum).
+    let via = c.dir.path().join("hosts-via");
+    std::fs::write(
+        &via,
+        c.hosts_file_text("").replace(
+            "h2 cores=1 addr=127.0.0.3\n",
+            "h2 cores=1 addr=127.0.0.3 via=h1\n",
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(&via).unwrap().contains("via=h1"));
+    let h = via.to_str().unwrap();
     let r = experiment(
         &[
             "run",
@@ -191,6 +202,8 @@ fn experiments_run_on_cluster_hosts_and_say_where() {
     assert_eq!(w[0]["host"], "h1");
     assert_eq!(w[1]["role"], "sink");
     assert_eq!(w[1]["host"], "h2");
+    assert_eq!(w[0]["hops"], 1, "h1 directly: {w}");
+    assert_eq!(w[1]["hops"], 2, "h2 through h1: {w}");
     assert!(
         w[1]["addr"].as_str().unwrap().starts_with("127.0.0.3:"),
         "{w}"

@@ -75,6 +75,8 @@ pub struct WorkerOutcome {
     /// Where the worker listened.
     pub addr: Option<SocketAddr>,
     pub cores: Option<u32>,
+    /// Logins between this machine and the host (1: direct; more: through `via=` gateways).
+    pub hops: usize,
     /// The role's result, or one line saying why there is none.
     pub result: Result<serde_json::Value, String>,
 }
@@ -344,6 +346,7 @@ impl Cluster {
                 host: self.names.get(t).cloned().unwrap_or_default(),
                 addr: ready[k],
                 cores: self.file.find(t).and_then(|h| h.cores),
+                hops: ctl_hops(self.ctl.as_ref(), *i),
                 result,
             });
         }
@@ -388,6 +391,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Depth of host `i` in the GXP tree (the root is 0).
+fn ctl_hops(ctl: Option<&Controller>, i: u32) -> usize {
+    ctl.and_then(|c| c.table.get(i)).map_or(0, |e| e.depth())
 }
 
 /// `s` as a regular expression matching exactly `s` (login rules are regexes over names).
