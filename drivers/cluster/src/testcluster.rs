@@ -116,11 +116,15 @@ impl TestCluster {
         if !(1..=200).contains(&n) {
             return Err(StartError::Failed(format!("{n} hosts: 1..=200")));
         }
+        reap_crashed_clusters();
         let dir = tempfile::Builder::new()
-            .prefix("gridbed-testcluster-")
+            .prefix(PREFIX)
             .tempdir()
             .map_err(|e| StartError::Failed(format!("tempdir: {e}")))?;
         let d = dir.path().to_path_buf();
+        // Who owns this cluster: a later start removes it if this process died without its drop.
+        std::fs::write(d.join("owner.pid"), std::process::id().to_string())
+            .map_err(|e| StartError::Failed(format!("owner.pid: {e}")))?;
         for k in ["user_key", "stranger_key"] {
             run_ok(
                 Command::new("ssh-keygen")
@@ -284,23 +288,8 @@ impl TestCluster {
     /// whose daemon died (re-parented away from its sshd) is still found.
     pub fn processes(&self) -> Vec<(u32, String)> {
         let mut all: BTreeMap<u32, String> = descendants(&self.sshd_pids()).into_iter().collect();
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-                    if exe.starts_with(self.dir.path()) {
-                        let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                        all.entry(pid).or_insert_with(|| {
-                            String::from_utf8_lossy(&c)
-                                .replace('\0', " ")
-                                .trim()
-                                .to_string()
-                        });
-                    }
-                }
-            }
+        for (pid, cmd) in running_from(self.dir.path()) {
+            all.entry(pid).or_insert(cmd);
         }
         all.into_iter().collect()
     }
@@ -347,6 +336,86 @@ impl Drop for TestCluster {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = t.join();
         }
+    }
+}
+
+const PREFIX: &str = "gridbed-testcluster-";
+
+/// Live processes whose executable lies under `dir` (programs installed on the test hosts).
+fn running_from(dir: &Path) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            if exe.starts_with(dir) {
+                let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                out.push((
+                    pid,
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Removes the clusters of test processes that died without dropping theirs (killed, aborted):
+/// their sshds (from the pid files), everything below them, and their directories.
+fn reap_crashed_clusters() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        if !e.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join("owner.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        // Alive owner (or a cluster still being made): not ours to touch.
+        match owner {
+            Some(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {}
+            _ => continue,
+        }
+        let mut sshds = Vec::new();
+        if let Ok(hosts) = std::fs::read_dir(dir.join("sshd")) {
+            for h in hosts.flatten() {
+                if let Some(pid) = std::fs::read_to_string(h.path().join("sshd.pid"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                {
+                    // Only an sshd started with this directory's config.
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmd).contains(&*dir.to_string_lossy()) {
+                        sshds.push(pid);
+                    }
+                }
+            }
+        }
+        let mut doomed = descendants(&sshds);
+        doomed.extend(running_from(&dir));
+        for (pid, _) in doomed {
+            // SAFETY: kill(2) on a process below a dead test's sshd.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        for pid in sshds {
+            // SAFETY: as above, the dead test's own sshd.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -106,3 +106,51 @@ fn four_hosts_with_their_own_address_sshd_and_home() {
     }
     assert!(!dir.exists(), "temporary directory removed");
 }
+
+/// A cluster whose test died without its drop (here: forgotten, its owner a process that has
+/// exited) is removed by the next start: its sshds stopped, what ran on them killed, its
+/// directory gone.
+#[test]
+fn a_crashed_tests_cluster_is_reaped_by_the_next_start() {
+    let c = match TestCluster::start(2) {
+        Ok(c) => c,
+        Err(StartError::NoSshd(why)) => {
+            println!("SKIP: no sshd on this machine: {why}");
+            return;
+        }
+        Err(e) => panic!("test cluster: {e}"),
+    };
+    let bg = ssh(
+        &c,
+        "h1",
+        "cp /bin/sleep $GXP_HOME/sleeper && (setsid $GXP_HOME/sleeper 300 >/dev/null 2>&1 &) && echo started",
+    );
+    assert!(bg.status.success());
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    std::fs::write(c.dir.path().join("owner.pid"), dead.id().to_string()).unwrap();
+    let dir = c.dir.path().to_path_buf();
+    let ports: Vec<(std::net::Ipv4Addr, u16)> = c.hosts.iter().map(|h| (h.addr, h.port)).collect();
+    let left = c.wait_idle(Duration::from_millis(300));
+    assert!(!left.is_empty(), "the sleeper runs");
+    std::mem::forget(c);
+    let next = TestCluster::start(1).expect("second cluster");
+    assert!(!dir.exists(), "the crashed cluster's directory is removed");
+    for (a, p) in ports {
+        assert!(
+            std::net::TcpStream::connect((a, p)).is_err(),
+            "the crashed cluster's sshd on {a}:{p} is stopped"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for (pid, cmd) in left {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(
+            !alive,
+            "process {pid} ({cmd}) of the crashed cluster still runs"
+        );
+    }
+    drop(next);
+}
