@@ -15,4 +15,5 @@ pub mod render;
 pub mod replay;
 pub mod report;
 pub mod runner;
+pub mod sweep;
 pub mod vmp;

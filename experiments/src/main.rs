@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gridbed_experiments::runner::{self, ModeChoice, RunOptions};
-use gridbed_experiments::{browser, registry, replay};
+use gridbed_experiments::{browser, registry, replay, sweep};
 
 #[derive(Parser)]
 #[command(name = "experiment", about = "Reproduce the gridbed source documents' measurements.", after_help = experiments_help())]
@@ -70,6 +71,51 @@ enum Cmd {
     Describe { name: String },
     /// Re-run a recorded simulated run (its run.json) and say "identical" or where it diverges.
     Replay { runfile: PathBuf },
+    /// Run a simulated experiment over many seeds, `--jobs` at a time (each seed in its own
+    /// process), and merge the results: metric distributions, every seed's trace digest, and the
+    /// command that reproduces each failing seed. Exit status 1 if any seed failed. Running the
+    /// same sweep again resumes it from its journal.
+    Sweep {
+        /// Experiment name (see `experiment list`).
+        name: String,
+        /// Seeds: `A..B` (both included) or one seed `N`.
+        #[arg(long)]
+        seeds: String,
+        /// Seeds run at once (default: the machine's cores).
+        #[arg(long, conflicts_with = "local_hosts")]
+        jobs: Option<usize>,
+        /// Spread the seeds over this many local GXP hosts with GXP's task farm (one seed per
+        /// host at a time; a seed whose host dies runs again elsewhere). Needs the `gxp`
+        /// program beside `experiment` (or `GRIDBED_GXP`).
+        #[arg(long)]
+        local_hosts: Option<usize>,
+        /// Output directory: journal, sweep.json, README.md, histograms (default: sweeps/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Set a parameter, `key=value` (repeatable; see `experiment describe NAME`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run on this simulator platform file (TOML, see experiments/platforms/).
+        #[arg(long, value_name = "FILE.toml")]
+        platform: Option<PathBuf>,
+        /// Run the experiment's reduced-size variant (the one the test suite uses).
+        #[arg(long)]
+        quick: bool,
+        /// Also count a seed as failing when a metric misses its paper value or target.
+        #[arg(long)]
+        fail_on_target: bool,
+        /// Longest one seed may run, seconds; it is then killed and counted as failing.
+        #[arg(long, default_value_t = 3600.0)]
+        timeout_s: f64,
+    },
+    /// Internal: one seed of a sweep (parameter values as JSON on stdin, record on stdout).
+    #[command(name = "__sweep-one", hide = true)]
+    SweepOne {
+        name: String,
+        seed: u64,
+        #[arg(long)]
+        quick: bool,
+    },
     /// Internal: the sink process of real-mode block transfers.
     #[command(name = "__sink", hide = true)]
     Sink { kind: String, addr: String },
@@ -130,7 +176,6 @@ fn settings(sets: &[String], platform: Option<&Path>) -> anyhow::Result<Vec<Stri
 const MAX_PLATFORM_BYTES: u64 = 8 << 20;
 
 fn read_platform(file: &Path) -> anyhow::Result<String> {
-    use anyhow::Context;
     let len = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
         .len();
@@ -187,6 +232,65 @@ fn describe(name: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks a sweep's arguments before anything runs.
+#[allow(clippy::too_many_arguments)]
+fn sweep_options(
+    name: &str,
+    seeds: &str,
+    jobs: Option<usize>,
+    local_hosts: Option<usize>,
+    out: Option<PathBuf>,
+    set: &[String],
+    platform: Option<&Path>,
+    quick: bool,
+    fail_on_target: bool,
+    timeout_s: f64,
+) -> anyhow::Result<sweep::SweepOptions> {
+    let seeds = sweep::seeds::parse(seeds)?;
+    anyhow::ensure!(
+        timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 7.0 * 86400.0,
+        "--timeout-s must be above 0 and at most a week, got {timeout_s}"
+    );
+    let spread = match local_hosts {
+        Some(n) => {
+            anyhow::ensure!(
+                (1..=64).contains(&n),
+                "--local-hosts must be 1 to 64, got {n}"
+            );
+            sweep::Spread::LocalGxp(n)
+        }
+        None => {
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            anyhow::ensure!(
+                (1..=1024).contains(&jobs),
+                "--jobs must be 1 to 1024, got {jobs}"
+            );
+            sweep::Spread::Processes(jobs)
+        }
+    };
+    let sets = settings(set, platform)?;
+    let mut plan = runner::plan(name, ModeChoice::Sim, &sets)?;
+    let step = plan.pop().context("no experiment selected")?;
+    anyhow::ensure!(plan.is_empty(), "a sweep runs one experiment, not '{name}'");
+    anyhow::ensure!(
+        !(quick && step.values.is_some()),
+        "--quick runs the experiment's reduced-size variant, which takes no --set or --platform"
+    );
+    Ok(sweep::SweepOptions {
+        out: out.unwrap_or_else(|| PathBuf::from("sweeps").join(step.exp.name)),
+        exp: step.exp,
+        seeds,
+        spread,
+        sets,
+        values: step.values,
+        quick,
+        fail_on_target,
+        timeout: std::time::Duration::from_secs_f64(timeout_s),
+        exe: std::env::current_exe().context("cannot find this program's executable")?,
+    })
 }
 
 /// A bad setting or platform file: one line, exit status 2 (as for bad arguments).
@@ -286,6 +390,45 @@ fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Cmd::Daemon { index, sha } => daemon(index, &sha),
+        Cmd::Sweep {
+            name,
+            seeds,
+            jobs,
+            local_hosts,
+            out,
+            set,
+            platform,
+            quick,
+            fail_on_target,
+            timeout_s,
+        } => {
+            let opts = sweep_options(
+                &name,
+                &seeds,
+                jobs,
+                local_hosts,
+                out,
+                &set,
+                platform.as_deref(),
+                quick,
+                fail_on_target,
+                timeout_s,
+            );
+            match opts {
+                Ok(o) => match sweep::run(&o) {
+                    Ok(s) if s.failed.is_empty() => Ok(()),
+                    Ok(s) => {
+                        eprintln!("error: {} of {} seeds failed", s.failed.len(), s.seeds);
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => return bad_input(e),
+            }
+        }
+        Cmd::SweepOne { name, seed, quick } => {
+            registry::find(&name).and_then(|e| sweep::run_one_from_stdin(&e, seed, quick))
+        }
         Cmd::Sink { kind, addr } => {
             gridbed_migration_driver::blocks::run_sink(&kind, &addr).map_err(Into::into)
         }

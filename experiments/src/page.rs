@@ -98,7 +98,7 @@ const VERDICT_ORDER: &[&str] = &[
 ];
 
 /// Builds both pages from the loaded results; `registered` names the experiments of this build.
-pub fn build(results: &[Loaded], registered: &[&str]) -> Pages {
+pub fn build(results: &[Loaded], registered: &[&str], sweeps: &[SweepEntry]) -> Pages {
     let ok: Vec<&ResultFile> = results
         .iter()
         .filter_map(|l| match l {
@@ -135,10 +135,118 @@ pub fn build(results: &[Loaded], registered: &[&str]) -> Pages {
         }
         section(r, &mut h, &mut md);
     }
+    sweeps_section(sweeps, &mut h, &mut md);
     h.push_str("</body></html>\n");
     Pages {
         html: h,
         markdown: md,
+    }
+}
+
+/// A sweep directory under `sweeps/` and its summary (or why it could not be read).
+pub type SweepEntry = (String, Result<crate::sweep::summary::Summary, String>);
+
+/// Metrics shown per sweep in the report (the sweep's own README lists all).
+const SWEEP_METRICS_SHOWN: usize = 6;
+
+/// The seed sweeps (`experiment sweep`) kept in this report: seeds, failures, digests, and the
+/// metrics that vary most, with the first one's histogram.
+fn sweeps_section(sweeps: &[SweepEntry], h: &mut String, md: &mut String) {
+    if sweeps.is_empty() {
+        return;
+    }
+    let _ = writeln!(h, "<h2 id=\"sweeps\">Seed sweeps</h2><p>Made by <code>experiment sweep</code>: one simulated experiment over many seeds. Each directory's README.md lists every metric, digest and failing seed.</p>");
+    let _ = writeln!(md, "\n## Seed sweeps\n\nMade by `experiment sweep`: one simulated experiment over many seeds. Each directory's README.md lists every metric, digest and failing seed.\n");
+    for (dir, s) in sweeps {
+        let link = format!("sweeps/{}/README.md", dir);
+        let s = match s {
+            Ok(s) => s,
+            Err(why) => {
+                let _ = writeln!(
+                    h,
+                    "<p class=\"bad\"><code>{}</code>: unreadable sweep.json: {}</p>",
+                    esc(dir),
+                    esc(why)
+                );
+                let _ = writeln!(md, "- `{dir}`: unreadable sweep.json: {why}");
+                continue;
+            }
+        };
+        let head = format!(
+            "{}{}: seeds {}..{} ({} seeds), {} failed, {} distinct trace digests; {:.1} s for {} seeds, {}",
+            s.experiment,
+            if s.quick { " (quick)" } else { "" },
+            s.first_seed,
+            s.last_seed,
+            s.seeds,
+            s.failed.len(),
+            s.distinct_digests,
+            s.wall_s,
+            s.ran_seeds,
+            s.spread
+        );
+        let _ = writeln!(
+            h,
+            "<h3>{}</h3><p>{} — <a href=\"{}\">details</a></p>",
+            esc(dir),
+            esc(&head),
+            esc(&link)
+        );
+        let _ = writeln!(md, "\n### {dir}\n\n{head} — [details]({link})\n");
+        // The metrics that vary most relative to their median.
+        let mut varying: Vec<(&String, &crate::sweep::summary::Distribution)> =
+            s.metrics.iter().filter(|(_, d)| d.max > d.min).collect();
+        let spread = |d: &crate::sweep::summary::Distribution| {
+            (d.max - d.min) / d.median.abs().max(f64::MIN_POSITIVE)
+        };
+        varying.sort_by(|a, b| spread(b.1).total_cmp(&spread(a.1)).then(a.0.cmp(b.0)));
+        h.push_str("<table><tr><th>metric</th><th>min</th><th>median</th><th>max</th></tr>");
+        md.push_str("| metric | min | median | max |\n|---|---|---|---|\n");
+        for (k, d) in varying.iter().take(SWEEP_METRICS_SHOWN) {
+            let (a, b, c) = (
+                with_unit(d.min, &d.unit),
+                with_unit(d.median, &d.unit),
+                with_unit(d.max, &d.unit),
+            );
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(k),
+                esc(&a),
+                esc(&b),
+                esc(&c)
+            );
+            let _ = writeln!(md, "| {k} | {a} | {b} | {c} |");
+        }
+        h.push_str("</table>\n");
+        for f in s.failed.iter().take(10) {
+            let _ = writeln!(
+                h,
+                "<p class=\"bad\">seed {} failed: {} — <code>{}</code></p>",
+                f.seed,
+                esc(&f.why),
+                esc(&f.reproduce)
+            );
+            let _ = writeln!(
+                md,
+                "- seed {} failed: {} — `{}`",
+                f.seed, f.why, f.reproduce
+            );
+        }
+        let drawn = crate::sweep::summary::drawn_metrics(s);
+        if let Some((k, _)) = varying.iter().find(|(k, _)| drawn.contains(k)) {
+            let img = format!(
+                "sweeps/{dir}/{}.svg",
+                crate::sweep::summary::histogram_id(k)
+            );
+            let _ = writeln!(
+                h,
+                "<p><img src=\"{}\" alt=\"{}\" width=\"600\"></p>",
+                esc(&img),
+                esc(k)
+            );
+            let _ = writeln!(md, "\n![{k}]({img})\n");
+        }
     }
 }
 
@@ -306,13 +414,35 @@ fn contents(results: &[&ResultFile], h: &mut String) {
 
 /// The verdict of one metric in its section: against the paper value, else the catalogue's target.
 pub fn metric_verdict(r: &ResultFile, metric: &str, v: f64) -> Verdict {
-    if let Some(&paper) = r.paper.get(metric) {
-        return match r.tolerance.get(metric) {
-            Some(&tol) => catalogue::tolerance_verdict(v, paper, tol, r.explained.get(metric)),
+    verdict_of(
+        &r.experiment,
+        r.mode,
+        metric,
+        v,
+        r.paper.get(metric).copied(),
+        r.tolerance.get(metric).copied(),
+        r.explained.get(metric),
+    )
+}
+
+/// The verdict of one metric's value: against its paper value and tolerance when the run gives
+/// them, else against the catalogue's target for the experiment, mode and metric.
+pub fn verdict_of(
+    experiment: &str,
+    mode: Mode,
+    metric: &str,
+    v: f64,
+    paper: Option<f64>,
+    tolerance: Option<f64>,
+    explained: Option<&String>,
+) -> Verdict {
+    if let Some(paper) = paper {
+        return match tolerance {
+            Some(tol) => catalogue::tolerance_verdict(v, paper, tol, explained),
             None => Verdict::NoVerdict,
         };
     }
-    match catalogue::target(&r.experiment, r.mode, metric) {
+    match catalogue::target(experiment, mode, metric) {
         Some(Check::AtMost(t)) if v <= t => Verdict::TargetMet,
         Some(Check::AtLeast(t)) if v >= t => Verdict::TargetMet,
         Some(_) => Verdict::TargetNotMet,

@@ -44,25 +44,90 @@ const COLORS: [RGBColor; 8] = [
 
 /// Writes `<dir>/<id>.svg` and `<dir>/<id>.png` (each drawn under a temporary name, then renamed).
 pub fn render(fig: &Figure, dir: &Path) -> anyhow::Result<()> {
+    write_both(&fig.id, dir, |a| draw(fig, a), |a| draw(fig, a))
+}
+
+/// A histogram: `bins` = (start, end, count), drawn as bars over the data's own x range.
+pub struct Histogram<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub bins: &'a [(f64, f64, usize)],
+}
+
+/// Writes `<dir>/<id>.svg` and `.png` of a histogram.
+pub fn render_histogram(h: &Histogram, dir: &Path) -> anyhow::Result<()> {
+    write_both(
+        h.id,
+        dir,
+        |a| draw_histogram(h, a),
+        |a| draw_histogram(h, a),
+    )
+}
+
+/// Draws the SVG and the PNG of one figure, each under a temporary name, then renamed.
+fn write_both(
+    id: &str,
+    dir: &Path,
+    svg_draw: impl Fn(DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
+    png_draw: impl Fn(DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     register_font()?;
     let pid = std::process::id();
-    let svg = dir.join(format!("{}.svg", fig.id));
-    let svg_tmp = dir.join(format!(".{}.tmp-{pid}.svg", fig.id));
-    draw(
-        fig,
-        SVGBackend::new(&svg_tmp, (WIDTH, HEIGHT)).into_drawing_area(),
-    )
-    .with_context(|| format!("drawing {}", svg.display()))?;
+    let svg = dir.join(format!("{id}.svg"));
+    let svg_tmp = dir.join(format!(".{id}.tmp-{pid}.svg"));
+    svg_draw(SVGBackend::new(&svg_tmp, (WIDTH, HEIGHT)).into_drawing_area())
+        .with_context(|| format!("drawing {}", svg.display()))?;
     std::fs::rename(&svg_tmp, &svg).with_context(|| format!("cannot replace {}", svg.display()))?;
-    let png = dir.join(format!("{}.png", fig.id));
+    let png = dir.join(format!("{id}.png"));
     // The bitmap backend picks the format from the extension, so the temporary name keeps it.
-    let png_tmp = dir.join(format!(".{}.tmp-{pid}.png", fig.id));
-    draw(
-        fig,
-        BitMapBackend::new(&png_tmp, (WIDTH, HEIGHT)).into_drawing_area(),
-    )
-    .with_context(|| format!("drawing {}", png.display()))?;
+    let png_tmp = dir.join(format!(".{id}.tmp-{pid}.png"));
+    png_draw(BitMapBackend::new(&png_tmp, (WIDTH, HEIGHT)).into_drawing_area())
+        .with_context(|| format!("drawing {}", png.display()))?;
     std::fs::rename(&png_tmp, &png).with_context(|| format!("cannot replace {}", png.display()))?;
+    Ok(())
+}
+
+fn draw_histogram<DB: DrawingBackend>(
+    h: &Histogram,
+    root: DrawingArea<DB, Shift>,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(err)?;
+    let lo = h.bins.first().map_or(0.0, |b| b.0);
+    let hi = h.bins.last().map_or(1.0, |b| b.1);
+    // One bin of equal values gets a unit-wide bar around its value.
+    let (x0, x1) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    };
+    let top = h.bins.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64 * 1.08;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(h.title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(75)
+        .build_cartesian_2d(x0..x1, 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(h.x_label)
+        .y_desc("seeds")
+        .axis_desc_style(("sans-serif", 17))
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| short(*v))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(h.bins.iter().map(|&(a, b, c)| {
+            let (a, b) = if b > a { (a, b) } else { (x0, x1) };
+            Rectangle::new([(a, 0.0), (b, c as f64)], COLORS[0].mix(0.8).filled())
+        }))
+        .map_err(err)?;
+    root.present().map_err(err)?;
     Ok(())
 }
 

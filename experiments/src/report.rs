@@ -328,11 +328,46 @@ pub fn load_results(out_dir: &Path) -> anyhow::Result<Vec<Loaded>> {
     Ok(results)
 }
 
+/// Largest `sweep.json` read into the report (a million seeds' digests is about 100 MiB).
+const MAX_SWEEP_JSON: u64 = 256 << 20;
+
+/// Every sweep under `<out_dir>/sweeps/` (each directory's `sweep.json`), by directory name; an
+/// unreadable one is listed with the reason instead.
+pub fn load_sweeps(
+    out_dir: &Path,
+) -> Vec<(String, Result<crate::sweep::summary::Summary, String>)> {
+    let Ok(dirs) = std::fs::read_dir(out_dir.join("sweeps")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = dirs
+        .flatten()
+        .filter(|e| e.path().join("sweep.json").is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let file = e.path().join("sweep.json");
+            let read = std::fs::metadata(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    if m.len() > MAX_SWEEP_JSON {
+                        Err(format!("larger than {MAX_SWEEP_JSON} bytes"))
+                    } else {
+                        std::fs::read(&file).map_err(|e| e.to_string())
+                    }
+                })
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+            (name, read)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// Regenerates `index.html` and `README.md` from every result in `out_dir`.
 pub fn write_index(out_dir: &Path) -> anyhow::Result<()> {
     let results = load_results(out_dir)?;
     let registered: Vec<&'static str> = crate::registry::all().iter().map(|e| e.name).collect();
-    let pages = page::build(&results, &registered);
+    let sweeps = load_sweeps(out_dir);
+    let pages = page::build(&results, &registered, &sweeps);
     write_atomic(&out_dir.join("README.md"), pages.markdown.as_bytes())?;
     write_atomic(&out_dir.join("index.html"), pages.html.as_bytes())?;
     Ok(())
