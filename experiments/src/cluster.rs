@@ -29,7 +29,7 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long workers wait for each other's addresses.
 const RENDEZVOUS: Duration = Duration::from_secs(60);
 /// Bound on the sink's connection to the source (and the source's wait for it).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a worker is asked to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -83,26 +83,45 @@ fn run_role(ctx: WorkerCtx) -> anyhow::Result<Value> {
             writes,
             reps,
         } => {
+            // Connections that fail the handshake (a stranger, a stale worker of another run)
+            // are refused and the source keeps waiting for its sink, up to CONNECT_TIMEOUT.
             ctx.listener.set_nonblocking(true)?;
             let end = Instant::now() + CONNECT_TIMEOUT;
+            let mut refused: Vec<String> = Vec::new();
             let mut s = loop {
                 match ctx.listener.accept() {
-                    Ok((s, _)) => break s,
+                    Ok((mut s, from)) => {
+                        s.set_nonblocking(false)?;
+                        match auth::accept(&mut s, &ctx.secret, ctx.idx, ctx.n) {
+                            Ok(who) if who == sink => break s,
+                            Ok(who) => refused.push(format!("{from}: worker {who}, not the sink")),
+                            Err(e) => {
+                                eprintln!("source: refused a connection from {from}: {e}");
+                                refused.push(format!("{from}: {e}"));
+                            }
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        anyhow::ensure!(
-                            Instant::now() < end,
-                            "the sink did not connect within {CONNECT_TIMEOUT:?}"
-                        );
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(e) => return Err(e.into()),
                 }
+                if Instant::now() >= end {
+                    anyhow::bail!(
+                        "the sink did not connect within {CONNECT_TIMEOUT:?}{}",
+                        if refused.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " ({} connection(s) refused; last: {})",
+                                refused.len(),
+                                refused.last().map(String::as_str).unwrap_or("")
+                            )
+                        }
+                    );
+                }
             };
-            s.set_nonblocking(false)?;
             s.set_nodelay(true)?;
-            let who = auth::accept(&mut s, &ctx.secret, ctx.idx, ctx.n)
-                .map_err(|e| anyhow::anyhow!("sink connection refused: {e}"))?;
-            anyhow::ensure!(who == sink, "worker {who} connected, not the sink {sink}");
             let mut paths = Vec::new();
             for w in writes {
                 let pts = gridbed_migration_driver::blocks::send_blocks(

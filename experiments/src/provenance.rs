@@ -93,12 +93,12 @@ impl Placement {
             .map(|w| {
                 let cores = w
                     .cores
-                    .map(|c| format!("{c} cores in the hosts file"))
+                    .map(|c| format!("cores={c} in the hosts file"))
                     .unwrap_or_else(|| "cores not stated".into());
                 let m = w
                     .machine
                     .as_ref()
-                    .map(|m| format!(", {} cores ({})", m.cores, m.cpu))
+                    .map(|m| format!("; its machine: {} cores, {}", m.cores, m.cpu))
                     .unwrap_or_default();
                 let via = if w.hops > 1 {
                     format!(", {} logins away", w.hops)

@@ -544,7 +544,7 @@ fn workers_with_different_secrets_refuse_each_other() {
     }
     let (src, sink) = (w[0].line(), w[1].line());
     assert!(
-        src.starts_with("GBW1 FAIL 0 sink connection refused")
+        src.starts_with("GBW1 FAIL 0 the sink did not connect within 10s (1 connection(s) refused")
             && sink.starts_with("GBW1 FAIL 1 source at "),
         "{src}\n{sink}"
     );
@@ -554,6 +554,33 @@ fn workers_with_different_secrets_refuse_each_other() {
     );
     assert_eq!(w[0].exit(), 1);
     assert_eq!(w[1].exit(), 1);
+
+    // Same secret, but a stranger connects to the source first with a bad handshake: refused,
+    // and the real sink still gets through.
+    let mut w: Vec<Worker> = (0..2).map(|i| Worker::start(i, 2)).collect();
+    for x in &mut w {
+        x.send(&format!(
+            "GBW1 SECRET 0123456789abcdef0123\nGBW1 JOB {job}\n"
+        ));
+    }
+    let addrs: Vec<String> = w
+        .iter()
+        .map(|w| w.line().rsplit(' ').next().unwrap().to_string())
+        .collect();
+    let mut stranger = std::net::TcpStream::connect(&addrs[0]).unwrap();
+    std::io::Write::write_all(&mut stranger, &[0x47; 52]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let peers = format!("GBW1 PEERS {}\n", serde_json::json!(addrs));
+    for x in &mut w {
+        x.send(&peers);
+    }
+    let (src, sink) = (w[0].line(), w[1].line());
+    assert!(src.starts_with("GBW1 RESULT 0 "), "{src}");
+    assert!(sink.starts_with("GBW1 RESULT 1 "), "{sink}");
+    assert!(src.contains("\"points\":[[1024,"), "{src}");
+    assert_eq!(w[0].exit(), 0);
+    assert_eq!(w[1].exit(), 0);
+    drop(stranger);
 
     // The launcher goes away (stdin closes) while the worker waits for its peers: it stops.
     let mut lone = Worker::start(0, 2);
