@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use gridbed_cluster_driver::testcluster::{StartError, TestCluster};
 
+/// Waits up to 5 s for a process of the cluster whose command line contains `what`.
+fn appears(c: &TestCluster, what: &str) -> Vec<(u32, String)> {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = c.processes();
+        if p.iter().any(|(_, cmd)| cmd.contains(what)) || std::time::Instant::now() > end {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn ssh(c: &TestCluster, host: &str, cmd: &str) -> std::process::Output {
     Command::new("ssh")
         .arg("-F")
@@ -78,7 +90,7 @@ fn four_hosts_with_their_own_address_sshd_and_home() {
         String::from_utf8_lossy(&bg.stderr)
     );
     assert!(
-        c.wait_idle(Duration::from_millis(300))
+        appears(&c, "sleeper 300")
             .iter()
             .any(|(_, cmd)| cmd.contains("sleeper 300")),
         "{:?}",
@@ -131,8 +143,11 @@ fn a_crashed_tests_cluster_is_reaped_by_the_next_start() {
     std::fs::write(c.dir.path().join("owner.pid"), dead.id().to_string()).unwrap();
     let dir = c.dir.path().to_path_buf();
     let ports: Vec<(std::net::Ipv4Addr, u16)> = c.hosts.iter().map(|h| (h.addr, h.port)).collect();
-    let left = c.wait_idle(Duration::from_millis(300));
-    assert!(!left.is_empty(), "the sleeper runs");
+    let left = appears(&c, "sleeper 300");
+    assert!(
+        left.iter().any(|(_, cmd)| cmd.contains("sleeper 300")),
+        "the sleeper runs: {left:?}"
+    );
     std::mem::forget(c);
     let next = TestCluster::start(1).expect("second cluster");
     assert!(!dir.exists(), "the crashed cluster's directory is removed");
