@@ -3,6 +3,8 @@
 //! `native` the real `in`/`out` reach them through unicorn's I/O hooks (the "hardware"), in `vmp`
 //! through the monitor's emulation of the trapped instruction.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{PORT_CONSOLE, PORT_PIC_EOI, PORT_PIT_CH0, PORT_PIT_CMD, PORT_POWER};
@@ -80,5 +82,53 @@ impl Devices {
         while self.next_timer <= now {
             self.next_timer += self.timer_period;
         }
+    }
+}
+
+/// The multiprocessor's per-processor interrupt controller: this processor's id (CPUID's initial
+/// APIC id), IPIs it sent and not yet handed to the coherence protocol, and IPI vectors pending
+/// here. Not part of a checkpoint (a checkpoint holds one uniprocessor guest); off on one
+/// processor, where the IPI port is an unassigned port.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ipi {
+    pub enabled: bool,
+    pub cpu_id: u8,
+    pub ncpus: u8,
+    /// (destination, vector) sent by this processor, in program order.
+    pub outbox: Vec<(u16, u8)>,
+    /// Vectors raised here and not yet delivered (an IRR: one bit per vector).
+    pub pending: BTreeSet<u8>,
+    /// IPIs raised here (delivered or not), for the report.
+    pub received: u64,
+}
+
+impl Ipi {
+    /// A write of `value` to the IPI port; false if ignored (bad vector or destination, like an
+    /// APIC's illegal-vector error).
+    pub fn send(&mut self, value: u32) -> bool {
+        let vector = (value & 0xFF) as u8;
+        let dest = (value >> 8) & 0xFF;
+        if !self.enabled || vector < 32 {
+            return false;
+        }
+        if dest == crate::layout::IPI_ALL_BUT_SELF {
+            for c in 0..self.ncpus {
+                if c != self.cpu_id {
+                    self.outbox.push((c as u16, vector));
+                }
+            }
+        } else if dest == self.cpu_id as u32 {
+            self.raise(vector);
+        } else if dest < self.ncpus as u32 {
+            self.outbox.push((dest as u16, vector));
+        } else {
+            return false;
+        }
+        true
+    }
+
+    pub fn raise(&mut self, vector: u8) {
+        self.received += 1;
+        self.pending.insert(vector);
     }
 }

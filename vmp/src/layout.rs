@@ -57,6 +57,12 @@ pub const PORT_PIT_CH0: u16 = 0x40;
 pub const PORT_PIT_CMD: u16 = 0x43;
 pub const PORT_PIC_EOI: u16 = 0x20;
 pub const PORT_POWER: u16 = 0xF4;
+/// Multiprocessor only: a paravirtual inter-processor-interrupt port. A 32-bit `out` of
+/// `destination << 8 | vector` raises `vector` (>= 32) on processor `destination`, or on every
+/// other processor if the destination is [`IPI_ALL_BUT_SELF`] (the local APIC's ICR shorthand).
+/// The processor id itself is CPUID leaf 1's initial APIC id, EBX bits 31..24.
+pub const PORT_IPI: u16 = 0xF8;
+pub const IPI_ALL_BUT_SELF: u32 = 0xFF;
 
 /// Linux i386 system-call numbers, so static executables built for Linux with `int $0x80` run.
 pub const SYS_EXIT: u32 = 1;

@@ -163,3 +163,38 @@ fn malformed_elf_files_give_one_line_errors() {
         assert!(err.contains(want), "{name}: {err}");
     }
 }
+
+/// `vmp smp`: programs placed on processors of the SMP guest kernel; bad input is one line.
+#[test]
+fn vmp_smp_runs_programs_on_chosen_processors() {
+    let dir = std::env::temp_dir().join(format!("vmp-cli-smp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hello.elf");
+    std::fs::write(&path, hello()).unwrap();
+    let elf_arg = format!("{}@1", path.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
+        .args(["smp", "--cpus", "2", &elf_arg, "builtin:chatter:2@0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "process 0's status: {stdout}");
+    assert_eq!(stdout.matches("hi from elf\n").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("[B] hi\n").count(), 2, "{stdout}");
+    assert!(stdout.contains("cpu 1:"), "{stdout}");
+    for bad in [
+        vec!["smp", "--cpus", "9", "builtin:fib:5@0"],
+        vec!["smp", "--cpus", "2", "builtin:fib:5@2"],
+        vec!["smp", "builtin:nope@0"],
+        vec!["smp", "builtin:fib@x"],
+        vec!["smp", "no-such-file@0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmp"))
+            .args(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use gridbed_vmp::checkpoint::precopy::{self, PrecopyOptions, SourceEnd};
 use gridbed_vmp::checkpoint::{dir, tcp, ImageError, ImageSummary, RestoreLimits, WriteOptions};
+
+/// A receiver gives up on a source silent this long (a stalled stream must not hang it).
+const RECEIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 use gridbed_vmp::guest::{elf, programs, UserProgram};
 use gridbed_vmp::layout::PAGE;
 use gridbed_vmp::run::{
@@ -21,7 +25,7 @@ use gridbed_vmp::Exit;
 #[command(
     name = "vmp",
     about = "Virtual Multiprocessor, one processor: trap-and-emulate IA-32 guests",
-    after_help = "Example:\n  vmp builtin getpid --n 1000            the slides' benchmark: 1000 getpid() under the monitor; prints the console, traps by kind and the times\n  vmp builtin getpid --n 1000 --config native   the same guest without the trap-and-emulate monitor, for comparison"
+    after_help = "Example:\n  vmp smp --cpus 2 builtin:chatter:3@0 builtin:chatter:3@1   two processes on a 2-processor virtual SMP under the SMP guest kernel\n  vmp builtin getpid --n 1000            the slides' benchmark: 1000 getpid() under the monitor; prints the console, traps by kind and the times\n  vmp builtin getpid --n 1000 --config native   the same guest without the trap-and-emulate monitor, for comparison"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +40,24 @@ enum Builtin {
     Fib,
     /// three processes printing and yielding N times (round-robin scheduling)
     Chatter,
+    /// fills --fill-mib of RAM, then N stores, one page after another over --hot-pages pages,
+    /// --spin loop iterations after each; prints a checksum of its memory (for pre-copy)
+    Dirty,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq)]
+enum Strategy {
+    /// freeze, send the whole image, resume at the destination (the paper's way)
+    Stopcopy,
+    /// send RAM while the guest runs, then the pages dirtied meanwhile, round after round;
+    /// freeze only for the last ones
+    Precopy,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum SmpVariant {
+    Naive,
+    Optimised,
 }
 
 #[derive(Subcommand)]
@@ -50,9 +72,18 @@ enum Cmd {
     Builtin {
         #[arg(value_enum)]
         which: Builtin,
-        /// Iterations (getpid calls, fib argument, chatter rounds).
+        /// Iterations (getpid calls, fib argument, chatter rounds, dirty stores).
         #[arg(long, default_value_t = 1000)]
         n: u32,
+        /// dirty: MiB of RAM it fills (at most 244).
+        #[arg(long, default_value_t = 244)]
+        fill_mib: u32,
+        /// dirty: pages of its working set (stored to in turn).
+        #[arg(long, default_value_t = 4096)]
+        hot_pages: u32,
+        /// dirty: busy-loop iterations after each store (2 instructions each).
+        #[arg(long, default_value_t = 50)]
+        spin: u32,
         #[command(flatten)]
         opts: Opts,
     },
@@ -65,6 +96,28 @@ enum Cmd {
         seeds: u64,
         #[arg(long, value_enum, default_value = "interleave")]
         machine: gridbed_vmp::litmus::cli::MachineKind,
+    },
+    /// Run programs under the SMP guest kernel on a virtual multiprocessor (one simulated host
+    /// per processor): each PROGRAM is `FILE@CPU` (a static ELF32 executable) or
+    /// `builtin:NAME[:N]@CPU` (NAME: getpid, fib, chatter), placed on processor CPU. Prints the
+    /// console and each processor's counts; exits with process 0's status.
+    Smp {
+        /// Virtual processors (1..=8).
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        #[arg(long, value_enum, default_value = "optimised")]
+        variant: SmpVariant,
+        /// Guest timer frequency in Hz on every processor (0 disables the timer).
+        #[arg(long, default_value_t = DEFAULT_TIMER_HZ)]
+        timer_hz: u32,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Instruction budget per processor.
+        #[arg(long, default_value_t = DEFAULT_BUDGET)]
+        budget: u64,
+        #[arg(required = true, value_name = "PROGRAM@CPU")]
+        programs: Vec<String>,
     },
     /// Restore a checkpoint image written by `--checkpoint-at` and run it to the end.
     Restore {
@@ -108,6 +161,18 @@ struct Opts {
     migrate_at: Option<u64>,
     #[arg(long, value_name = "ADDR", requires = "migrate_at")]
     migrate_to: Option<String>,
+    /// How to migrate.
+    #[arg(long, value_enum, default_value = "stopcopy")]
+    strategy: Strategy,
+    /// precopy: guest instructions run after each 512 KiB batch of pages sent.
+    #[arg(long, default_value_t = PrecopyOptions::default().slice)]
+    precopy_slice: u64,
+    /// precopy: freeze once a round leaves at most this many dirty pages.
+    #[arg(long, default_value_t = PrecopyOptions::default().stop_pages)]
+    precopy_stop_pages: usize,
+    /// precopy: freeze after at most this many live rounds.
+    #[arg(long, default_value_t = PrecopyOptions::default().max_rounds)]
+    precopy_max_rounds: u32,
 }
 
 fn main() -> ExitCode {
@@ -134,6 +199,20 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", r.text);
             return Ok(ExitCode::from(u8::from(r.forbidden_seen)));
         }
+        Cmd::Smp {
+            cpus,
+            variant,
+            timer_hz,
+            seed,
+            budget,
+            programs,
+        } => {
+            let variant = match variant {
+                SmpVariant::Naive => gridbed_vmp::smp::Variant::Naive,
+                SmpVariant::Optimised => gridbed_vmp::smp::Variant::Optimised,
+            };
+            return smp(cpus, variant, timer_hz, seed, budget, &programs);
+        }
         Cmd::Restore { dir, mem_limit_mib } => return restore(&dir, mem_limit_mib),
         Cmd::Receive { listen } => return receive(&listen),
         Cmd::Image { dir } => {
@@ -145,13 +224,27 @@ fn real_main() -> Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             (vec![elf::load(&file.display().to_string(), &bytes)?], opts)
         }
-        Cmd::Builtin { which, n, opts } => {
+        Cmd::Builtin {
+            which,
+            n,
+            fill_mib,
+            hot_pages,
+            spin,
+            opts,
+        } => {
             let p = match which {
                 Builtin::Getpid => vec![programs::getpid_loop(0, n)?],
                 Builtin::Fib => vec![programs::fib(0, n)?, programs::fib(1, n)?],
                 Builtin::Chatter => (0..3)
                     .map(|i| programs::chatter(i, b'A' + i as u8, n))
                     .collect::<Result<_, _>>()?,
+                Builtin::Dirty => vec![programs::dirty(
+                    0,
+                    fill_mib.saturating_mul((1 << 20) / PAGE),
+                    hot_pages,
+                    n,
+                    spin,
+                )?],
             };
             (p, opts)
         }
@@ -160,6 +253,15 @@ fn real_main() -> Result<ExitCode> {
     ro.timer_hz = opts.timer_hz;
     ro.budget = opts.budget;
     if let (Some(at), Some(to)) = (opts.migrate_at, &opts.migrate_to) {
+        if opts.strategy == Strategy::Precopy {
+            let po = PrecopyOptions {
+                compress: false,
+                stop_pages: opts.precopy_stop_pages,
+                max_rounds: opts.precopy_max_rounds,
+                slice: opts.precopy_slice,
+            };
+            return migrate_precopy(&progs, ro, at, to, po);
+        }
         return migrate(&progs, ro, at, to);
     }
     if let (Some(at), Some(image)) = (opts.checkpoint_at, &opts.image) {
@@ -169,6 +271,90 @@ fn real_main() -> Result<ExitCode> {
     let r = run_programs(&progs, ro)?;
     print_report(&r);
     Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
+/// One `PROGRAM@CPU` argument of `vmp smp`, loaded for process slot `slot`.
+fn smp_program(arg: &str, slot: u32) -> Result<(UserProgram, u32)> {
+    let (what, cpu) = arg
+        .rsplit_once('@')
+        .with_context(|| format!("{arg}: expected PROGRAM@CPU"))?;
+    let cpu: u32 = cpu
+        .parse()
+        .with_context(|| format!("{arg}: processor {cpu:?} is not a number"))?;
+    let prog = if let Some(b) = what.strip_prefix("builtin:") {
+        let (name, n) = match b.split_once(':') {
+            Some((name, n)) => (
+                name,
+                n.parse::<u32>()
+                    .with_context(|| format!("{arg}: {n:?} is not a number"))?,
+            ),
+            None => (b, 10),
+        };
+        match name {
+            "getpid" => programs::getpid_loop(slot, n)?,
+            "fib" => programs::fib(slot, n)?,
+            "chatter" => programs::chatter(slot, b'A' + (slot % 26) as u8, n)?,
+            _ => anyhow::bail!("{arg}: no built-in {name:?} (getpid, fib, chatter)"),
+        }
+    } else {
+        let bytes = std::fs::read(what).with_context(|| format!("cannot read {what}"))?;
+        elf::load(what, &bytes)?
+    };
+    Ok((prog, cpu))
+}
+
+/// `vmp smp`: the SMP guest kernel over `cpus` simulated hosts (Gigabit Ethernet, kernel TCP).
+fn smp(
+    cpus: u32,
+    variant: gridbed_vmp::smp::Variant,
+    timer_hz: u32,
+    seed: u64,
+    budget: u64,
+    args: &[String],
+) -> Result<ExitCode> {
+    use gridbed_vmp::guest::smp_kernel::SMP_MAX_CPUS;
+    anyhow::ensure!(
+        (1..=SMP_MAX_CPUS).contains(&cpus),
+        "--cpus {cpus}: the SMP kernel runs on 1..={SMP_MAX_CPUS} processors"
+    );
+    let progs = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| smp_program(a, i as u32))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts = (0..cpus).map(gridbed_runtime::HostId).collect();
+    let mut opts = gridbed_vmp::smp::SmpOptions::new(variant, hosts, Preset::PC_2005);
+    opts.budget = budget;
+    let platform = gridbed_sim::Platform::lans(1, cpus as usize, "gige-tcp")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = gridbed_sim::SimConfig::new(platform, seed);
+    let out = gridbed_sim::run(cfg, move |c| {
+        Box::pin(async move { gridbed_vmp::smp::os::run(c, progs, timer_hz, opts).await })
+    })
+    .value?;
+    std::io::stdout().write_all(&out.sequencer.console)?;
+    println!(
+        "--- smp kernel, {cpus} processors, {:.6} s simulated",
+        out.elapsed.as_secs_f64()
+    );
+    for c in &out.cpus {
+        println!(
+            "cpu {}: instructions {}, traps {}, publishes {}, write faults {}, IPIs sent {} received {}, idle {:.6} s",
+            c.cpu,
+            c.machine.monitor().retired,
+            c.machine.monitor().stats.total(),
+            c.counts.publishes,
+            c.counts.write_faults,
+            c.counts.ipis_sent,
+            c.ipis_received,
+            c.idle_s
+        );
+    }
+    let status = out
+        .exit_status()
+        .context("the guest stopped without powering off")?;
+    println!("exit status {status}");
+    Ok(ExitCode::from((status & 0xff) as u8))
 }
 
 /// Runs to instruction `at`, prints the console so far and writes the image.
@@ -248,13 +434,75 @@ fn migrate(progs: &[UserProgram], ro: RunOptions, at: u64, to: &str) -> Result<E
     Ok(ExitCode::from((r.exit_status & 0xff) as u8))
 }
 
+/// Runs to instruction `at`, then pre-copies the guest to `to` while it runs on; runs it on
+/// here if that fails.
+fn migrate_precopy(
+    progs: &[UserProgram],
+    ro: RunOptions,
+    at: u64,
+    to: &str,
+    po: PrecopyOptions,
+) -> Result<ExitCode> {
+    let mut m = boot_programs(progs, ro)?;
+    let exit = m.run(Some(at))?;
+    let mut out = std::io::stdout().lock();
+    let delivered;
+    if let Exit::SliceEnd = exit {
+        let sent = std::net::TcpStream::connect(to)
+            .map_err(ImageError::from)
+            .and_then(|s| precopy::send_guest(s, &mut m, po));
+        // Whatever the guest printed so far (it ran on during the live rounds) is this side's.
+        out.write_all(m.console())?;
+        dir::flush(&mut out);
+        delivered = m.console().len();
+        match sent {
+            Ok((SourceEnd::Migrated, rep)) => {
+                eprintln!(
+                    "--- migrated to {to} by pre-copy at instruction {}: {} rounds (pages {:?}), {} pages sent, {} resent, {} bytes, live {:.1} ms, downtime {:.2} ms",
+                    m.monitor().retired,
+                    rep.round_pages.len(),
+                    rep.round_pages,
+                    rep.pages_sent(),
+                    rep.pages_resent,
+                    rep.bytes,
+                    rep.live_s * 1e3,
+                    rep.downtime_s * 1e3
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok((SourceEnd::Kept(why), _)) => {
+                eprintln!("--- pre-copy to {to} failed ({why}); the guest runs on here")
+            }
+            Ok((SourceEnd::PoweredOff(code), _)) => {
+                eprintln!(
+                    "--- the guest finished during pre-copy (exit status {code}); it ended here"
+                );
+                return Ok(ExitCode::from((code & 0xff) as u8));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        out.write_all(m.console())?;
+        delivered = m.console().len();
+    }
+    let mut r = run_machine(&mut m)?;
+    out.write_all(&m.console()[delivered..])?;
+    dir::flush(&mut out);
+    r.console.clear();
+    print_report(&r);
+    Ok(ExitCode::from((r.exit_status & 0xff) as u8))
+}
+
 /// Accepts one migrated guest on `listen` and runs it to the end.
 fn receive(listen: &str) -> Result<ExitCode> {
     let l = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
+    // Back guest RAM now, before anyone connects: a restore then writes into ready memory.
+    gridbed_vmp::machine::reserve_restore_ram(1);
     eprintln!("--- listening on {}", l.local_addr()?);
     let (s, _) = l.accept()?;
-    let (mut m, summary) = tcp::receive_guest(s)?;
+    let (mut m, summary, _rounds) =
+        precopy::receive_any(s, RestoreLimits::default(), RECEIVE_IDLE)?;
     let mut r = run_machine(&mut m)?;
     let delivered = (summary.state.console_delivered as usize).min(m.console().len());
     let mut out = std::io::stdout().lock();

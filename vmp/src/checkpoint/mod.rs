@@ -28,6 +28,8 @@
 //! The STATE record's CPU context is the engine's own (see `machine::snapshot`), so an image
 //! restores only under the same engine build; its tag is checked.
 
+mod crc;
+pub mod precopy;
 mod read;
 pub mod tcp;
 mod write;
@@ -46,6 +48,11 @@ pub const FLAG_LZ4: u32 = 1;
 pub const KIND_STATE: u8 = 1;
 pub const KIND_PAGE: u8 = 2;
 pub const KIND_END: u8 = 3;
+/// Pre-copy streams only (`precopy`): a round's opening and closing records and the machine's
+/// shape sent before the first round.
+pub const KIND_ROUND: u8 = 4;
+pub const KIND_ROUND_END: u8 = 5;
+pub const KIND_SHELL: u8 = 6;
 
 /// Bound on the STATE record (CPU context, 64 KiB monitor page, console): generous for any
 /// guest here, small enough that a corrupt length cannot make a reader allocate much.
@@ -119,7 +126,7 @@ pub mod dir {
         fs::create_dir_all(dir)?;
         let tmp = dir.join(format!("{IMAGE_FILE}.partial"));
         let res = (|| {
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let mut w = BufWriter::with_capacity(64 << 10, File::create(&tmp)?);
             let n = super::write_image(m, &mut w, console_delivered, opts)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;

@@ -2,9 +2,11 @@
 
 use std::io::{ErrorKind, Read};
 
+use super::crc::{combine, record_crcs};
+use super::write::{ENC_LZ4, ENC_RAW, ENC_ZERO};
 use super::{
-    ImageError, ImageSummary, StateRecord, KIND_END, KIND_PAGE, KIND_STATE, MAGIC, MAX_PAGE_RECORD,
-    MAX_STATE_LEN, VERSION,
+    ImageError, ImageSummary, StateRecord, KIND_END, KIND_PAGE, KIND_ROUND, KIND_ROUND_END,
+    KIND_SHELL, KIND_STATE, MAGIC, MAX_PAGE_RECORD, MAX_STATE_LEN, VERSION,
 };
 use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
 use crate::machine::snapshot::{Restorer, RAM_PAGES};
@@ -25,17 +27,18 @@ impl Default for RestoreLimits {
     }
 }
 
-struct Checked<R> {
-    inner: R,
-    crc: crc32fast::Hasher,
-    bytes: u64,
+pub(super) struct Checked<R> {
+    pub inner: R,
+    /// crc32 of every byte read so far (combined per record, not recomputed: `crc.rs`).
+    pub crc: u32,
+    pub bytes: u64,
 }
 
 impl<R: Read> Checked<R> {
-    fn take(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), ImageError> {
+    /// Reads exactly `buf.len()` bytes, not yet accounted in the image crc.
+    pub(super) fn fill(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), ImageError> {
         match self.inner.read_exact(buf) {
             Ok(()) => {
-                self.crc.update(buf);
                 self.bytes += buf.len() as u64;
                 Ok(())
             }
@@ -44,24 +47,47 @@ impl<R: Read> Checked<R> {
         }
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, ImageError> {
+    pub(super) fn take(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), ImageError> {
+        self.fill(buf, what)?;
+        self.crc = combine(self.crc, crc32fast::hash(buf), buf.len() as u64);
+        Ok(())
+    }
+
+    pub(super) fn u32(&mut self, what: &'static str) -> Result<u32, ImageError> {
         let mut b = [0u8; 4];
         self.take(&mut b, what)?;
         Ok(u32::from_le_bytes(b))
     }
 
-    /// One record into `payload`; returns its kind. The whole-image crc before the record is
-    /// returned too (END checks it).
-    fn record(&mut self, payload: &mut Vec<u8>) -> Result<(u8, u32), ImageError> {
-        let before = self.crc.clone().finalize();
+    /// Reads the stored crc of a record whose other `len` bytes were `parts`, checks it, and
+    /// accounts the record in the image crc.
+    pub(super) fn close(&mut self, kind: u8, parts: &[&[u8]]) -> Result<(), ImageError> {
+        let mut b = [0u8; 4];
+        self.fill(&mut b, "record checksum")?;
+        let (own, full) = record_crcs(parts);
+        if own != u32::from_le_bytes(b) {
+            return Err(ImageError::Corrupt(format!(
+                "checksum mismatch in a record of kind {kind}"
+            )));
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.crc = combine(self.crc, full, len as u64 + 4);
+        Ok(())
+    }
+
+    /// A record header: kind and length, the length checked against the kind's bound.
+    pub(super) fn head(&mut self) -> Result<[u8; 5], ImageError> {
         let mut head = [0u8; 5];
-        self.take(&mut head, "record header")?;
+        self.fill(&mut head, "record header")?;
         let kind = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
         let max = match kind {
             KIND_STATE => MAX_STATE_LEN,
             KIND_PAGE => MAX_PAGE_RECORD,
             KIND_END => 8,
+            KIND_ROUND => 8,
+            KIND_ROUND_END => 12,
+            KIND_SHELL => MAX_STATE_LEN,
             k => return Err(ImageError::Corrupt(format!("unknown record kind {k}"))),
         };
         if len > max {
@@ -69,18 +95,15 @@ impl<R: Read> Checked<R> {
                 "record of kind {kind} claims {len} bytes (at most {max})"
             )));
         }
+        Ok(head)
+    }
+
+    /// The payload of the record whose header is `head` into `payload`, crc checked.
+    pub(super) fn body(&mut self, head: [u8; 5], payload: &mut Vec<u8>) -> Result<(), ImageError> {
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
         payload.resize(len as usize, 0);
-        self.take(payload, "record payload")?;
-        let mut c = crc32fast::Hasher::new();
-        c.update(&head);
-        c.update(payload);
-        let want = self.u32("record checksum")?;
-        if c.finalize() != want {
-            return Err(ImageError::Corrupt(format!(
-                "checksum mismatch in a record of kind {kind}"
-            )));
-        }
-        Ok((kind, before))
+        self.fill(payload, "record payload")?;
+        self.close(head[0], &[&head, payload])
     }
 }
 
@@ -110,6 +133,62 @@ pub fn read_framed_image<R: Read>(
     Ok((restorer.finish()?, summary))
 }
 
+/// Reads the rest of the PAGE record whose header is `head` into `target`'s RAM (or nowhere,
+/// when only checking); returns its address and encoding. The address is checked before any
+/// page byte is read, so a raw page goes straight into guest RAM; a crc mismatch after that is
+/// an error, and the caller drops the whole half-built machine. `ENC_ZERO` only where
+/// `allow_zero` (pre-copy streams).
+pub(super) fn page_record<R: Read>(
+    c: &mut Checked<R>,
+    head: [u8; 5],
+    target: Option<&mut Restorer>,
+    buf: &mut Vec<u8>,
+    allow_zero: bool,
+) -> Result<(u32, u8), ImageError> {
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+    if len < 5 {
+        return Err(ImageError::Corrupt("short page record".into()));
+    }
+    let mut at = [0u8; 5];
+    c.fill(&mut at, "record payload")?;
+    let addr = u32::from_le_bytes([at[0], at[1], at[2], at[3]]);
+    if !addr.is_multiple_of(PAGE) || !(RAM_BASE..RAM_TOP).contains(&addr) {
+        return Err(ImageError::Corrupt(format!("page address {addr:#x}")));
+    }
+    let data_len = len as usize - 5;
+    let mut scratch = [0u8; PAGE as usize];
+    let dst = match target {
+        Some(t) => t.page_mut(addr)?,
+        None => &mut scratch[..],
+    };
+    match at[4] {
+        ENC_RAW if data_len == PAGE as usize => {
+            c.fill(dst, "record payload")?;
+            c.close(KIND_PAGE, &[&head, &at, dst])?;
+        }
+        ENC_LZ4 => {
+            buf.resize(data_len, 0);
+            c.fill(buf, "record payload")?;
+            c.close(KIND_PAGE, &[&head, &at, buf])?;
+            let n = lz4_flex::block::decompress_into(buf, dst)
+                .map_err(|e| ImageError::Corrupt(format!("lz4 page: {e}")))?;
+            if n != PAGE as usize {
+                return Err(ImageError::Corrupt("lz4 page of wrong size".into()));
+            }
+        }
+        ENC_ZERO if allow_zero && data_len == 0 => {
+            c.close(KIND_PAGE, &[&head, &at])?;
+            dst.fill(0);
+        }
+        e => {
+            return Err(ImageError::Corrupt(format!(
+                "page encoding {e} with {data_len} bytes"
+            )))
+        }
+    }
+    Ok((addr, at[4]))
+}
+
 fn walk<R: Read>(
     r: R,
     limits: RestoreLimits,
@@ -118,7 +197,7 @@ fn walk<R: Read>(
 ) -> Result<(ImageSummary, Option<Restorer>), ImageError> {
     let mut c = Checked {
         inner: r,
-        crc: crc32fast::Hasher::new(),
+        crc: 0,
         bytes: 0,
     };
     let mut magic = [0u8; 8];
@@ -132,10 +211,11 @@ fn walk<R: Read>(
     }
     let flags = c.u32("header")?;
     let mut buf = Vec::new();
-    let (kind, _) = c.record(&mut buf)?;
-    if kind != KIND_STATE {
+    let head = c.head()?;
+    if head[0] != KIND_STATE {
         return Err(ImageError::Corrupt("first record is not the state".into()));
     }
+    c.body(head, &mut buf)?;
     let state: StateRecord = postcard::from_bytes(&buf)
         .map_err(|e| ImageError::Corrupt(format!("state record does not decode: {e}")))?;
     if state.pages > limits.max_pages {
@@ -145,59 +225,32 @@ fn walk<R: Read>(
         });
     }
     let mut target = if build {
-        Some(Restorer::new(state.machine.clone())?)
+        Some(Restorer::with_pages(state.machine.clone(), state.pages)?)
     } else {
         None
     };
     let (mut raw_pages, mut lz4_pages, mut last) = (0u32, 0u32, None::<u32>);
-    let mut page = vec![0u8; PAGE as usize];
     loop {
-        let (kind, crc_before) = c.record(&mut buf)?;
-        match kind {
+        let crc_before = c.crc;
+        let head = c.head()?;
+        match head[0] {
             KIND_PAGE => {
                 if raw_pages + lz4_pages >= state.pages {
                     return Err(ImageError::Corrupt("more pages than announced".into()));
                 }
-                if buf.len() < 5 {
-                    return Err(ImageError::Corrupt("short page record".into()));
-                }
-                let addr = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                if !addr.is_multiple_of(PAGE) || !(RAM_BASE..RAM_TOP).contains(&addr) {
-                    return Err(ImageError::Corrupt(format!("page address {addr:#x}")));
-                }
+                let (addr, enc) = page_record(&mut c, head, target.as_mut(), &mut buf, false)?;
                 if last.is_some_and(|l| addr <= l) {
                     return Err(ImageError::Corrupt("pages out of order".into()));
                 }
                 last = Some(addr);
-                let data = &buf[5..];
-                match buf[4] {
-                    0 if data.len() == PAGE as usize => {
-                        if let Some(t) = target.as_mut() {
-                            t.page(addr, data)?;
-                        }
-                        raw_pages += 1;
-                        continue;
-                    }
-                    1 => {
-                        let n = lz4_flex::block::decompress_into(data, &mut page)
-                            .map_err(|e| ImageError::Corrupt(format!("lz4 page: {e}")))?;
-                        if n != PAGE as usize {
-                            return Err(ImageError::Corrupt("lz4 page of wrong size".into()));
-                        }
-                        lz4_pages += 1;
-                    }
-                    e => {
-                        return Err(ImageError::Corrupt(format!(
-                            "page encoding {e} with {} bytes",
-                            data.len()
-                        )))
-                    }
-                }
-                if let Some(t) = target.as_mut() {
-                    t.page(addr, &page)?;
+                if enc == ENC_RAW {
+                    raw_pages += 1;
+                } else {
+                    lz4_pages += 1;
                 }
             }
             KIND_END => {
+                c.body(head, &mut buf)?;
                 if buf.len() != 8 {
                     return Err(ImageError::Corrupt("short end record".into()));
                 }
@@ -214,7 +267,12 @@ fn walk<R: Read>(
                 }
                 break;
             }
-            _ => return Err(ImageError::Corrupt("second state record".into())),
+            KIND_STATE => return Err(ImageError::Corrupt("second state record".into())),
+            k => {
+                return Err(ImageError::Corrupt(format!(
+                    "record kind {k} does not belong in an image"
+                )))
+            }
         }
     }
     let mut extra = [0u8; 1];

@@ -22,11 +22,21 @@ pub fn send_guest(
     m: &Machine,
     console_delivered: u64,
 ) -> Result<bool, ImageError> {
-    let mut w = BufWriter::with_capacity(1 << 20, stream.try_clone()?);
-    write_image(m, &mut w, console_delivered, WriteOptions::default())?;
+    send_guest_on(&mut &stream, m, console_delivered, WriteOptions::default())
+}
+
+/// [`send_guest`] over any duplex byte stream. The writer batches pages into vectored writes,
+/// so only the small records go through a buffer.
+pub fn send_guest_on<S: Read + Write>(
+    s: &mut S,
+    m: &Machine,
+    console_delivered: u64,
+    opts: WriteOptions,
+) -> Result<bool, ImageError> {
+    let mut w = BufWriter::with_capacity(64 << 10, &mut *s);
+    write_image(m, &mut w, console_delivered, opts)?;
     w.flush()?;
     drop(w);
-    let mut s = stream;
     let mut verdict = [0u8; 1];
     if s.read_exact(&mut verdict).is_err() || verdict[0] != ACK {
         return Ok(false);
@@ -40,9 +50,17 @@ pub fn send_guest(
 /// kept) otherwise.
 pub fn receive_guest(stream: TcpStream) -> Result<(Machine, ImageSummary), ImageError> {
     let r = BufReader::with_capacity(1 << 20, stream.try_clone()?);
-    let mut s = stream;
-    let restored = read_framed_image(r, RestoreLimits::default());
-    let (m, summary) = match restored {
+    receive_framed(r, stream, RestoreLimits::default())
+}
+
+/// [`receive_guest`] with the image read from `r` (the connection, possibly past bytes already
+/// peeked) and the verdicts written to `s`.
+pub fn receive_framed<R: Read>(
+    r: R,
+    mut s: TcpStream,
+    limits: RestoreLimits,
+) -> Result<(Machine, ImageSummary), ImageError> {
+    let (m, summary) = match read_framed_image(r, limits) {
         Ok(v) => v,
         Err(e) => {
             let _ = s.write_all(&[NACK]);

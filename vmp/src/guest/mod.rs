@@ -4,5 +4,6 @@ pub mod elf;
 pub mod image;
 pub mod kernel;
 pub mod programs;
+pub mod smp_kernel;
 
 pub use image::{build_image, UserProgram};

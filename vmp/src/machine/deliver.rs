@@ -390,7 +390,7 @@ pub(super) fn pending_irq(uc: &mut Uc) -> Result<()> {
     let m = uc.get_data();
     let now = m.cycles();
     if !m.dev.irq_due(now) {
-        return Ok(());
+        return pending_ipi(uc);
     }
     let enabled = match m.config {
         Config::Vmp => m.vcpu.vif,
@@ -408,6 +408,22 @@ pub(super) fn pending_irq(uc: &mut Uc) -> Result<()> {
     deliver(uc, VEC_TIMER, Event::Hard, eip)
 }
 
+/// Delivers the lowest pending IPI vector if the guest has interrupts enabled (multiprocessor;
+/// vmp configuration).
+fn pending_ipi(uc: &mut Uc) -> Result<()> {
+    let m = uc.get_data();
+    if m.ipi.pending.is_empty() || m.config != Config::Vmp || !m.vcpu.vif {
+        return Ok(());
+    }
+    let m = uc.get_data_mut();
+    let Some(vector) = m.ipi.pending.pop_first() else {
+        return Ok(());
+    };
+    m.stats.record(TrapKind::Irq, TrapPath::Interrupt);
+    let eip = regs::get(uc, X::EIP)?;
+    deliver(uc, vector, Event::Hard, eip)
+}
+
 pub(super) fn is_halted(uc: &Uc) -> bool {
     let m = uc.get_data();
     m.vcpu.halted || m.halted_native
@@ -420,6 +436,15 @@ pub(super) fn idle_until_irq(uc: &mut Uc) -> Result<bool> {
         Config::Native => regs::get(uc, X::EFLAGS)? & EFLAGS_IF != 0,
     };
     let m = uc.get_data_mut();
+    if m.ipi.enabled {
+        // Multiprocessor: an IPI already pending wakes it now; otherwise the processor task
+        // waits in host time for an IPI or its next tick (`Machine::idle_wait`).
+        if enabled && !m.ipi.pending.is_empty() {
+            pending_irq(uc)?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
     if !enabled || m.dev.timer_period == 0 || m.dev.in_service {
         return Ok(false);
     }

@@ -237,6 +237,7 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
     }
     let next = i.next_ip32();
     let mut jump = false;
+    let mut ipi_sent = false;
     match kind {
         TrapKind::Lgdt | TrapKind::Lidt => {
             let a = ea(uc, &i)?;
@@ -357,9 +358,15 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
             let port = read_op(uc, &i, 0, 2)? as u16;
             let v = regs::read_iced(uc, i.op1_register())?;
             let m = uc.get_data_mut();
-            m.dev.write(port, v & mask(size), now);
-            if m.dev.exit_status.is_some() || port == crate::layout::PORT_PIC_EOI {
-                stop(uc);
+            if port == crate::layout::PORT_IPI && m.ipi.enabled {
+                // The IPI leaves with this processor's writes before it (a publish right after
+                // the instruction), so the target sees what the sender wrote before sending.
+                ipi_sent = m.ipi.send(v & mask(size)) && !m.ipi.outbox.is_empty();
+            } else {
+                m.dev.write(port, v & mask(size), now);
+                if m.dev.exit_status.is_some() || port == crate::layout::PORT_PIC_EOI {
+                    stop(uc);
+                }
             }
         }
         TrapKind::Ins | TrapKind::Outs => string_io(uc, &i, kind, now)?,
@@ -385,7 +392,11 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
         }
         TrapKind::Cpuid => {
             let (a, c) = (regs::get(uc, X::EAX)?, regs::get(uc, X::ECX)?);
-            let r = cpuid_values(a, c);
+            let mut r = cpuid_values(a, c);
+            if a == 1 {
+                // Initial APIC id (Intel SDM vol. 2, CPUID leaf 01H, EBX bits 31..24).
+                r[1] |= (uc.get_data().ipi.cpu_id as u32) << 24;
+            }
             for (reg, v) in [
                 (X::EAX, r[0]),
                 (X::EBX, r[1]),
@@ -424,6 +435,9 @@ pub(super) fn emulate_at(uc: &mut Uc, eip: u32, path: TrapPath) -> Result<()> {
     }
     if super::syncpt::serialising(kind) {
         super::syncpt::stop_after(uc, super::syncpt::SyncKind::Serialising);
+    }
+    if ipi_sent {
+        super::syncpt::stop_after(uc, super::syncpt::SyncKind::Ipi);
     }
     Ok(())
 }
@@ -556,9 +570,24 @@ fn mask(size: u32) -> u32 {
 /// After the guest re-enables interrupts, stop so a due interrupt is delivered at once.
 fn stop_if_irq(uc: &mut Uc) {
     let m = uc.get_data();
-    if m.vcpu.vif && m.dev.irq_due(m.cycles()) {
+    let ipi = !m.ipi.pending.is_empty() && !sti_shadow(uc);
+    if m.vcpu.vif && (m.dev.irq_due(m.cycles()) || ipi) {
         stop(uc);
     }
+}
+
+/// `sti` delays interrupt recognition until after the next instruction (Intel SDM vol. 2, STI),
+/// which is what makes an idle loop's `sti; hlt` free of lost wake-ups. Honoured for IPIs (the
+/// multiprocessor); the halted processor takes the pending IPI at once.
+fn sti_shadow(uc: &Uc) -> bool {
+    let Ok(eip) = regs::get(uc, X::EIP) else {
+        return false;
+    };
+    let mut b = [0u8; 2];
+    uc.mem_read(eip.wrapping_sub(1) as u64, &mut b[..1]).is_ok()
+        && b[0] == 0xFB
+        && uc.mem_read(eip as u64, &mut b[1..]).is_ok()
+        && b[1] == 0xF4
 }
 
 /// Deterministic CPUID answers shared by both configurations: a Pentium 4 (family 15) with FPU,

@@ -19,6 +19,7 @@ mod deliver;
 mod emulate;
 mod hooks;
 mod ram;
+pub use ram::reserve as reserve_restore_ram;
 pub mod regs;
 mod scan;
 mod segs;
@@ -80,6 +81,8 @@ pub struct Monitor {
     pub cpu: CpuModel,
     pub vcpu: VirtualCpu,
     pub dev: Devices,
+    /// Multiprocessor interrupt controller (off unless `enable_ipis`).
+    pub ipi: crate::devices::Ipi,
     pub stats: TrapStats,
     /// Guest instructions retired before the current translation block.
     pub retired: u64,
@@ -158,7 +161,7 @@ impl Machine {
             read_only: scan::protected_ranges(config, image),
             exec,
         };
-        let mut m = Machine::shell(config, cpu, &layout)?;
+        let mut m = Machine::shell(config, cpu, &layout, ram::GuestRam::new())?;
         let uc = &mut m.uc;
         for (addr, bytes) in &image.segments {
             let end = *addr as u64 + bytes.len() as u64;
@@ -176,12 +179,18 @@ impl Machine {
 
     /// An engine with RAM mapped after `layout`, zeroed, and every hook installed, but no guest
     /// loaded or booted: what a new machine and a restored one have in common.
-    fn shell(config: Config, cpu: CpuModel, layout: &snapshot::RamLayout) -> Result<Self> {
+    fn shell(
+        config: Config,
+        cpu: CpuModel,
+        layout: &snapshot::RamLayout,
+        ram: ram::GuestRam,
+    ) -> Result<Self> {
         let mon = Monitor {
             config,
             cpu,
             vcpu: VirtualCpu::default(),
             dev: Devices::new(cpu.hz),
+            ipi: crate::devices::Ipi::default(),
             stats: TrapStats::default(),
             retired: 0,
             idle_cycles: 0,
@@ -203,7 +212,7 @@ impl Machine {
             exec: layout.exec.clone(),
             text_protected: false,
             unmapped_at: None,
-            ram: ram::GuestRam::new(),
+            ram,
             segs: segs::SegState::default(),
             wtrack: wtrack::WriteTracker::default(),
             sync: syncpt::SyncState::default(),
@@ -328,6 +337,58 @@ impl Machine {
 
     pub fn set_budget(&mut self, budget: u64) {
         self.uc.get_data_mut().budget = budget;
+    }
+
+    /// Multiprocessor: turns on this processor's interrupt controller as processor `cpu_id` of
+    /// `ncpus` (CPUID's APIC id, the IPI port).
+    pub fn enable_ipis(&mut self, cpu_id: u8, ncpus: u8) {
+        let ipi = &mut self.uc.get_data_mut().ipi;
+        ipi.enabled = true;
+        ipi.cpu_id = cpu_id;
+        ipi.ncpus = ncpus;
+    }
+
+    /// IPIs the guest sent since the last call, (destination, vector) in program order.
+    pub fn take_ipis(&mut self) -> Vec<(u16, u8)> {
+        std::mem::take(&mut self.uc.get_data_mut().ipi.outbox)
+    }
+
+    pub fn has_outgoing_ipis(&self) -> bool {
+        !self.uc.get_data().ipi.outbox.is_empty()
+    }
+
+    /// Makes `vector` pending here (an IPI arrived); delivered at the next instruction boundary
+    /// with interrupts enabled.
+    pub fn raise_ipi(&mut self, vector: u8) {
+        self.uc.get_data_mut().ipi.raise(vector);
+    }
+
+    pub fn has_pending_ipi(&self) -> bool {
+        !self.uc.get_data().ipi.pending.is_empty()
+    }
+
+    /// IPIs raised on this processor so far.
+    pub fn ipis_received(&self) -> u64 {
+        self.uc.get_data().ipi.received
+    }
+
+    /// After `Exit::Halted`: `None` if the processor halted for good (interrupts disabled);
+    /// otherwise it waits for an interrupt, and `Some(Some(c))` says its next timer tick is `c`
+    /// guest cycles away, `Some(None)` that only an IPI can wake it.
+    pub fn idle_wait(&self) -> Option<Option<u64>> {
+        let m = self.uc.get_data();
+        if !deliver::is_halted(&self.uc) || !m.vcpu.vif || m.config != Config::Vmp {
+            return None;
+        }
+        if m.dev.timer_period == 0 || m.dev.in_service {
+            return Some(None);
+        }
+        Some(Some(m.dev.next_timer.saturating_sub(m.cycles())))
+    }
+
+    /// Counts `cycles` of idle time in `hlt` (the guest clock moves on).
+    pub fn idle_for(&mut self, cycles: u64) {
+        self.uc.get_data_mut().idle_cycles += cycles;
     }
 
     pub fn console(&self) -> &[u8] {

@@ -20,6 +20,10 @@ use crate::layout::{PAGE, RAM_BASE, RAM_TOP};
 pub struct GuestRam {
     ptr: *mut u8,
     len: usize,
+    /// The anonymous mapping holding the buffer (start, length), or None for a heap box.
+    mapping: Option<(usize, usize)>,
+    /// Taken from the pool: bytes of an earlier machine until `zero_except`.
+    recycled: bool,
     /// Per page: mapped read/write but not executable, so unicorn can hold no translated code
     /// there and the monitor may store into it directly (see `write`).
     data_only: Vec<bool>,
@@ -27,14 +31,75 @@ pub struct GuestRam {
 
 impl GuestRam {
     pub fn new() -> Self {
-        let b = vec![0u8; (RAM_TOP - RAM_BASE) as usize].into_boxed_slice();
-        let len = b.len();
+        Self::mapped(false)
+    }
+
+    /// A fresh zeroed buffer; with `huge`, advised for transparent huge pages (see `map_huge`).
+    fn mapped(huge: bool) -> Self {
+        let len = (RAM_TOP - RAM_BASE) as usize;
+        if let Some((ptr, mapping)) = map_huge(len, huge) {
+            return GuestRam {
+                ptr,
+                len,
+                mapping: Some(mapping),
+                recycled: false,
+                data_only: Vec::new(),
+            };
+        }
+        let b = vec![0u8; len].into_boxed_slice();
         let ptr = Box::into_raw(b).cast::<u8>();
         GuestRam {
             ptr,
             len,
+            mapping: None,
+            recycled: false,
             data_only: Vec::new(),
         }
+    }
+
+    /// RAM for a machine about to be restored with `pages` pages: a buffer from the pool (see
+    /// [`reserve`]) if one is there, already backed by the host OS but holding old bytes
+    /// ([`GuestRam::is_recycled`]: the restorer zeroes what the image does not fill), else a
+    /// fresh zeroed one, on huge pages when the image is large.
+    pub fn for_restore(pages: u32) -> Self {
+        let len = (RAM_TOP - RAM_BASE) as usize;
+        let taken = POOL.lock().map(|mut p| p.free.pop()).unwrap_or(None);
+        match taken {
+            Some((ptr, mapping)) => GuestRam {
+                ptr: ptr as *mut u8,
+                len,
+                mapping: Some(mapping),
+                recycled: true,
+                data_only: Vec::new(),
+            },
+            None => Self::mapped(pages >= HUGE_RESTORE_PAGES),
+        }
+    }
+
+    /// Whether the buffer came from the pool and may hold a previous machine's bytes.
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
+    }
+
+    /// Zeroes every page whose bit in `keep` (a bit per RAM page) is clear, by handing it back
+    /// to the host OS (it reads as zero and is backed again on first touch).
+    pub fn zero_except(&mut self, keep: &[u64]) {
+        let pages = self.len / PAGE as usize;
+        let kept = |i: usize| keep.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+        let mut i = 0;
+        while i < pages {
+            if kept(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < pages && !kept(i) {
+                i += 1;
+            }
+            let (off, n) = (start * PAGE as usize, (i - start) * PAGE as usize);
+            zero_range(self.ptr.wrapping_add(off), n);
+        }
+        self.recycled = false;
     }
 
     /// Copies guest bytes at `addr` into `buf`; false if the range is not all inside RAM.
@@ -158,11 +223,145 @@ impl GuestRam {
         true
     }
 
+    /// The page at guest `addr` (page-aligned, inside RAM), writable bypassing unicorn: the
+    /// same contract as [`GuestRam::fill`].
+    pub fn page_mut(&mut self, addr: u32) -> Option<&mut [u8]> {
+        if !addr.is_multiple_of(PAGE) || !(RAM_BASE..RAM_TOP).contains(&addr) {
+            return None;
+        }
+        // SAFETY: the page lies inside the allocation (checked above); the engine is not running
+        // (the caller holds the machine mutably) and the borrow of `self` keeps it so.
+        unsafe {
+            Some(std::slice::from_raw_parts_mut(
+                self.ptr.add((addr - RAM_BASE) as usize),
+                PAGE as usize,
+            ))
+        }
+    }
+
     /// Start of the buffer (guest address `RAM_BASE`), for [`map`].
     pub fn base(&self) -> RamBase {
         RamBase(self.ptr)
     }
 }
+
+/// Guest RAM buffers of dropped machines, kept (up to `keep`) for restores: a destination that
+/// expects a migration prepares its memory beforehand, as a one-sided put needs a pre-registered
+/// buffer. Fresh anonymous memory costs the host a fault and a clear per page on first touch;
+/// on this machine (a VM) that clearing was half of a 256 MiB restore.
+struct Pool {
+    keep: usize,
+    /// (buffer address, mapping)
+    free: Vec<(usize, (usize, usize))>,
+}
+
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
+    keep: 0,
+    free: Vec::new(),
+});
+
+/// Keeps `n` guest RAM buffers ready for restores, backed by the host now (every page touched),
+/// and from now on keeps buffers of dropped machines up to that number (0: none, the default).
+pub fn reserve(n: usize) {
+    let len = (RAM_TOP - RAM_BASE) as usize;
+    let Ok(mut p) = POOL.lock() else {
+        return;
+    };
+    p.keep = n;
+    while p.free.len() > n {
+        if let Some((_, (start, l))) = p.free.pop() {
+            unmap(start, l);
+        }
+    }
+    while p.free.len() < n {
+        let Some((ptr, mapping)) = map_huge(len, true) else {
+            return;
+        };
+        // Touch every page so the host backs it now, not during the restore.
+        for off in (0..len).step_by(PAGE as usize) {
+            // SAFETY: inside the fresh mapping, which nothing else references yet.
+            unsafe { ptr.add(off).write_volatile(0) };
+        }
+        p.free.push((ptr as usize, mapping));
+    }
+}
+
+/// Zeroes `len` bytes at `ptr` (page-aligned, inside a private anonymous mapping).
+#[cfg(target_os = "linux")]
+fn zero_range(ptr: *mut u8, len: usize) {
+    // SAFETY: the range lies in this buffer's private anonymous mapping; MADV_DONTNEED makes
+    // it read as zero afterwards. Should the advice fail, zero it by hand.
+    let r = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) };
+    if r != 0 {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn zero_range(ptr: *mut u8, len: usize) {
+    // SAFETY: the range lies inside this buffer.
+    unsafe { std::ptr::write_bytes(ptr, 0, len) };
+}
+
+/// From this many pages (64 MiB) a restore's fresh RAM goes on huge pages: below it, the 2 MiB
+/// a huge page clears per fault would cost more than the 4 KiB faults it saves (a small
+/// guest touches a few scattered pages).
+const HUGE_RESTORE_PAGES: u32 = 16384;
+
+/// Transparent huge pages' size on x86-64 Linux.
+#[cfg(target_os = "linux")]
+const HUGE: usize = 2 << 20;
+
+/// A zeroed anonymous mapping of `len` bytes, 2 MiB-aligned, with `huge` advised for
+/// transparent huge pages: a large restore writes all of RAM into a fresh machine, and faulting
+/// it in 4 KiB at a time (65 536 faults for 256 MiB) cost more than the copy itself; with huge
+/// pages it is 128 faults (where the host's THP mode is `madvise` or `always`; elsewhere the
+/// advice is a no-op). Returns the buffer and the mapping to unmap.
+#[cfg(target_os = "linux")]
+fn map_huge(len: usize, huge: bool) -> Option<(*mut u8, (usize, usize))> {
+    let total = len + HUGE;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    let start = base as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    if huge {
+        // SAFETY: `aligned..aligned + len` lies inside the mapping just made. Advice failing
+        // (no THP in this kernel) only leaves small pages.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+    Some((aligned as *mut u8, (start, total)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_huge(_len: usize, _huge: bool) -> Option<(*mut u8, (usize, usize))> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn unmap(start: usize, len: usize) {
+    // SAFETY: a mapping made by `map_huge`, unmapped once (from Drop).
+    unsafe {
+        libc::munmap(start as *mut libc::c_void, len);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unmap(_start: usize, _len: usize) {}
 
 #[cfg(target_os = "linux")]
 fn backed(start: usize, len: usize) -> Option<Vec<bool>> {
@@ -252,6 +451,16 @@ impl Default for GuestRam {
 
 impl Drop for GuestRam {
     fn drop(&mut self) {
+        if let Some((start, len)) = self.mapping {
+            if let Ok(mut p) = POOL.lock() {
+                if p.free.len() < p.keep {
+                    p.free.push((self.ptr as usize, (start, len)));
+                    return;
+                }
+            }
+            unmap(start, len);
+            return;
+        }
         // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of exactly `len` bytes.
         unsafe {
             drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(

@@ -233,11 +233,18 @@ pub fn is_zero(page: &[u8]) -> bool {
 pub struct Restorer {
     m: Machine,
     state: MachineState,
+    /// A bit per RAM page filled so far: on a recycled buffer the others are zeroed at finish.
+    filled: Vec<u64>,
 }
 
 impl Restorer {
     /// Checks `state` against this build and prepares an empty machine for it.
     pub fn new(state: MachineState) -> Result<Self> {
+        Self::with_pages(state, 0)
+    }
+
+    /// [`Restorer::new`] for an image of `pages` pages (large ones get huge-page RAM).
+    pub fn with_pages(state: MachineState, pages: u32) -> Result<Self> {
         if state.engine_tag != ENGINE_TAG {
             return Err(VmpError::BadImage(format!(
                 "image holds CPU state of engine '{}', this build runs '{ENGINE_TAG}'",
@@ -256,8 +263,13 @@ impl Restorer {
         {
             return Err(VmpError::BadImage("memory layout outside guest RAM".into()));
         }
-        let m = Machine::shell(state.config, state.cpu, &state.layout)?;
-        Ok(Restorer { m, state })
+        let ram = super::ram::GuestRam::for_restore(pages);
+        let m = Machine::shell(state.config, state.cpu, &state.layout, ram)?;
+        Ok(Restorer {
+            m,
+            state,
+            filled: vec![0; (RAM_PAGES as usize).div_ceil(64)],
+        })
     }
 
     /// Fills the RAM page at `addr` (page-aligned) with `bytes` (one page).
@@ -265,6 +277,7 @@ impl Restorer {
         if !addr.is_multiple_of(PAGE) || bytes.len() != PAGE as usize {
             return Err(VmpError::BadImage(format!("bad page record at {addr:#x}")));
         }
+        self.mark(addr);
         if !self.m.uc.get_data_mut().ram.fill(addr, bytes) {
             return Err(VmpError::BadImage(format!(
                 "page {addr:#x} lies outside guest RAM"
@@ -273,10 +286,57 @@ impl Restorer {
         Ok(())
     }
 
+    fn mark(&mut self, addr: u32) {
+        if let Some(i) = addr.checked_sub(RAM_BASE).map(|o| (o / PAGE) as usize) {
+            if let Some(w) = self.filled.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+    }
+
+    /// Replaces the state `new` was given with a later capture of the same machine (pre-copy
+    /// sends the machine's shape first and its final state last): configuration, CPU model,
+    /// memory layout and engine must be the ones the empty machine was built for.
+    pub fn replace_state(&mut self, state: MachineState) -> Result<()> {
+        let s = &self.state;
+        if state.config != s.config
+            || state.cpu != s.cpu
+            || state.layout != s.layout
+            || state.engine_tag != s.engine_tag
+            || state.monitor_page.len() != s.monitor_page.len()
+        {
+            return Err(VmpError::BadImage(
+                "final state does not match the machine the stream began with".into(),
+            ));
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// The RAM page at `addr` (page-aligned, inside RAM) to be filled in place, e.g. straight
+    /// from a socket or file.
+    pub fn page_mut(&mut self, addr: u32) -> Result<&mut [u8]> {
+        self.mark(addr);
+        self.m
+            .uc
+            .get_data_mut()
+            .ram
+            .page_mut(addr)
+            .ok_or_else(|| VmpError::BadImage(format!("bad page record at {addr:#x}")))
+    }
+
     /// Loads the processor and monitor state and re-derives hooks and caches: the machine
     /// continues exactly where the captured one stopped.
     pub fn finish(self) -> Result<Machine> {
-        let Restorer { mut m, state: s } = self;
+        let Restorer {
+            mut m,
+            state: s,
+            filled,
+        } = self;
+        let ram = &mut m.uc.get_data_mut().ram;
+        if ram.is_recycled() {
+            ram.zero_except(&filled);
+        }
         let uc = &mut m.uc;
         uc.mem_write(MONITOR_BASE as u64, &s.monitor_page)?;
         load_engine(uc.get_handle(), &s.engine)?;

@@ -37,6 +37,9 @@ pub enum SyncKind {
     Serialising,
     /// An interrupt or exception was delivered through the virtual IDT.
     Interrupt,
+    /// An inter-processor interrupt was sent (`out` to the IPI port): it travels with this
+    /// processor's earlier writes.
+    Ipi,
 }
 
 /// A stop at a synchronisation point.

@@ -59,6 +59,7 @@ pub async fn run(
             entry: p.addr,
             stack_top,
             text: (p.addr, end as u32),
+            user_text: Vec::new(),
         });
         segments.push((p.addr, p.code.clone()));
     }

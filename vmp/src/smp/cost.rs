@@ -24,6 +24,8 @@ pub const PAGE_WORDS: f64 = 1024.0;
 /// Counted coherence events of one processor.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CoherenceCounts {
+    /// Inter-processor interrupts sent (each rides on a publish; no cost of its own here).
+    pub ipis_sent: u64,
     pub write_faults: u64,
     pub twins: u64,
     /// Pages compared with their twin at a publish.

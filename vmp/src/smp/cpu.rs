@@ -33,7 +33,15 @@ pub struct CpuReport {
     /// Modelled seconds: guest instructions (the VM process) and monitor (traps + coherence).
     pub vm_s: f64,
     pub monitor_s: f64,
+    /// This processor wrote the power port (its `status` is the machine's exit status).
+    pub powered_off: bool,
+    /// Host seconds spent halted waiting for an interrupt.
+    pub idle_s: f64,
+    pub ipis_received: u64,
 }
+
+/// A global entry received ahead of its turn: origin, its publish number, diffs, IPIs.
+type FutureEntry = (u16, u64, Vec<PageDiff>, Vec<(u16, u8)>);
 
 pub(super) struct Cpu {
     idx: u16,
@@ -48,7 +56,7 @@ pub(super) struct Cpu {
     hot: BTreeSet<u32>,
     n: u64,
     applied: u64,
-    future: BTreeMap<u64, (u16, u64, Vec<PageDiff>)>,
+    future: BTreeMap<u64, FutureEntry>,
     /// Our publish waiting for its place in the order: its bytes win over earlier entries.
     inflight: Option<(u64, BTreeMap<u32, PageDiff>)>,
     console_sent: usize,
@@ -57,6 +65,7 @@ pub(super) struct Cpu {
     stopped: Option<Option<String>>,
     /// We hold the global lock (between a locked instruction's Acquire and Release).
     holding: bool,
+    idle_s: f64,
 }
 
 impl Cpu {
@@ -76,6 +85,7 @@ impl Cpu {
             t.map.insert(page, bytes.into());
         })))?;
         m.track_written_bytes()?;
+        m.enable_ipis(idx as u8, opts.cpu_hosts.len().min(255) as u8);
         Ok(Cpu {
             idx: idx as u16,
             ncpus: opts.cpu_hosts.len(),
@@ -95,6 +105,7 @@ impl Cpu {
             charged_s: 0.0,
             stopped: None,
             holding: false,
+            idle_s: 0.0,
         })
     }
 
@@ -219,7 +230,9 @@ impl Cpu {
     }
 
     fn has_local_work(&self) -> bool {
-        !self.m.dirty_pages().is_empty() || self.m.console().len() > self.console_sent
+        !self.m.dirty_pages().is_empty()
+            || self.m.console().len() > self.console_sent
+            || self.m.has_outgoing_ipis()
     }
 
     /// Publishes our writes and waits until they have their place in the global order and
@@ -240,6 +253,11 @@ impl Cpu {
             LockOp::Release => self.holding = false,
             LockOp::None => {}
         }
+        let mut ipis = self.m.take_ipis();
+        self.counts.ipis_sent += ipis.len() as u64;
+        if self.opts.drop_ipis {
+            ipis.clear();
+        }
         let console = self.m.console()[self.console_sent..].to_vec();
         self.console_sent = self.m.console().len();
         self.inflight = Some((self.n, diffs.iter().map(|d| (d.page, d.clone())).collect()));
@@ -249,6 +267,7 @@ impl Cpu {
             lock,
             console,
             diffs,
+            ipis,
         };
         self.charge().await;
         self.send(&msg).await;
@@ -317,9 +336,10 @@ impl Cpu {
                 origin,
                 origin_n,
                 diffs,
+                ipis,
             } => {
                 if g > self.applied {
-                    self.future.insert(g, (origin, origin_n, diffs));
+                    self.future.insert(g, (origin, origin_n, diffs, ipis));
                 }
                 self.jitter().await;
                 self.apply_ready()?;
@@ -338,7 +358,7 @@ impl Cpu {
 
     /// Applies global entries in order, as far as they are contiguous.
     fn apply_ready(&mut self) -> Result<(), SmpError> {
-        while let Some((origin, origin_n, diffs)) = self.future.remove(&(self.applied + 1)) {
+        while let Some((origin, origin_n, diffs, ipis)) = self.future.remove(&(self.applied + 1)) {
             self.applied += 1;
             if origin == self.idx {
                 if self.inflight.as_ref().is_some_and(|(n, _)| *n == origin_n) {
@@ -371,7 +391,70 @@ impl Cpu {
                     })
                     .sum::<u64>();
             }
+            drop(twins);
+            // After the entry's writes: the target sees what the sender wrote before the IPI.
+            for (dest, vector) in ipis {
+                if dest == self.idx {
+                    self.m.raise_ipi(vector);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Halted with interrupts enabled: publishes what is buffered, then waits in host time
+    /// until an IPI arrives (an applied entry raises it) or the next timer tick is due (`tick`
+    /// guest cycles away), and moves the guest clock on by the time waited.
+    async fn idle(&mut self, tick: Option<u64>) -> Result<(), SmpError> {
+        if self.has_local_work() {
+            self.publish(LockOp::None).await?;
+        }
+        let hz = self.opts.preset.cpu.hz;
+        let start = self.host.now();
+        let until = tick.map(|c| gridbed_runtime::secs(c as f64 / hz));
+        let max_idle = gridbed_runtime::secs(self.opts.max_idle_s);
+        let mut ticked = false;
+        // The lost-wake-up clock restarts with every entry of the global order: a processor
+        // may wait as long as others are working.
+        let mut quiet_since = start;
+        loop {
+            if self.m.has_pending_ipi() || self.stopped.is_some() {
+                break;
+            }
+            let waited = self.host.now() - start;
+            let mut chunk = self.opts.rto();
+            if let Some(u) = until {
+                if waited >= u {
+                    ticked = true;
+                    break;
+                }
+                chunk = chunk.min(u - waited);
+            } else if self.host.now() - quiet_since > max_idle {
+                return Err(self.err(format!(
+                    "halted with interrupts enabled and no timer, and the machine quiet for \
+                     {:.1} s: nothing can wake it (a lost inter-processor interrupt)",
+                    (self.host.now() - quiet_since).as_secs_f64()
+                )));
+            }
+            if self.receive(chunk).await? {
+                quiet_since = self.host.now();
+            } else {
+                // A heartbeat: an idle processor is not a crashed one.
+                let upto = self.applied;
+                self.send(&Msg::Ack {
+                    cpu: self.idx,
+                    upto,
+                })
+                .await;
+            }
+        }
+        let waited = (self.host.now() - start).as_secs_f64();
+        self.idle_s += waited;
+        let mut cycles = (waited * hz).round() as u64;
+        if ticked {
+            cycles = cycles.max(tick.unwrap_or(0));
+        }
+        self.m.idle_for(cycles);
         Ok(())
     }
 
@@ -431,10 +514,14 @@ impl Cpu {
                         self.m.pass_sync(p.eip);
                     }
                 }
-                Exit::Halted => break 0,
-                Exit::PowerOff(code) => break code,
+                Exit::Halted => match self.m.idle_wait() {
+                    Some(tick) => self.idle(tick).await?,
+                    None => break (0, false),
+                },
+                Exit::PowerOff(code) => break (code, true),
             }
         };
+        let (status, powered_off) = status;
         self.publish(LockOp::None).await?;
         let done = Msg::Done {
             cpu: self.idx,
@@ -465,6 +552,7 @@ impl Cpu {
         let mut counts = self.counts.clone();
         counts.write_faults = self.m.write_faults();
         counts.twins = self.twins.lock().map(|t| t.made).unwrap_or(0);
+        let ipis_received = self.m.ipis_received();
         Ok(CpuReport {
             cpu: self.idx as usize,
             machine: self.m,
@@ -472,6 +560,9 @@ impl Cpu {
             counts,
             vm_s,
             monitor_s,
+            powered_off,
+            idle_s: self.idle_s,
+            ipis_received,
         })
     }
 }

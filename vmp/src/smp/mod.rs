@@ -18,6 +18,10 @@
 //! - a locked instruction publishes with `Acquire` first (the sequencer then orders nothing else
 //!   until `Release`), runs once everything before is applied, and publishes its result with
 //!   `Release`: atomic across hosts;
+//! - an inter-processor interrupt (the guest's `out` to `layout::PORT_IPI`) travels in the
+//!   sender's publish and is raised on its target when the target applies that entry, after the
+//!   entry's writes; a processor halted with interrupts enabled waits in host time for one (or
+//!   its next tick), see [`os`] for the SMP guest kernel that uses them;
 //! - every message is acknowledged or answered and retransmitted after a timeout, duplicates are
 //!   recognised by sequence numbers; a processor silent for `dead_after_s` stops the machine with
 //!   an error naming it.
@@ -26,6 +30,7 @@ pub mod bare;
 pub mod cost;
 mod cpu;
 pub mod diff;
+pub mod os;
 pub mod proto;
 mod sequencer;
 
@@ -83,6 +88,12 @@ pub struct SmpOptions {
     /// time up to this long (the host descheduling the monitor), so a remote write can become
     /// visible between two of its loads. 0: off.
     pub preempt_s: f64,
+    /// A processor halted with interrupts enabled and no timer (only an IPI can wake it) while
+    /// no entry of the global order arrives for this long stops the machine with an error
+    /// naming it: a lost wake-up in the guest.
+    pub max_idle_s: f64,
+    /// Fault injection (tests): inter-processor interrupts are dropped instead of sent.
+    pub drop_ipis: bool,
 }
 
 impl SmpOptions {
@@ -101,6 +112,10 @@ impl SmpOptions {
             jitter_s: 0.0,
             start_skew_s: 0.0,
             preempt_s: 0.0,
+            // Far beyond any wake-up latency of the protocol (round trips of micro- to
+            // milliseconds), short enough that a test of a lost wake-up ends quickly.
+            max_idle_s: 5.0,
+            drop_ipis: false,
         }
     }
 
@@ -133,6 +148,8 @@ pub struct CpuStart {
     pub entry: u32,
     pub stack_top: u32,
     pub text: (u32, u32),
+    /// Further code ranges this processor may run (user programs under a guest kernel).
+    pub user_text: Vec<(u32, u32)>,
 }
 
 /// What the machine did.
@@ -214,12 +231,12 @@ pub async fn run_vm(
     }
     for (i, s) in starts.iter().enumerate() {
         let h = host(opts.cpu_hosts[i])?;
-        let user_text = starts
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o.text)
-            .collect();
+        let mut user_text: Vec<(u32, u32)> = s.user_text.clone();
+        for o in &starts {
+            if o.text != s.text && !user_text.contains(&o.text) {
+                user_text.push(o.text);
+            }
+        }
         let image = GuestImage {
             segments: segments.clone(),
             kernel_text: s.text,

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::diff::PageDiff;
 
-pub const VERSION: u8 = 1;
+/// 2: publishes and applies carry inter-processor interrupts.
+pub const VERSION: u8 = 2;
+/// Most IPIs one publish may carry (a guest sends one per `out`, and every `out` publishes).
+pub const MAX_IPIS: usize = 1024;
 /// Largest frame accepted: every page of a 256 MiB guest could not fit anyway; 64 MiB bounds
 /// what one malformed peer can make a host hold.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -34,6 +37,8 @@ pub enum Msg {
         lock: LockOp,
         console: Vec<u8>,
         diffs: Vec<PageDiff>,
+        /// Inter-processor interrupts sent after these writes: (destination, vector).
+        ipis: Vec<(u16, u8)>,
     },
     /// Processor -> sequencer: every global entry up to `upto` is applied here.
     Ack { cpu: u16, upto: u64 },
@@ -45,6 +50,8 @@ pub enum Msg {
         origin: u16,
         origin_n: u64,
         diffs: Vec<PageDiff>,
+        /// The entry's IPIs; each processor raises those addressed to it as it applies `g`.
+        ipis: Vec<(u16, u8)>,
     },
     /// Sequencer -> processor: the machine stops (all processors done, or one failed).
     Stop { error: Option<String> },
@@ -73,14 +80,25 @@ impl Msg {
         }
         let m: Msg = postcard::from_bytes(&frame[1..]).map_err(|e| format!("bad frame: {e}"))?;
         let cpu_ok = |c: u16| (c as usize) < ncpus;
+        let ipis_ok = |ipis: &[(u16, u8)]| {
+            ipis.len() <= MAX_IPIS && ipis.iter().all(|(d, v)| cpu_ok(*d) && *v >= 32)
+        };
         let ok = match &m {
-            Msg::Publish { cpu, n, diffs, .. } => {
-                cpu_ok(*cpu) && *n > 0 && diffs.iter().all(PageDiff::is_valid)
-            }
+            Msg::Publish {
+                cpu,
+                n,
+                diffs,
+                ipis,
+                ..
+            } => cpu_ok(*cpu) && *n > 0 && diffs.iter().all(PageDiff::is_valid) && ipis_ok(ipis),
             Msg::Ack { cpu, .. } | Msg::Done { cpu, .. } => cpu_ok(*cpu),
             Msg::Apply {
-                g, origin, diffs, ..
-            } => *g > 0 && cpu_ok(*origin) && diffs.iter().all(PageDiff::is_valid),
+                g,
+                origin,
+                diffs,
+                ipis,
+                ..
+            } => *g > 0 && cpu_ok(*origin) && diffs.iter().all(PageDiff::is_valid) && ipis_ok(ipis),
             Msg::Stop { .. } => true,
         };
         if !ok {
@@ -110,6 +128,7 @@ mod tests {
                     bytes: vec![1, 2],
                 }],
             }],
+            ipis: vec![(0, 0x30)],
         };
         let f = m.encode();
         assert_eq!(Msg::decode(&f, 2).unwrap(), m);
@@ -125,8 +144,25 @@ mod tests {
                 page: RAM_BASE + 3,
                 runs: vec![],
             }],
+            ipis: vec![],
         };
         assert!(Msg::decode(&bad.encode(), 2).is_err(), "unaligned page");
+        let ipi_to = |d: u16, v: u8| Msg::Apply {
+            g: 1,
+            origin: 0,
+            origin_n: 1,
+            diffs: vec![],
+            ipis: vec![(d, v)],
+        };
+        assert!(Msg::decode(&ipi_to(1, 0x30).encode(), 2).is_ok());
+        assert!(
+            Msg::decode(&ipi_to(2, 0x30).encode(), 2).is_err(),
+            "no processor 2"
+        );
+        assert!(
+            Msg::decode(&ipi_to(1, 14).encode(), 2).is_err(),
+            "exception vector"
+        );
         // A length prefix claiming a huge vector fails on the short input, without allocating it.
         let mut huge = vec![VERSION, 0, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
         huge.extend([0u8; 8]);

@@ -37,6 +37,7 @@ struct Entry {
     origin: u16,
     origin_n: u64,
     diffs: Arc<Vec<PageDiff>>,
+    ipis: Vec<(u16, u8)>,
 }
 
 struct Pending {
@@ -45,6 +46,7 @@ struct Pending {
     lock: LockOp,
     console: Vec<u8>,
     diffs: Vec<PageDiff>,
+    ipis: Vec<(u16, u8)>,
 }
 
 struct Seq {
@@ -77,6 +79,7 @@ impl Seq {
             origin: e.origin,
             origin_n: e.origin_n,
             diffs,
+            ipis: e.ipis.clone(),
         }
         .encode();
         self.report.applies_sent += 1;
@@ -121,6 +124,7 @@ impl Seq {
                 origin: p.cpu,
                 origin_n: p.n,
                 diffs: Arc::new(p.diffs),
+                ipis: p.ipis,
             },
         );
         for to in 0..self.cpus.len() {
@@ -216,6 +220,7 @@ pub async fn run(host: Arc<dyn Host>, mut mb: Box<dyn Mailbox>, opts: SmpOptions
                     lock,
                     console,
                     diffs,
+                    ipis,
                 } if cpu as usize == c => {
                     s.on_publish(Pending {
                         cpu,
@@ -223,6 +228,7 @@ pub async fn run(host: Arc<dyn Host>, mut mb: Box<dyn Mailbox>, opts: SmpOptions
                         lock,
                         console,
                         diffs,
+                        ipis,
                     })
                     .await
                 }
