@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod catalogue;
+pub mod cluster;
 pub mod gxp;
 pub mod migration;
 pub mod outcome;

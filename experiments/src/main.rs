@@ -53,6 +53,10 @@ enum Cmd {
         /// Print the results as JSON on stdout (progress and summaries go to stderr).
         #[arg(long)]
         json: bool,
+        /// Real mode on the hosts of this file, launched through GXP over ssh (format: README,
+        /// "Real machines"); without it real mode runs on this machine's processes.
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
     },
     /// Load a report's index.html in headless Chromium: fail on a missing image, a broken link or
     /// a JavaScript error; optionally write a full-page screenshot.
@@ -115,6 +119,17 @@ enum Cmd {
     /// Internal: the sink process of real-mode block transfers.
     #[command(name = "__sink", hide = true)]
     Sink { kind: String, addr: String },
+    /// Internal: a worker on a cluster host (started by the launcher through GXP).
+    #[command(name = "__worker", hide = true)]
+    Worker,
+    /// Internal: the GXP daemon on a cluster host (this program is what GXP installs there).
+    #[command(name = "daemon", hide = true)]
+    Daemon {
+        #[arg(long)]
+        index: u32,
+        #[arg(long)]
+        sha: String,
+    },
 }
 
 fn experiments_help() -> String {
@@ -317,22 +332,33 @@ fn main() -> ExitCode {
             platform,
             repeat,
             json,
+            hosts,
         } => {
             let modes = match mode {
                 ModeArg::Sim => ModeChoice::Sim,
                 ModeArg::Real => ModeChoice::Real,
                 ModeArg::Both => ModeChoice::Both,
             };
-            let planned = settings(&set, platform.as_deref())
-                .and_then(|sets| Ok((runner::plan(&name, modes, &sets)?, sets)));
+            let planned = settings(&set, platform.as_deref()).and_then(|sets| {
+                let hosts = match hosts {
+                    Some(p) => Some((p.clone(), gridbed_experiments::cluster::load_hosts(&p)?)),
+                    None => None,
+                };
+                let plan = runner::plan(&name, modes, &sets)?;
+                if hosts.is_some() {
+                    gridbed_experiments::cluster::check_plan(&plan)?;
+                }
+                Ok((plan, sets, hosts))
+            });
             match planned {
-                Ok((plan, sets)) => runner::run(&RunOptions {
+                Ok((plan, sets, hosts)) => runner::run(&RunOptions {
                     plan,
                     args: sets.iter().map(|s| format!("--set {s}")).collect(),
                     seed,
                     out: out.unwrap_or_else(default_out),
                     repeat,
                     json,
+                    hosts,
                 })
                 .map(|_| ()),
                 Err(e) => return bad_input(e),
@@ -359,6 +385,11 @@ fn main() -> ExitCode {
                 )),
             })
         }
+        Cmd::Worker => {
+            let code = gridbed_experiments::cluster::worker_main();
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+        Cmd::Daemon { index, sha } => daemon(index, &sha),
         Cmd::Sweep {
             name,
             seeds,
@@ -405,8 +436,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // One line per problem: a cluster run lists every host that failed.
+            let text = format!("{e:#}");
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                eprintln!("error: {line}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `experiment daemon --index N --sha SHA`: this program as GXP's daemon on a cluster host
+/// (started by the login's bootstrap, which installed it checksum-verified).
+fn daemon(index: u32, sha: &str) -> anyhow::Result<()> {
+    gridbed_cluster_driver::run_daemon(index, sha)
 }

@@ -503,6 +503,9 @@ fn section(r: &ResultFile, h: &mut String, md: &mut String) {
     if let Some(p) = &r.provenance {
         meta.push(("produced by", esc(&p.describe()), p.describe()));
     }
+    if let Some(p) = &r.placement {
+        meta.push(("ran on", esc(&p.describe()), p.describe()));
+    }
     if r.repeats > 1 {
         let s = format!(
             "{} runs; values are medians, with min and max; figures and notes from one run",

@@ -45,6 +45,73 @@ impl Provenance {
     }
 }
 
+/// Where a real-mode run ran: on this machine's processes over loopback, or on cluster hosts
+/// (which host ran which role, at which address, with how many cores, on what machine).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Placement {
+    /// `local` (processes of this machine over loopback) or `cluster` (workers on the hosts of
+    /// a hosts file, launched through GXP over ssh).
+    pub transport: String,
+    #[serde(default)]
+    pub workers: Vec<PlacedWorker>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PlacedWorker {
+    pub role: String,
+    /// The hosts-file target.
+    pub target: String,
+    /// The name the host's GXP daemon reported.
+    pub host: String,
+    /// Where the worker listened.
+    pub addr: String,
+    /// Cores the hosts file gives the host.
+    pub cores: Option<u32>,
+    /// Logins from this machine to the host (1: direct; more: through gateways).
+    #[serde(default)]
+    pub hops: usize,
+    /// The worker's own view of its machine.
+    pub machine: Option<Provenance>,
+}
+
+impl Placement {
+    pub fn local() -> Placement {
+        Placement {
+            transport: "local".into(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        if self.workers.is_empty() {
+            return "this machine (local processes over loopback)".into();
+        }
+        let w: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let cores = w
+                    .cores
+                    .map(|c| format!("cores={c} in the hosts file"))
+                    .unwrap_or_else(|| "cores not stated".into());
+                let m = w
+                    .machine
+                    .as_ref()
+                    .map(|m| format!("; its machine: {} cores, {}", m.cores, m.cpu))
+                    .unwrap_or_default();
+                let via = if w.hops > 1 {
+                    format!(", {} logins away", w.hops)
+                } else {
+                    String::new()
+                };
+                format!("{} on {} ({}, {}{m}{via})", w.role, w.host, w.addr, cores)
+            })
+            .collect();
+        format!("cluster via GXP/ssh: {}", w.join("; "))
+    }
+}
+
 fn commit(dir: &Path) -> String {
     Command::new("git")
         .args(["describe", "--always", "--dirty", "--abbrev=12"])

@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::params::ParamRecord;
-use crate::provenance::Provenance;
+use crate::provenance::{Placement, Provenance};
 use crate::registry::Experiment;
 use crate::{page, render};
 
@@ -78,6 +78,9 @@ pub struct ResultFile {
     pub command: String,
     #[serde(default)]
     pub provenance: Option<Provenance>,
+    /// Where a real-mode run ran (local processes or cluster hosts).
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 fn one() -> u32 {
@@ -106,6 +109,8 @@ pub struct RunExtra {
     pub repeats: Vec<BTreeMap<String, f64>>,
     /// Extra command-line arguments that reproduce the run (e.g. `--set` pairs).
     pub args: Vec<String>,
+    /// Where a real-mode run ran (None: this machine's processes).
+    pub placement: Option<Placement>,
 }
 
 /// Directory of one experiment's results in one mode.
@@ -235,6 +240,10 @@ pub fn write_with(
         // only make identical results differ.
         provenance: match mode {
             Mode::Real => Some(Provenance::here()),
+            Mode::Sim => None,
+        },
+        placement: match mode {
+            Mode::Real => Some(extra.placement.clone().unwrap_or_else(Placement::local)),
             Mode::Sim => None,
         },
     };

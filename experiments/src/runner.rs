@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::outcome::Mode;
+use crate::outcome::{ExperimentOutput, Mode};
 use anyhow::Context;
 
 use crate::catalogue::Verdict;
@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub repeat: Option<u32>,
     /// Print the results as JSON on stdout (progress and summaries go to stderr).
     pub json: bool,
+    /// Real mode on the hosts of this file (its path, as given, and its contents); None: on
+    /// this machine's processes.
+    pub hosts: Option<(PathBuf, gridbed_cluster_driver::HostsFile)>,
 }
 
 /// Real-mode runs per experiment unless `--repeat` says otherwise: enough for a min / median / max.
@@ -182,6 +185,24 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
     }
     anyhow::ensure!(opts.repeat != Some(0), "--repeat must be at least 1");
     check_writable(&opts.out)?;
+    // The cluster is launched once, for every real step and repeat, and stopped when the
+    // runner returns (drop), also on error.
+    let mut cluster = match &opts.hosts {
+        Some(_) if opts.plan.iter().all(|s| s.mode == Mode::Sim) => {
+            anyhow::bail!("--hosts applies to real mode only (--mode real or both)")
+        }
+        Some((path, file)) => {
+            eprintln!(
+                "cluster: logging into {} hosts of {}",
+                file.hosts.len(),
+                path.display()
+            );
+            let c = crate::cluster::launch(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("cluster: {} hosts up", c.names.len());
+            Some(c)
+        }
+        None => None,
+    };
     let progress = Progress::new(opts.plan.len());
     let mut written = Vec::new();
     for (i, st) in opts.plan.iter().enumerate() {
@@ -192,11 +213,15 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
             Mode::Real => opts.repeat.unwrap_or(DEFAULT_REAL_REPEATS),
         };
         let t0 = Instant::now();
+        let mut args = opts.args.clone();
+        if let (Mode::Real, Some((path, _))) = (m, &opts.hosts) {
+            args.push(format!("--hosts {}", path.display()));
+        }
         let mut extra = RunExtra {
-            args: opts.args.clone(),
+            args,
             ..RunExtra::default()
         };
-        let mut last = None;
+        let mut last: Option<ExperimentOutput> = None;
         for k in 1..=n {
             let phase = if n > 1 {
                 format!("run {k} of {n}")
@@ -204,15 +229,40 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Vec<ResultFile>> {
                 "running".into()
             };
             progress.phase(step, exp.name, m, &phase);
-            let out = exp
-                .run_values(m, opts.seed, st.values.as_ref())
-                .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
+            let out = match (m, cluster.as_mut()) {
+                (Mode::Real, Some(c)) => {
+                    crate::cluster::run_step(c, exp, opts.seed, st.values.as_ref()).map(
+                        |(o, params, placement)| {
+                            extra.placement = Some(placement);
+                            (o, params)
+                        },
+                    )
+                }
+                _ => exp.run_values(m, opts.seed, st.values.as_ref()),
+            }
+            .with_context(|| format!("experiment '{}' ({m}) failed", exp.name));
             let out = match out {
                 Ok((o, params)) => {
                     extra.params = params;
                     o
                 }
                 Err(e) => {
+                    // Runs already done are kept, marked partial, then the failure is reported.
+                    if let Some(mut done) = last.take() {
+                        done.notes.insert(
+                            0,
+                            format!(
+                                "PARTIAL: {} of {n} runs completed; run {k} failed: {}",
+                                k - 1,
+                                format!("{e:#}").replace('\n', "; ")
+                            ),
+                        );
+                        if let Ok(dir) =
+                            report::write_with(&opts.out, exp, m, opts.seed, done, &extra)
+                        {
+                            eprintln!("partial result kept: {}", dir.display());
+                        }
+                    }
                     progress.finish();
                     return Err(e);
                 }

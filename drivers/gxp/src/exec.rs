@@ -72,6 +72,11 @@ pub fn start(
     cmd.env("GXP_HOSTNAME", host_name)
         .env("GXP_EXEC_IDX", exec_idx.to_string())
         .env("GXP_NUM_EXECS", spec.num_execs.to_string());
+    // The installed program itself, so a command can start another role of it (the cluster
+    // launcher's workers are the same checksum-verified executable as the daemon).
+    if let Ok(exe) = std::env::current_exe() {
+        cmd.env("GXP_PROGRAM", exe);
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

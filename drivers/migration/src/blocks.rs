@@ -50,6 +50,13 @@ pub fn run_sink(kind: &str, addr: &str) -> io::Result<()> {
             ))
         }
     };
+    serve_sink(&mut s)
+}
+
+/// The sink's loop on an established connection: `u64 length | bytes` records, each acknowledged
+/// with one byte, until a zero length. Reads into a fixed 1 MiB buffer whatever the announced
+/// length (the bytes are discarded).
+pub fn serve_sink<S: Read + Write + ?Sized>(s: &mut S) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let mut len = [0u8; 8];
@@ -125,12 +132,27 @@ pub fn measure(
             (Box::new(s), child)
         }
     };
-    let max = sizes.iter().copied().max().unwrap_or(0);
-    let block = vec![0xA5u8; max];
     let chunk = match path {
         BlockPath::TcpLimitedWrites(n) => n.max(1),
         _ => usize::MAX,
     };
+    let out = send_blocks(&mut conn, chunk, sizes, reps)?;
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(out)
+}
+
+/// Times each block size over an established connection to a sink ([`serve_sink`]), at most
+/// `chunk` bytes per write() call: the best of `reps` repetitions from the first write until the
+/// sink acknowledges the last byte; ends the session with a zero length.
+pub fn send_blocks<S: Read + Write + ?Sized>(
+    conn: &mut S,
+    chunk: usize,
+    sizes: &[usize],
+    reps: usize,
+) -> io::Result<Vec<(usize, f64)>> {
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    let block = vec![0xA5u8; max];
+    let chunk = chunk.max(1);
     let mut out = Vec::with_capacity(sizes.len());
     for &size in sizes {
         let mut best = f64::INFINITY;
@@ -148,7 +170,7 @@ pub fn measure(
         out.push((size, best));
     }
     conn.write_all(&0u64.to_be_bytes())?;
-    let _ = std::fs::remove_file(&sock_path);
+    conn.flush()?;
     Ok(out)
 }
 

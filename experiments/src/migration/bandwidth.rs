@@ -70,18 +70,8 @@ pub fn run_with(mode: Mode, seed: u64, p: &Params) -> anyhow::Result<ExperimentO
 /// Real mode: three paths between this process and a sink child process. The figure keeps the
 /// simulated SP/2 curves beside "this machine" for comparison.
 fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
-    let mut out = super::bandwidth_sim::simulate_with(0, p)?;
-    out.metrics.clear();
-    out.paper.clear();
-    out.tolerance.clear();
-    out.units.clear();
-    out.trace = None;
-    out.notes.clear();
     let exe = std::env::current_exe()?;
-    let sizes: Vec<usize> = gridbed_migration::block_sizes()
-        .into_iter()
-        .filter(|&b| b <= 1usize << p.largest_block_log2)
-        .collect();
+    let sizes = real_sizes(p);
     let paths = [
         (
             BlockPath::TcpLimitedWrites(8 * 1024),
@@ -90,17 +80,54 @@ fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
         (BlockPath::TcpLargeWrites, "tcp_large_writes_mbit_s"),
         (BlockPath::Unix, "unix_socket_mbit_s"),
     ];
+    let mut measured = Vec::new();
     for (path, metric) in paths {
         let mut cmd = Command::new(&exe);
         cmd.arg("__sink");
         let points = blocks::measure(&mut cmd, path, &sizes, 3)?;
-        let (b, s) = *points.last().expect("sizes non-empty");
+        measured.push((path.label(), metric.to_string(), points));
+    }
+    real_output(
+        p,
+        measured,
+        "Real mode: blocks move between this process and a child process over loopback; best of 3 per size. The SP/2 curves are the simulated ones, shown for comparison.",
+    )
+}
+
+/// The block sizes of a real run: Figure 3's up to `largest_block_log2`.
+pub fn real_sizes(p: &Params) -> Vec<usize> {
+    gridbed_migration::block_sizes()
+        .into_iter()
+        .filter(|&b| b <= 1usize << p.largest_block_log2)
+        .collect()
+}
+
+/// One measured path: its label in the figures, its metric name, (bytes, seconds) per block.
+pub type MeasuredPath = (String, String, Vec<(usize, f64)>);
+
+/// A real-mode result from measured paths (label, metric name, (bytes, seconds) points): the
+/// largest block's bandwidth and time as metrics, the curves beside the simulated SP/2 ones.
+pub fn real_output(
+    p: &Params,
+    measured: Vec<MeasuredPath>,
+    note: &str,
+) -> anyhow::Result<ExperimentOutput> {
+    let mut out = super::bandwidth_sim::simulate_with(0, p)?;
+    out.metrics.clear();
+    out.paper.clear();
+    out.tolerance.clear();
+    out.units.clear();
+    out.trace = None;
+    out.notes.clear();
+    for (label, metric, points) in measured {
+        let (b, s) = *points
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no block measured on {label}"))?;
         let time_metric = format!("{}_64mib_s", metric.trim_end_matches("_mbit_s"));
-        out.metrics.insert(metric.into(), b as f64 * 8.0 / s / 1e6);
+        out.metrics.insert(metric.clone(), b as f64 * 8.0 / s / 1e6);
         out.metrics.insert(time_metric.clone(), s);
-        out.units.insert(metric.into(), "Mbit/s".into());
+        out.units.insert(metric, "Mbit/s".into());
         out.units.insert(time_metric, "s".into());
-        let label = path.label();
         out.figures[0].series.push(Series {
             name: label.clone(),
             points: points.iter().map(|&(b, s)| (b as f64, s)).collect(),
@@ -113,6 +140,6 @@ fn real(p: &Params) -> anyhow::Result<ExperimentOutput> {
                 .collect(),
         });
     }
-    out.notes.push("Real mode: blocks move between this process and a child process over loopback; best of 3 per size. The SP/2 curves are the simulated ones, shown for comparison.".into());
+    out.notes.push(note.into());
     Ok(out)
 }

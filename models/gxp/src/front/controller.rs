@@ -106,6 +106,10 @@ pub type OutputSink<'a> = &'a mut (dyn FnMut(u32, &str, Stream, &[u8]) + Send);
 pub struct ExecOptions<'a> {
     /// Bytes broadcast to every host's stdin (then EOF). None: stdin is closed at once.
     pub stdin: Option<Vec<u8>>,
+    /// Stdin broadcast as the stream yields it (EOF when it ends), for a conversation with the
+    /// hosts (the cluster launcher answers what the workers report). Takes precedence over
+    /// `stdin`.
+    pub stdin_stream: Option<futures::stream::BoxStream<'a, Vec<u8>>>,
     pub cwd: Option<String>,
     pub env: Vec<(String, String)>,
     pub sink: Option<OutputSink<'a>>,
@@ -286,6 +290,7 @@ impl Controller {
     ) -> Result<ExecReport, ControlError> {
         let ExecOptions {
             stdin,
+            stdin_stream,
             cwd,
             env,
             sink,
@@ -295,6 +300,7 @@ impl Controller {
             let chunks: Vec<Vec<u8>> = data.chunks(OUTPUT_CHUNK).map(<[u8]>::to_vec).collect();
             futures::stream::iter(chunks).boxed()
         });
+        let stdin = stdin_stream.or(stdin);
         let io = ExecIo {
             cwd: cwd.or_else(|| self.cwd.clone()),
             env,
