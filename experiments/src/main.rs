@@ -82,13 +82,17 @@ enum Cmd {
         #[arg(long)]
         seeds: String,
         /// Seeds run at once (default: the machine's cores).
-        #[arg(long, conflicts_with = "local_hosts")]
+        #[arg(long, conflicts_with_all = ["local_hosts", "hosts"])]
         jobs: Option<usize>,
         /// Spread the seeds over this many local GXP hosts with GXP's task farm (one seed per
         /// host at a time; a seed whose host dies runs again elsewhere). Needs the `gxp`
         /// program beside `experiment` (or `GRIDBED_GXP`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hosts")]
         local_hosts: Option<usize>,
+        /// Spread the seeds over the hosts of this file with GXP's task farm, logging in over
+        /// ssh and installing this program on each (format: README, "Real machines").
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
         /// Output directory: journal, sweep.json, README.md, histograms (default: sweeps/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -241,6 +245,7 @@ fn sweep_options(
     seeds: &str,
     jobs: Option<usize>,
     local_hosts: Option<usize>,
+    hosts: Option<&Path>,
     out: Option<PathBuf>,
     set: &[String],
     platform: Option<&Path>,
@@ -253,15 +258,19 @@ fn sweep_options(
         timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 7.0 * 86400.0,
         "--timeout-s must be above 0 and at most a week, got {timeout_s}"
     );
-    let spread = match local_hosts {
-        Some(n) => {
+    let spread = match (hosts, local_hosts) {
+        (Some(f), _) => {
+            let file = gridbed_experiments::cluster::load_hosts(f)?;
+            sweep::Spread::Cluster(f.to_path_buf(), Box::new(file))
+        }
+        (None, Some(n)) => {
             anyhow::ensure!(
                 (1..=64).contains(&n),
                 "--local-hosts must be 1 to 64, got {n}"
             );
             sweep::Spread::LocalGxp(n)
         }
-        None => {
+        (None, None) => {
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             anyhow::ensure!(
@@ -395,6 +404,7 @@ fn main() -> ExitCode {
             seeds,
             jobs,
             local_hosts,
+            hosts,
             out,
             set,
             platform,
@@ -407,6 +417,7 @@ fn main() -> ExitCode {
                 &seeds,
                 jobs,
                 local_hosts,
+                hosts.as_deref(),
                 out,
                 &set,
                 platform.as_deref(),

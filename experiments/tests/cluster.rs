@@ -599,3 +599,49 @@ fn workers_with_different_secrets_refuse_each_other() {
     assert!(l.starts_with("GBW1 FAIL 0 expected a SECRET line"), "{l}");
     assert_eq!(bad.exit(), 1);
 }
+
+#[test]
+fn sweep_spreads_seeds_over_the_cluster_hosts_with_the_task_farm() {
+    let Some(c) = cluster() else { return };
+    let hosts = c.write_hosts_file("hosts", "");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("sw");
+    let r = experiment(
+        &[
+            "sweep",
+            "phoenix-scale",
+            "--seeds",
+            "1..12",
+            "--quick",
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ],
+        Duration::from_secs(180),
+        || true,
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    println!("{}", text(&r));
+    let s: Value = serde_json::from_slice(&std::fs::read(o.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(s["seeds"], 12, "{s}");
+    assert_eq!(s["failed"].as_array().unwrap().len(), 0, "{s}");
+    assert!(
+        s["spread"].as_str().unwrap().contains("4 hosts"),
+        "{}",
+        s["spread"]
+    );
+    // A seed gives on a cluster host exactly what it gives here.
+    let exp = gridbed_experiments::registry::find("phoenix-scale").unwrap();
+    let here = gridbed_experiments::sweep::record::run_one(&exp, 5, None, true);
+    assert_eq!(s["digests"][4]["seed"], 5);
+    assert_eq!(s["digests"][4]["digest"].as_str(), here.digest.as_deref());
+    for k in 0..4 {
+        assert_eq!(
+            installed(&c, k).len(),
+            1,
+            "host {k}: the program installed once"
+        );
+    }
+    assert_idle(&c, "after the sweep");
+}

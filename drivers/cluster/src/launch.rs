@@ -369,6 +369,30 @@ impl Cluster {
         )
     }
 
+    /// Farms shell `tasks` over every host of the cluster with GXP's task farm: one task per
+    /// host at a time, a task whose host dies runs again on another (up to three attempts);
+    /// `"$GXP_PROGRAM"` in a task is the program installed on its host. `on_done` gets each
+    /// finished task.
+    pub fn farm(
+        &mut self,
+        tasks: &[String],
+        on_done: gridbed_gxp::front::farm::OnDone<'_>,
+    ) -> Result<gridbed_gxp::front::farm::FarmReport, ClusterError> {
+        let ctl = self
+            .ctl
+            .as_mut()
+            .ok_or_else(|| one("the cluster is stopped".into()))?;
+        ctl.selection.set(self.index.values().copied().collect());
+        let mut journal = gridbed_gxp::front::farm::FarmJournal::default();
+        let opts = gridbed_gxp::front::farm::FarmOptions {
+            on_done: Some(on_done),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(ctl.farm(tasks, &mut journal, opts))
+            .map_err(|e| one(format!("task farm: {e}")))
+    }
+
     /// The hosts-file targets in file order.
     pub fn targets(&self) -> Vec<String> {
         self.file.hosts.iter().map(|h| h.target.clone()).collect()

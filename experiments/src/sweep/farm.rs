@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gridbed_gxp::front::controller::Controller;
-use gridbed_gxp::front::farm::{FarmJournal, FarmOptions, TaskRecord};
+use gridbed_gxp::front::farm::{FarmJournal, FarmOptions, FarmReport, TaskRecord};
 
 use super::record::{SeedRecord, RECORD_MARK};
 
@@ -84,8 +84,36 @@ pub fn record_of(seed: u64, t: &TaskRecord) -> SeedRecord {
     }
 }
 
-/// Farms `seeds` out to the controller's selected hosts; `on_record` gets each seed's record as
-/// its task ends (a seed lost with its hosts has `error` set and `lost` true).
+/// Takes each seed's record as its task ends (`lost`: the seed was lost with its hosts).
+pub type OnRecord<'a> = &'a mut (dyn FnMut(SeedRecord, bool) -> Result<(), String> + Send);
+
+/// The farm's tasks for `seeds`, and the callback that turns a finished task into its seed's
+/// record for `on_record`.
+pub fn tasks_of(
+    paths: &FarmPaths,
+    name: &str,
+    seeds: &[u64],
+    quick: bool,
+    timeout: Duration,
+) -> Vec<String> {
+    seeds
+        .iter()
+        .map(|&s| task_command(paths, name, s, quick, timeout))
+        .collect()
+}
+
+/// What a farm run left to say: seeds retried after host losses; Err if a record was not kept.
+pub fn check_report(rep: &FarmReport) -> anyhow::Result<()> {
+    if let Some(e) = &rep.journal_error {
+        anyhow::bail!("recording a seed failed: {e}");
+    }
+    if rep.retried > 0 {
+        eprintln!("sweep: {} seeds ran again after a host loss", rep.retried);
+    }
+    Ok(())
+}
+
+/// Farms `seeds` out to the controller's selected hosts.
 pub async fn run(
     ctl: &mut Controller,
     paths: &FarmPaths,
@@ -93,15 +121,11 @@ pub async fn run(
     seeds: &[u64],
     quick: bool,
     timeout: Duration,
-    on_record: &mut (dyn FnMut(SeedRecord, bool) -> Result<(), String> + Send),
-) -> anyhow::Result<gridbed_gxp::front::farm::FarmReport> {
-    let tasks: Vec<String> = seeds
-        .iter()
-        .map(|&s| task_command(paths, name, s, quick, timeout))
-        .collect();
+    on_record: OnRecord<'_>,
+) -> anyhow::Result<()> {
+    let tasks = tasks_of(paths, name, seeds, quick, timeout);
     let mut on_done = |t: &TaskRecord| -> Result<(), String> {
-        let seed = seeds[t.idx];
-        on_record(record_of(seed, t), t.code.is_none())
+        on_record(record_of(seeds[t.idx], t), t.code.is_none())
     };
     let mut journal = FarmJournal::default();
     let rep = ctl
@@ -115,10 +139,28 @@ pub async fn run(
         )
         .await
         .map_err(|e| anyhow::anyhow!("task farm: {e}"))?;
-    if let Some(e) = &rep.journal_error {
-        anyhow::bail!("recording a seed failed: {e}");
-    }
-    Ok(rep)
+    check_report(&rep)
+}
+
+/// Farms `seeds` out to every host of a launched cluster (the program installed there runs them).
+pub fn run_on_cluster(
+    cluster: &mut gridbed_cluster_driver::Cluster,
+    values: &Option<serde_json::Value>,
+    name: &str,
+    seeds: &[u64],
+    quick: bool,
+    timeout: Duration,
+    on_record: OnRecord<'_>,
+) -> anyhow::Result<()> {
+    let paths = FarmPaths::new("\"$GXP_PROGRAM\"".into(), values)?;
+    let tasks = tasks_of(&paths, name, seeds, quick, timeout);
+    let mut on_done = |t: &TaskRecord| -> Result<(), String> {
+        on_record(record_of(seeds[t.idx], t), t.code.is_none())
+    };
+    let rep = cluster
+        .farm(&tasks, &mut on_done)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_report(&rep)
 }
 
 /// The `gxp` program the local hosts run: `$GRIDBED_GXP`, else `gxp` beside this executable.

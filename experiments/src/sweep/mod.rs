@@ -37,6 +37,9 @@ pub enum Spread {
     /// GXP's task farm over this many local GXP hosts (the local launcher), one seed per host
     /// at a time.
     LocalGxp(usize),
+    /// GXP's task farm over the hosts of a hosts file (`--hosts`, logins over ssh; the
+    /// `experiment` program installs itself on every host).
+    Cluster(PathBuf, Box<gridbed_cluster_driver::HostsFile>),
 }
 
 impl Spread {
@@ -44,6 +47,11 @@ impl Spread {
         match self {
             Spread::Processes(n) => format!("{n} jobs"),
             Spread::LocalGxp(n) => format!("GXP task farm over {n} local hosts"),
+            Spread::Cluster(p, f) => format!(
+                "GXP task farm over the {} hosts of {}",
+                f.hosts.len(),
+                p.display()
+            ),
         }
     }
 }
@@ -107,6 +115,7 @@ pub fn run(o: &SweepOptions) -> anyhow::Result<Summary> {
     match o.spread {
         Spread::Processes(jobs) => in_processes(o, jobs, todo, &mut sink)?,
         Spread::LocalGxp(hosts) => on_local_gxp(o, hosts, todo, &mut sink)?,
+        Spread::Cluster(_, ref file) => on_cluster(o, file, todo, &mut sink)?,
     }
     sink.bar.finish_and_clear();
     let records = sink.records;
@@ -197,6 +206,35 @@ fn in_processes(
     first_err.map_or(Ok(()), Err)
 }
 
+/// The seeds as tasks of GXP's farm over the hosts of a hosts file.
+fn on_cluster(
+    o: &SweepOptions,
+    file: &gridbed_cluster_driver::HostsFile,
+    todo: VecDeque<u64>,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let seeds: Vec<u64> = todo.into_iter().collect();
+    let mut cluster = crate::cluster::launch(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("sweep: {} hosts up", file.hosts.len());
+    let mut on_record = |rec: SeedRecord, lost: bool| -> Result<(), String> {
+        sink.accept(rec, !lost).map_err(|e| format!("{e:#}"))
+    };
+    let result = farm::run_on_cluster(
+        &mut cluster,
+        &o.values,
+        o.exp.name,
+        &seeds,
+        o.quick,
+        o.timeout,
+        &mut on_record,
+    );
+    cluster.stop();
+    result
+}
+
 /// The seeds as tasks of GXP's farm over `hosts` local GXP hosts.
 fn on_local_gxp(
     o: &SweepOptions,
@@ -229,11 +267,6 @@ fn on_local_gxp(
                 &mut on_record,
             )
             .await
-            .map(|rep| {
-                if rep.retried > 0 {
-                    eprintln!("sweep: {} seeds ran again after a host loss", rep.retried);
-                }
-            })
         };
         ctl.quit();
         // Let the daemons read their quit order and exit before the runtime goes.
