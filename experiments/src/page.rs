@@ -173,14 +173,8 @@ fn sweeps_section(sweeps: &[SweepEntry], h: &mut String, md: &mut String) {
             }
         };
         let head = format!(
-            "{}{}: seeds {}..{} ({} seeds), {} failed, {} distinct trace digests; {:.1} s for {} seeds, {}",
-            s.experiment,
-            if s.quick { " (quick)" } else { "" },
-            s.first_seed,
-            s.last_seed,
-            s.seeds,
-            s.failed.len(),
-            s.distinct_digests,
+            "{}; {:.1} s for {} seeds, {}",
+            crate::sweep::summary::headline(s),
             s.wall_s,
             s.ran_seeds,
             s.spread

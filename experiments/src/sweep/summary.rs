@@ -204,13 +204,10 @@ pub fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64, usize)> {
         .collect()
 }
 
-/// The summary as text: what the sweep prints and its `README.md` holds.
-pub fn text(s: &Summary, out: &Path) -> String {
-    let (wall_s, spread) = (s.wall_s, &s.spread);
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "sweep {}{}: seeds {}..{} ({} seeds), {} failed, {} distinct trace digests",
+/// One line: experiment, seeds, failures, distinct digests.
+pub fn headline(s: &Summary) -> String {
+    format!(
+        "{}{}: seeds {}..{} ({} seeds), {} failed, {} distinct trace digests",
         s.experiment,
         if s.quick { " (quick)" } else { "" },
         s.first_seed,
@@ -218,7 +215,14 @@ pub fn text(s: &Summary, out: &Path) -> String {
         s.seeds,
         s.failed.len(),
         s.distinct_digests
-    );
+    )
+}
+
+/// The summary as text: what the sweep prints and its `README.md` holds.
+pub fn text(s: &Summary, out: &Path) -> String {
+    let (wall_s, spread) = (s.wall_s, &s.spread);
+    let mut t = String::new();
+    let _ = writeln!(t, "sweep {}", headline(s));
     if wall_s > 0.0 {
         let _ = writeln!(
             t,
